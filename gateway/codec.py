@@ -1,0 +1,118 @@
+"""Envelope codecs: msgpack (binary frames) and JSON (text frames).
+
+Both carry the same envelopes (docs/protocol.md):
+
+* client to server, a command: ``{"op": str, "ref": int|str (optional), "d": map}``
+* server to client, an event:  ``{"t": str, "d": map}``; replies to a
+  command carry its ``ref``: ``{"t": "ack", "ref": ..., "d": ...}`` or
+  ``{"t": "error", "ref": ..., "d": {"code", "message", "retryable"}}``.
+
+In JSON every id (key ``id`` or ending in ``_id``/``_ids``) is a decimal
+string; in msgpack it is an integer.  Decoding accepts either on input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+
+from parley import events
+
+MAX_REF_LEN = 64  # characters of a string ref echoed back to the client
+
+
+class BadEnvelope(ValueError):
+    """The frame is not a valid command envelope; ``code`` says why."""
+
+    def __init__(self, code: str, message: str, ref: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+def _check(obj: Any) -> tuple[str, Any, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise BadEnvelope("bad_envelope", "a command is a map with 'op'")
+    ref = obj.get("ref")
+    if ref is not None and not ((isinstance(ref, int) and not isinstance(ref, bool))
+                                or (isinstance(ref, str) and len(ref) <= MAX_REF_LEN)):
+        raise BadEnvelope("bad_envelope", "'ref' is an integer or a short string")
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise BadEnvelope("bad_envelope", "'op' must be a string", ref)
+    data = obj.get("d", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadEnvelope("bad_envelope", "'d' must be a map", ref)
+    return op, ref, data
+
+
+class MsgpackCodec:
+    name = "msgpack"
+    binary = True
+
+    @staticmethod
+    def decode(frame: bytes | str) -> tuple[str, Any, dict[str, Any]]:
+        if isinstance(frame, str):
+            raise BadEnvelope("wrong_frame_type", "parley.msgpack.v1 uses binary frames")
+        try:
+            # unpackb bounds every length by the input size, so a hostile
+            # header cannot make it allocate more than the frame holds.
+            obj = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
+            # ValueError covers ExtraData, FormatError, StackError and bad UTF-8;
+            # TypeError an unhashable map key (a list as a key).
+            raise BadEnvelope("bad_envelope", "not a msgpack map") from exc
+        return _check(obj)
+
+    @staticmethod
+    def encode(obj: dict[str, Any]) -> bytes:
+        return msgpack.packb(obj, use_bin_type=True)
+
+    @staticmethod
+    def from_hub(payload: bytes, event: dict[str, Any]) -> bytes:
+        # The hub payload is already the msgpack event: forward it as is.
+        return payload
+
+
+class JsonCodec:
+    name = "json"
+    binary = False
+
+    @staticmethod
+    def decode(frame: bytes | str) -> tuple[str, Any, dict[str, Any]]:
+        if isinstance(frame, bytes):
+            raise BadEnvelope("wrong_frame_type", "parley.json.v1 uses text frames")
+        try:
+            obj = json.loads(frame)
+        except (ValueError, RecursionError) as exc:
+            raise BadEnvelope("bad_envelope", "not a JSON object") from exc
+        return _check(obj)
+
+    @staticmethod
+    def encode(obj: dict[str, Any]) -> str:
+        return events.to_json(obj)
+
+    @staticmethod
+    def from_hub(payload: bytes, event: dict[str, Any]) -> str:
+        return events.to_json(event)
+
+
+Codec = MsgpackCodec | JsonCodec
+
+
+def codec_for(subprotocol: str) -> type[MsgpackCodec] | type[JsonCodec]:
+    return JsonCodec if subprotocol.endswith(".json.v1") else MsgpackCodec
+
+
+def as_id(value: Any, field: str) -> int:
+    """An id from a command: an int (msgpack) or a decimal string (JSON)."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise BadEnvelope("invalid_field", f"'{field}' must be an id")
+    return value

@@ -1,0 +1,246 @@
+"""Local fan-out: which of this gateway's sessions get which hub event.
+
+Theory of operation:
+
+* The gateway subscribes to a channel topic once, when the first local
+  member session arrives, and unsubscribes when the last one leaves
+  (the hub reference-counts too, but one subscription per channel keeps the
+  bookkeeping here).
+* Subscribe first, then read the channel's position from PostgreSQL, then
+  start delivering: an event committed after the read arrives through the
+  hub; one committed before it is history, which clients page or resume.
+* Channel events go through a ``ChannelStream`` so every local session
+  receives the channel strictly in seq order, exactly once, whatever the hub
+  does: early events wait, gaps older than ``GAP_TIMEOUT_S`` and everything
+  after a hub reset are backfilled from PostgreSQL.
+* One frame per codec is built per event (msgpack: the hub payload itself)
+  and written to every local session: no per-recipient encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core_ext import build_frame
+from core_ext.defs_py import OP_BINARY, OP_TEXT
+from gateway.ordering import ChannelStream
+from parley import events
+from storage.interfaces import Hub
+
+log = logging.getLogger("parley.gateway.router")
+
+GAP_TIMEOUT_S = 0.15  # how long an early event waits for its predecessor before a fetch
+SWEEP_INTERVAL_S = 0.05  # how often gaps are checked
+RESET_CONCURRENCY = 8  # channels backfilled at once after a hub reset
+
+
+class Subscriber(Protocol):
+    """A local session as the router sees it."""
+
+    user_id: int
+    session_id: int
+
+    def send_event_frames(self, binary_frame: bytes, text_frame: Callable[[], bytes]) -> None: ...
+
+    def on_user_event(self, event: dict[str, Any]) -> None: ...
+
+
+FetchAfter = Callable[[int, int, int], Awaitable[list[tuple[int, bytes]]]]
+Position = Callable[[int, int], Awaitable[int]]
+
+
+@dataclass(slots=True, eq=False)
+class _Channel:
+    workspace_id: int
+    sessions: set[Subscriber] = field(default_factory=set)
+    stream: ChannelStream[tuple[bytes, dict[str, Any]]] = field(default_factory=ChannelStream)
+    backfilling: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Router:
+    """Implements HubHandler for the gateway."""
+
+    def __init__(self, hub: Hub, fetch_after: FetchAfter, position: Position) -> None:
+        self._hub = hub
+        self._fetch_after = fetch_after
+        self._position = position
+        self._channels: dict[int, _Channel] = {}
+        self._users: dict[int, set[Subscriber]] = {}
+        self._gapped: set[int] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.delivered_events = 0  # statistics
+        self.backfills = 0
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        for task in [self._sweeper, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        self._sweeper = None
+
+    # -- membership ---------------------------------------------------------
+
+    async def add_user(self, sub: Subscriber) -> None:
+        subs = self._users.get(sub.user_id)
+        if subs is None:
+            subs = self._users[sub.user_id] = set()
+            subs.add(sub)
+            await self._hub.subscribe(events.user_topic(sub.user_id))
+        else:
+            subs.add(sub)
+
+    async def add_channel(self, sub: Subscriber, workspace_id: int, channel_id: int) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            ch.sessions.add(sub)
+            await ch.ready.wait()
+            return
+        ch = self._channels[channel_id] = _Channel(workspace_id)
+        ch.sessions.add(sub)
+        try:
+            await self._hub.subscribe(events.channel_topic(channel_id))
+            position = await self._position(workspace_id, channel_id)
+        except BaseException:
+            if self._channels.get(channel_id) is ch:
+                del self._channels[channel_id]
+            ch.ready.set()
+            raise
+        self._deliver(channel_id, ch, ch.stream.start(position + 1, time.monotonic()))
+        ch.ready.set()
+
+    async def remove_channel(self, sub: Subscriber, channel_id: int) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is None or sub not in ch.sessions:
+            return
+        ch.sessions.discard(sub)
+        if not ch.sessions:
+            del self._channels[channel_id]
+            self._gapped.discard(channel_id)
+            await self._hub.unsubscribe(events.channel_topic(channel_id))
+
+    async def remove(self, sub: Subscriber, channel_ids: set[int]) -> None:
+        for cid in list(channel_ids):
+            await self.remove_channel(sub, cid)
+        subs = self._users.get(sub.user_id)
+        if subs is not None and sub in subs:
+            subs.discard(sub)
+            if not subs:
+                del self._users[sub.user_id]
+                await self._hub.unsubscribe(events.user_topic(sub.user_id))
+
+    def channel_position(self, channel_id: int) -> int | None:
+        """The last seq delivered locally for the channel, if subscribed."""
+        ch = self._channels.get(channel_id)
+        if ch is None or ch.stream.next_seq is None:
+            return None
+        return ch.stream.next_seq - 1
+
+    # -- HubHandler -----------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            event = events.decode(payload)
+        except ValueError:
+            log.warning("undecodable hub payload on %s", topic)
+            return
+        kind, _, ident = topic.partition(":")
+        if kind == "c":
+            ch = self._channels.get(int(ident))
+            if ch is not None:
+                self._on_channel_event(int(ident), ch, payload, event)
+        elif kind == "u":
+            for sub in list(self._users.get(int(ident), ())):
+                sub.on_user_event(event)
+
+    def on_reset(self) -> None:
+        """The hub may have lost events: backfill every channel."""
+        task = asyncio.create_task(self._backfill_all())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- delivery -------------------------------------------------------------
+
+    def _on_channel_event(self, cid: int, ch: _Channel, payload: bytes,
+                          event: dict[str, Any]) -> None:
+        data = event.get("d")
+        seq = data.get("seq") if isinstance(data, dict) else None
+        if not isinstance(seq, int):  # unsequenced (typing, member joined): deliver now
+            self._deliver(cid, ch, [(payload, event)])
+            return
+        ready = ch.stream.offer(seq, (payload, event), time.monotonic())
+        if ready:
+            self._deliver(cid, ch, ready)
+        if ch.stream.gap_since is not None:
+            self._gapped.add(cid)
+        else:
+            self._gapped.discard(cid)
+
+    def _deliver(self, cid: int, ch: _Channel,
+                 items: list[tuple[bytes, dict[str, Any]]]) -> None:
+        for payload, event in items:
+            binary = build_frame(OP_BINARY, payload)
+            text: list[bytes] = []
+
+            def text_frame(event: dict[str, Any] = event, cache: list[bytes] = text) -> bytes:
+                if not cache:
+                    cache.append(build_frame(OP_TEXT, events.to_json(event).encode()))
+                return cache[0]
+
+            for sub in ch.sessions:
+                sub.send_event_frames(binary, text_frame)
+            self.delivered_events += len(ch.sessions)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            for cid in list(self._gapped):
+                ch = self._channels.get(cid)
+                since = None if ch is None else ch.stream.gap_since
+                if ch is None or since is None:
+                    self._gapped.discard(cid)
+                elif now - since >= GAP_TIMEOUT_S and not ch.backfilling:
+                    task = asyncio.create_task(self._backfill(cid, ch))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+    async def _backfill(self, cid: int, ch: _Channel) -> None:
+        """Fetch from PostgreSQL everything after what was delivered, until
+        caught up with the stream's buffer (or the channel's end)."""
+        if ch.backfilling or ch.stream.next_seq is None:
+            return
+        ch.backfilling = True
+        self.backfills += 1
+        try:
+            while self._channels.get(cid) is ch and ch.stream.next_seq is not None:
+                after = ch.stream.next_seq - 1
+                page = await self._fetch_after(ch.workspace_id, cid, after)
+                for _seq, payload in page:
+                    self._on_channel_event(cid, ch, payload, events.decode(payload))
+                if len(page) == 0 or (ch.stream.missing_range() is None and len(page) < 500):
+                    break
+        except Exception:
+            log.warning("backfill of channel %s failed; will retry", cid, exc_info=True)
+            if ch.stream.gap_since is not None:
+                ch.stream.gap_since = time.monotonic()
+        finally:
+            ch.backfilling = False
+
+    async def _backfill_all(self) -> None:
+        sem = asyncio.Semaphore(RESET_CONCURRENCY)
+
+        async def one(cid: int, ch: _Channel) -> None:
+            async with sem:
+                await self._backfill(cid, ch)
+
+        await asyncio.gather(*(one(cid, ch) for cid, ch in list(self._channels.items())),
+                             return_exceptions=True)

@@ -1,0 +1,124 @@
+"""The composition root: the one place that picks concrete backends.
+
+From ``Settings`` it builds the ``Services`` bundle the actions use:
+
+===============  ===============================  ===================================
+concern          default (nothing configured)     configured
+===============  ===============================  ===================================
+PostgreSQL       embedded server in data_dir/pg   ``database_url`` (one DSN per shard)
+hub              in-process                       Redis pub/sub / Redis Cluster
+snowflake ids    worker id 0                      worker id leased in PostgreSQL
+secret           data_dir/secret (generated)      ``jwt_secret``
+===============  ===============================  ===================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parley.auth import TokenIssuer
+from parley.config import Settings
+from parley.ids import IdAllocator, LeasedIdAllocator
+from parley.services import Services
+from storage.embedded import EmbeddedPostgres
+from storage.interfaces import Hub
+from storage.postgres import PgDatabase
+from storage.writer import GroupCommitWriter
+
+log = logging.getLogger("parley")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    services: Services
+    db: PgDatabase
+    writer: GroupCommitWriter
+    embedded: EmbeddedPostgres | None = None
+    ids: IdAllocator | None = None
+    notes: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.services.hub.close()
+        if isinstance(self.ids, LeasedIdAllocator):
+            await self.ids.close()
+        await self.db.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def load_secret(settings: Settings) -> str:
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.data_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret
+
+
+def make_hub(settings: Settings) -> Hub:
+    # Imported here so that a deployment loads only the backend it uses.
+    urls = settings.redis_urls
+    if not urls:
+        from storage.hub_memory import InProcessHub
+
+        return InProcessHub()
+    if len(urls) == 1:
+        from storage.hub_redis import RedisHub
+
+        return RedisHub(urls[0])
+    from storage.hub_redis_cluster import RedisClusterHub
+
+    return RedisClusterHub(urls)
+
+
+async def build(settings: Settings, *, migrate: bool = True,
+                dsns: list[str] | None = None) -> Runtime:
+    """Start every backend ``settings`` selects and return them wired up.
+
+    ``dsns`` overrides the database list (tests pass their own databases).
+    """
+    embedded: EmbeddedPostgres | None = None
+    notes: list[str] = []
+    dsns = dsns or settings.database_urls
+    if not dsns:
+        embedded = EmbeddedPostgres(Path(settings.data_dir))
+        dsns = [embedded.start()]
+        notes.append(f"embedded PostgreSQL in {embedded.pgdata}")
+    db = PgDatabase(dsns, pool_max=settings.pg_pool_max)
+    try:
+        await db.connect()
+        if migrate:
+            applied = await db.migrate()
+            if applied:
+                notes.append(f"applied migrations: {', '.join(applied)}")
+        ids: IdAllocator
+        if embedded is not None:
+            ids = IdAllocator(0)  # a single embedded process owns the database
+        else:
+            leased = LeasedIdAllocator(db)
+            await leased.start()
+            ids = leased
+        hub = make_hub(settings)
+        writer = GroupCommitWriter(db, window_ms=settings.commit_window_ms,
+                                   max_batch=settings.commit_max_batch)
+        tokens = TokenIssuer(load_secret(settings), settings.jwt_issuer, settings.jwt_audience,
+                             settings.access_token_ttl_s)
+    except BaseException:
+        await db.close()
+        if embedded is not None:
+            embedded.stop()
+        raise
+    svc = Services(settings=settings, store=db, writer=writer, hub=hub, ids=ids, tokens=tokens)
+    return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
+                   ids=ids, notes=notes)

@@ -1,0 +1,147 @@
+"""Parley settings: one frozen dataclass, read from CLI flags and ``PARLEY_*``.
+
+Every setting has an environment variable named ``PARLEY_<FIELD>`` (upper
+case).  The README's config table is generated from ``SETTINGS_DOC`` so the
+two cannot drift (``tests/parley/test_config.py`` checks that).
+
+Precedence: explicit CLI flag > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value Parley cannot use; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    api_port: int = 8080
+    gateway_port: int = 8765
+    data_dir: Path = Path(".parley")
+    # Comma-separated PostgreSQL DSNs.  Empty means the embedded PostgreSQL
+    # under data_dir.  The first DSN also holds the directory (accounts,
+    # workspace placement); workspaces are spread over all of them.
+    database_url: str = ""
+    # Empty means the in-process hub (one process).  redis://... selects Redis
+    # pub/sub; several comma-separated URLs select Redis Cluster sharded pub/sub.
+    redis_url: str = ""
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    # HMAC secret for access tokens.  Empty: generated once and kept in
+    # data_dir/secret (fine for one host; set it explicitly for a fleet).
+    jwt_secret: str = ""
+    jwt_issuer: str = "parley"
+    jwt_audience: str = "parley"
+    access_token_ttl_s: int = 900
+    # Allowed browser origins for gateway upgrades (comma-separated); requests
+    # without an Origin header (non-browser clients) are not affected.
+    allowed_origins: str = "http://localhost,http://127.0.0.1"
+    max_message_chars: int = 40_000
+    pg_pool_max: int = 16
+    # Group commit: flush a batch after this many ms or this many messages.
+    commit_window_ms: float = 1.0
+    commit_max_batch: int = 512
+    log_level: str = "info"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def database_urls(self) -> list[str]:
+        return [u.strip() for u in self.database_url.split(",") if u.strip()]
+
+    @property
+    def redis_urls(self) -> list[str]:
+        return [u.strip() for u in self.redis_url.split(",") if u.strip()]
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/")
+                         for o in self.allowed_origins.split(",") if o.strip())
+
+
+SETTINGS_DOC: dict[str, str] = {
+    "host": "Interface the API and gateway listen on",
+    "api_port": "REST API port",
+    "gateway_port": "WebSocket gateway port",
+    "data_dir": "Embedded PostgreSQL data, local files and the generated secret",
+    "database_url":
+        "PostgreSQL DSN(s), comma-separated for shards; empty = embedded PostgreSQL",
+    "redis_url":
+        "Redis URL for the hub; several comma-separated = Redis Cluster; empty = in-process",
+    "s3_endpoint": "S3 endpoint URL; empty = files on local disk under data_dir",
+    "s3_bucket": "S3 bucket for files",
+    "s3_region": "S3 region",
+    "s3_access_key": "S3 access key id",
+    "s3_secret_key": "S3 secret access key",
+    "jwt_secret": "HMAC-SHA256 secret for access tokens; empty = generated in data_dir/secret",
+    "jwt_issuer": "`iss` claim issued and required",
+    "jwt_audience": "`aud` claim issued and required",
+    "access_token_ttl_s": "Access token lifetime in seconds",
+    "allowed_origins": "Browser origins allowed to open gateway connections (comma-separated)",
+    "max_message_chars": "Longest message text accepted, in characters",
+    "pg_pool_max": "Connections per PostgreSQL pool",
+    "commit_window_ms": "Group-commit window in milliseconds",
+    "commit_max_batch": "Group-commit batch size limit (messages)",
+    "log_level": "Logging level (debug, info, warning, error)",
+}
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"PARLEY_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``environ`` (default ``os.environ``) and overrides.
+
+    ``overrides`` holds values given on the command line; ``None`` values are
+    ignored so that an unset flag falls back to the environment.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {
+        f.name: _coerce(f.name, env[f"PARLEY_{f.name.upper()}"], f.default)
+        for f in dataclasses.fields(Settings)
+        if f.name != "extra" and f"PARLEY_{f.name.upper()}" in env
+    }
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    for port_name in ("api_port", "gateway_port"):
+        port = getattr(s, port_name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{port_name} must be 0..65535, not {port}")
+    if s.access_token_ttl_s < 30:
+        raise ConfigError("access_token_ttl_s must be at least 30 seconds")
+    if s.max_message_chars < 1:
+        raise ConfigError("max_message_chars must be positive")
+    if s.commit_max_batch < 1 or s.commit_window_ms < 0:
+        raise ConfigError("commit_max_batch must be >= 1 and commit_window_ms >= 0")
+    if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

@@ -1,0 +1,158 @@
+"""Running Parley: the API, the gateway, or both in one process, with a clean
+shutdown on SIGINT/SIGTERM (drain sockets, stop HTTP, close pools, stop the
+embedded PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import socket
+import sys
+from collections.abc import Generator
+
+import uvicorn
+
+from api.app import create_app
+from gateway.codes import CONNECT_PATH, CloseCode
+from gateway.session import GatewayApp
+from gateway.transport import GatewayServer, TransportLimits, serve
+from gateway.websocket import WsLimits
+from parley.composition import Runtime, build
+from parley.config import Settings
+
+log = logging.getLogger("parley")
+
+DRAIN_DEADLINE_S = 10.0  # how long a draining gateway waits for clients to go
+RECONNECT_JITTER_MS = (1_000, 10_000)  # spread of reconnect hints, so clients do not stampede
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class _NullHandler:
+    def on_message(self, topic: str, payload: bytes) -> None:
+        pass
+
+    def on_reset(self) -> None:
+        pass
+
+
+def _reconnect_hint(_: object) -> str:
+    return json.dumps({"retry_after_ms": random.randint(*RECONNECT_JITTER_MS)})  # noqa: S311
+
+
+def banner(settings: Settings, rt: Runtime, api_port: int | None, gw_port: int | None) -> str:
+    h = settings.host
+    lines = ["Parley is running."]
+    lines += [f"  {n}" for n in rt.notes]
+    if api_port is not None:
+        lines.append(f"  REST API:  http://{h}:{api_port}"
+                     f"  (OpenAPI: http://{h}:{api_port}/openapi.json)")
+    if gw_port is not None:
+        lines.append(f"  Gateway:   ws://{h}:{gw_port}{CONNECT_PATH}")
+    if api_port is not None:
+        a = f"http://{h}:{api_port}"
+        lines += [
+            "First steps:",
+            f"  curl -s {a}/v1/auth/register -H 'content-type: application/json' "
+            "-d '{\"email\":\"ada@example.com\",\"password\":\"correct horse\","
+            "\"display_name\":\"Ada\"}'",
+            f"  curl -s {a}/v1/auth/login -H 'content-type: application/json' "
+            "-d '{\"email\":\"ada@example.com\",\"password\":\"correct horse\"}'",
+            f"  curl -s {a}/v1/workspaces -H \"authorization: Bearer $TOKEN\" "
+            "-H 'content-type: application/json' -d '{\"name\":\"Acme\"}'",
+            "  (README.md walks through channels, messages and the WebSocket.)",
+        ]
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+class Running:
+    """Started components of one process; ``stop()`` shuts them down in order."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.gateway_app: GatewayApp | None = None
+        self.gateway_server: GatewayServer | None = None
+        self.uvicorn: _Uvicorn | None = None
+        self.api_task: asyncio.Task[None] | None = None
+        self.api_port: int | None = None
+
+    @property
+    def gateway_port(self) -> int | None:
+        return None if self.gateway_server is None else self.gateway_server.port
+
+    async def stop(self, drain_deadline_s: float = DRAIN_DEADLINE_S) -> None:
+        if self.gateway_server is not None:
+            await self.gateway_server.drain(CloseCode.SERVER_DRAINING, _reconnect_hint,
+                                            drain_deadline_s)
+            self.gateway_server = None
+        if self.uvicorn is not None and self.api_task is not None:
+            self.uvicorn.should_exit = True
+            with contextlib.suppress(Exception):
+                await self.api_task
+            self.uvicorn = None
+        if self.gateway_app is not None:
+            await self.gateway_app.close()
+            self.gateway_app = None
+        await self.rt.close()
+
+
+async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
+                api_port: int | None = None, gateway_port: int | None = None) -> Running:
+    """Start the selected components on ``rt``'s services (ports default to
+    the settings; 0 picks a free port)."""
+    settings = rt.settings
+    svc = rt.services
+    running = Running(rt)
+    try:
+        if gateway:
+            running.gateway_app = GatewayApp(svc)
+            await running.gateway_app.start()
+            running.gateway_server = await serve(
+                running.gateway_app, settings.host,
+                settings.gateway_port if gateway_port is None else gateway_port,
+                TransportLimits(slow_consumer_code=CloseCode.SLOW_CONSUMER), WsLimits())
+        else:
+            await svc.hub.start(_NullHandler())
+        if api:
+            port = settings.api_port if api_port is None else api_port
+            sock = socket.create_server((settings.host, port), reuse_port=False)
+            running.api_port = sock.getsockname()[1]
+            config = uvicorn.Config(create_app(svc), loop="none", lifespan="off",
+                                    log_level="warning", access_log=False, server_header=False)
+            running.uvicorn = _Uvicorn(config)
+            running.api_task = asyncio.create_task(running.uvicorn.serve(sockets=[sock]))
+            while not running.uvicorn.started and not running.api_task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)  # uvicorn exposes no "started" event to wait on
+            if running.api_task.done():
+                running.api_task.result()
+    except BaseException:
+        await running.stop(drain_deadline_s=0.1)
+        raise
+    return running
+
+
+async def run(settings: Settings, *, api: bool = True, gateway: bool = True) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rt = await build(settings)
+    running = await start(rt, api=api, gateway=gateway)
+    try:
+        print(banner(settings, rt, running.api_port, running.gateway_port), flush=True)
+        await stop.wait()
+        print("Stopping: draining connections...", file=sys.stderr, flush=True)
+    finally:
+        await running.stop()
+        print("Parley stopped.", file=sys.stderr, flush=True)

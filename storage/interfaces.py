@@ -1,0 +1,277 @@
+"""Contracts between Parley's domain code and its infrastructure backends.
+
+Rules for this file:
+
+* It imports nothing of ours (the dependency rule in docs/architecture.md).
+* Each interface is a small ``typing.Protocol``; its docstring is the contract
+  that every implementation meets and that one conformance suite per
+  interface (``tests/storage/test_*_conformance.py``) checks against every
+  implementation with real services.
+* Only the composition root (``parley/composition.py``) names a concrete
+  implementation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# ---------------------------------------------------------------------------
+# Records.  Plain frozen dataclasses: what the stores return.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    email: str
+    display_name: str
+    password_hash: str
+    deactivated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    workspace_id: int
+    user_id: int
+    role: str  # 'owner' | 'admin' | 'member' | 'guest'
+    display_name: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: int
+    name: str
+    created_by: int
+    shard: str
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: int
+    workspace_id: int
+    kind: str  # 'public' | 'private' | 'dm' | 'group_dm'
+    name: str | None
+    topic: str
+    purpose: str
+    created_by: int
+    archived: bool
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    channel_id: int
+    seq: int
+    workspace_id: int
+    user_id: int
+    text: str
+    client_msg_id: str | None
+    thread_root_id: int | None
+    created_at: dt.datetime
+    edited_at: dt.datetime | None
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append; id and created_at are assigned by the caller
+    (snowflake), seq by the store inside the write transaction."""
+
+    id: int
+    channel_id: int
+    workspace_id: int
+    user_id: int
+    text: str
+    client_msg_id: str | None
+    thread_root_id: int | None
+    created_at: dt.datetime
+
+
+class AppendRejected(Exception):
+    """One message of a batch was refused; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached; the operation may be retried later.
+    Nothing was written."""
+
+
+class HubHandler(Protocol):
+    """What a hub calls when something arrives.  Called on the event loop."""
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """A payload published to ``topic`` arrived.
+
+        Must not block: it runs on the hub's reader task.  Payloads of one
+        topic arrive in the order one publisher published them; payloads from
+        two publishers may interleave in any order.
+        """
+
+    def on_reset(self) -> None:
+        """Delivery may have lost payloads (a connection dropped and came back).
+
+        Every subscription is active again by the time this is called, so a
+        consumer that now backfills from the database (PostgreSQL is the source
+        of truth) and deduplicates by sequence number misses nothing.
+        """
+
+
+class Hub(Protocol):
+    """Moves events between the processes of a Parley deployment.
+
+    Contract, for every implementation:
+
+    * Delivery is **at most once** and best-effort: a payload may be lost
+      (for example while Redis restarts), never duplicated by the hub, and
+      never altered.  Consumers restore order and fill gaps from PostgreSQL;
+      the hub only makes the common case fast.
+    * ``subscribe`` is **reference-counted** per topic within one hub
+      instance: after n subscribes, n unsubscribes remove the subscription,
+      and the backend is subscribed to the topic at most once.  When
+      ``subscribe`` returns, every payload published to the topic afterwards
+      (by any process) is delivered unless lost as above.
+    * ``publish`` returns once the payload is handed to the backend; a
+      process receives its own publishes to topics it is subscribed to.
+    * ``publish_many`` behaves like calling ``publish`` for each item in
+      order, but batches the round trips (one pipeline per call).
+    * Payloads are opaque bytes; topics are short ASCII strings
+      (``c:<channel id>`` for channels, ``u:<user id>`` for per-user events).
+    * ``healthy`` is False while the backend is unreachable; the hub keeps
+      retrying on its own and calls ``HubHandler.on_reset`` once it is back.
+    """
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def start(self, handler: HubHandler) -> None:
+        """Connect and start delivering to ``handler``.  Called once."""
+
+    async def subscribe(self, topic: str) -> None: ...
+
+    async def unsubscribe(self, topic: str) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None: ...
+
+    async def close(self) -> None:
+        """Stop delivery and release connections.  Idempotent."""
+
+
+class MessageAppender(Protocol):
+    """Durable, ordered appends (the group-commit writer).
+
+    Contract:
+
+    * ``append`` returns only after the message is committed, with its
+      per-channel ``seq`` (1, 2, 3 ... with no gaps) and ``id``.
+    * The sender must be a member of an unarchived channel at commit time,
+      else ``AppendRejected('not_in_channel' | 'channel_archived' | ...)``.
+    * Idempotent per (user_id, client_msg_id): a retry returns the message
+      stored the first time, never a second one; ``Message.id`` tells the
+      caller which (it differs from the id it proposed).
+    * ``StoreUnavailable`` means nothing was acknowledged; retrying is safe.
+    * Appends from one caller to one channel are stored in call order.
+    """
+
+    async def append(self, shard: str, msg: NewMessage) -> Message: ...
+
+    async def close(self) -> None: ...
+
+
+class AccountStore(Protocol):
+    """Accounts, auth sessions and connect tickets (the directory database).
+
+    Contract: e-mail addresses are unique case-insensitively (``create_user``
+    returns None for a taken one); ``consume_ticket`` is atomic and works at
+    most once per ticket; a revoked session or deactivated user is never
+    ``session_active``.  Connection failures raise ``StoreUnavailable``.
+    """
+
+    async def create_user(self, user_id: int, email: str, display_name: str,
+                          password_hash: str) -> User | None: ...
+
+    async def user_by_email(self, email: str) -> User | None: ...
+
+    async def user(self, user_id: int) -> User | None: ...
+
+    async def update_password_hash(self, user_id: int, password_hash: str) -> None: ...
+
+    async def create_session(self, session_id: int, user_id: int) -> None: ...
+
+    async def session_active(self, session_id: int, user_id: int) -> bool: ...
+
+    async def revoke_session(self, session_id: int, user_id: int) -> bool: ...
+
+    async def create_ticket(self, ticket: str, user_id: int, session_id: int, workspace_id: int,
+                            ttl_s: float) -> None: ...
+
+    async def consume_ticket(self, ticket: str) -> tuple[int, int, int] | None: ...
+
+
+class WorkspaceStore(Protocol):
+    """Workspaces, members and channels, each on its workspace's shard.
+
+    Contract: every method takes the workspace id and never returns data of
+    another workspace (a channel id of workspace B looked up under workspace
+    A is None); a channel's ``last_seq`` is the highest committed seq.
+    """
+
+    async def create_workspace(self, workspace_id: int, name: str, owner: User,
+                               general_channel_id: int) -> Workspace: ...
+
+    async def workspace(self, workspace_id: int) -> Workspace | None: ...
+
+    async def workspaces_of(self, user_id: int) -> list[Workspace]: ...
+
+    async def shard_of(self, workspace_id: int) -> str | None: ...
+
+    async def member(self, workspace_id: int, user_id: int) -> Member | None: ...
+
+    async def add_member(self, workspace_id: int, user: User, role: str) -> Member: ...
+
+    async def create_channel(self, channel_id: int, workspace_id: int, kind: str, name: str,
+                             creator: int) -> Channel | None: ...
+
+    async def channel(self, workspace_id: int, channel_id: int) -> Channel | None: ...
+
+    async def is_channel_member(self, workspace_id: int, channel_id: int,
+                                user_id: int) -> bool: ...
+
+    async def join_channel(self, workspace_id: int, channel_id: int, user_id: int) -> bool: ...
+
+    async def user_channels(self, workspace_id: int,
+                            user_id: int) -> list[tuple[Channel, int]]: ...
+
+    async def list_public_channels(self, workspace_id: int, after_id: int,
+                                   limit: int) -> list[Channel]: ...
+
+    async def history(self, workspace_id: int, channel_id: int, *, before: int | None = None,
+                      after: int | None = None, limit: int = 50) -> list[Message]: ...
+
+
+class LeaseStore(Protocol):
+    """Snowflake worker-id leases: at most one live holder per id."""
+
+    async def lease_worker_id(self, holder: str, ttl_s: float) -> int | None: ...
+
+    async def renew_worker_id(self, worker_id: int, holder: str, ttl_s: float) -> bool: ...
+
+    async def release_worker_id(self, worker_id: int, holder: str) -> None: ...
+
+
+class Store(AccountStore, WorkspaceStore, LeaseStore, Protocol):
+    """Everything the domain reads and writes outside the message writer."""
+
+    async def ping(self) -> bool:
+        """True when every database answers and no migration is pending."""
