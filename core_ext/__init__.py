@@ -5,7 +5,8 @@ Kernels (name -> compiled module / Python twin):
 * ``mask``      -> ``core_ext._mask`` / ``core_ext._mask_py``: RFC 6455 masking.
 * ``snowflake`` -> ``core_ext._snowflake`` / ``core_ext._snowflake_py``: ids.
 * ``frames``    -> ``core_ext.frames_c`` / ``core_ext.frames_py``: frame parser
-  and builder (one source compiled with ``frames_c.pxd``).
+  and builder (one source compiled with ``frames_c.pxd``).  ``frames_c``
+  calls ``_mask`` at C level, so it only loads when ``_mask`` does.
 * ``fanout``    -> ``core_ext.fanout_c`` / ``core_ext.fanout_py``: one frame to
   many transports.
 

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core_ext import build_frame
+from core_ext import FanoutTarget, build_frame, fanout_write
 from core_ext.defs_py import OP_BINARY, OP_TEXT
 from gateway.ordering import ChannelStream
 from parley import events
@@ -37,6 +37,11 @@ log = logging.getLogger("parley.gateway.router")
 GAP_TIMEOUT_S = 0.15  # how long an early event waits for its predecessor before a fetch
 SWEEP_INTERVAL_S = 0.05  # how often gaps are checked
 RESET_CONCURRENCY = 8  # channels backfilled at once after a hub reset
+SLOW_CONSUMER_CODE = 4002  # gateway.codes.CloseCode.SLOW_CONSUMER
+
+
+class Connection(FanoutTarget, Protocol):
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class Subscriber(Protocol):
@@ -44,8 +49,17 @@ class Subscriber(Protocol):
 
     user_id: int
     session_id: int
+    binary: bool  # wants binary (msgpack) frames, else text (JSON)
 
-    def send_event_frames(self, binary_frame: bytes, text_frame: Callable[[], bytes]) -> None: ...
+    @property
+    def conn(self) -> Connection: ...
+
+    @property
+    def holding(self) -> bool:
+        """True while the session replays history: live frames go to ``hold``."""
+
+    def hold(self, channel_id: int, seq: int | None, binary_frame: bytes,
+             text_frame: Callable[[], bytes]) -> None: ...
 
     def on_user_event(self, event: dict[str, Any]) -> None: ...
 
@@ -60,14 +74,32 @@ class _Channel:
     sessions: set[Subscriber] = field(default_factory=set)
     stream: ChannelStream[tuple[bytes, dict[str, Any]]] = field(default_factory=ChannelStream)
     backfilling: bool = False
+    needs_backfill: bool = False  # a backfill failed: retry from the sweeper
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Fan-out lists, rebuilt lazily after a membership change (None = stale):
+    # live binary connections, live text connections, sessions holding.
+    _targets: tuple[list[Connection], list[Connection], list[Subscriber]] | None = None
+
+    def targets(self) -> tuple[list[Connection], list[Connection], list[Subscriber]]:
+        t = self._targets
+        if t is None:
+            t = ([s.conn for s in self.sessions if s.binary and not s.holding],
+                 [s.conn for s in self.sessions if not s.binary and not s.holding],
+                 [s for s in self.sessions if s.holding])
+            self._targets = t
+        return t
+
+    def invalidate(self) -> None:
+        self._targets = None
 
 
 class Router:
     """Implements HubHandler for the gateway."""
 
-    def __init__(self, hub: Hub, fetch_after: FetchAfter, position: Position) -> None:
+    def __init__(self, hub: Hub, fetch_after: FetchAfter, position: Position, *,
+                 outbound_limit_bytes: int = 4 << 20) -> None:
         self._hub = hub
+        self._limit = outbound_limit_bytes
         self._fetch_after = fetch_after
         self._position = position
         self._channels: dict[int, _Channel] = {}
@@ -102,6 +134,7 @@ class Router:
         ch = self._channels.get(channel_id)
         if ch is not None:
             ch.sessions.add(sub)
+            ch.invalidate()
             await ch.ready.wait()
             return
         ch = self._channels[channel_id] = _Channel(workspace_id)
@@ -122,6 +155,7 @@ class Router:
         if ch is None or sub not in ch.sessions:
             return
         ch.sessions.discard(sub)
+        ch.invalidate()
         if not ch.sessions:
             del self._channels[channel_id]
             self._gapped.discard(channel_id)
@@ -136,6 +170,13 @@ class Router:
             if not subs:
                 del self._users[sub.user_id]
                 await self._hub.unsubscribe(events.user_topic(sub.user_id))
+
+    def holding_changed(self, sub: Subscriber, channel_ids: set[int]) -> None:
+        """``sub`` started or stopped holding: refresh its channels' lists."""
+        for cid in channel_ids:
+            ch = self._channels.get(cid)
+            if ch is not None:
+                ch.invalidate()
 
     def channel_position(self, channel_id: int) -> int | None:
         """The last seq delivered locally for the channel, if subscribed."""
@@ -186,7 +227,10 @@ class Router:
 
     def _deliver(self, cid: int, ch: _Channel,
                  items: list[tuple[bytes, dict[str, Any]]]) -> None:
+        bin_conns, text_conns, holders = ch.targets()
         for payload, event in items:
+            data = event.get("d")
+            seq = data.get("seq") if isinstance(data, dict) else None
             binary = build_frame(OP_BINARY, payload)
             text: list[bytes] = []
 
@@ -195,9 +239,18 @@ class Router:
                     cache.append(build_frame(OP_TEXT, events.to_json(event).encode()))
                 return cache[0]
 
-            for sub in ch.sessions:
-                sub.send_event_frames(binary, text_frame)
+            if bin_conns:
+                self._write(bin_conns, binary)
+            if text_conns:
+                self._write(text_conns, text_frame())
+            for sub in holders:
+                sub.hold(cid, seq if isinstance(seq, int) else None, binary, text_frame)
             self.delivered_events += len(ch.sessions)
+
+    def _write(self, conns: list[Connection], frame: bytes) -> None:
+        """One frame to many sockets; close the ones that cannot keep up."""
+        for i in fanout_write(conns, frame, self._limit):
+            conns[i].close(SLOW_CONSUMER_CODE, "slow consumer")
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -206,6 +259,8 @@ class Router:
             for cid in list(self._gapped):
                 ch = self._channels.get(cid)
                 since = None if ch is None else ch.stream.gap_since
+                if ch is not None and ch.needs_backfill and not ch.backfilling:
+                    since = now - GAP_TIMEOUT_S
                 if ch is None or since is None:
                     self._gapped.discard(cid)
                 elif now - since >= GAP_TIMEOUT_S and not ch.backfilling:
@@ -219,6 +274,7 @@ class Router:
         if ch.backfilling or ch.stream.next_seq is None:
             return
         ch.backfilling = True
+        ch.needs_backfill = False
         self.backfills += 1
         try:
             while self._channels.get(cid) is ch and ch.stream.next_seq is not None:
@@ -230,8 +286,8 @@ class Router:
                     break
         except Exception:
             log.warning("backfill of channel %s failed; will retry", cid, exc_info=True)
-            if ch.stream.gap_since is not None:
-                ch.stream.gap_since = time.monotonic()
+            ch.needs_backfill = True
+            self._gapped.add(cid)
         finally:
             ch.backfilling = False
 

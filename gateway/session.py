@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from core_ext import build_frame
+from core_ext.defs_py import OP_BINARY, OP_TEXT
 from gateway import codec as codecs
 from gateway.codes import (
     CONNECT_PATH,
@@ -26,6 +28,7 @@ from gateway.router import Router
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
 from parley.actions import accounts, delivery, messages
+from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import DomainError
 from parley.services import Services
@@ -38,23 +41,36 @@ RATE_PER_S = 50.0  # sustained commands per second per connection
 RATE_BURST = 200.0  # bucket size
 RATE_STRIKES_TO_CLOSE = 50  # rate-limited commands before the socket is closed
 EXPIRY_SWEEP_S = 5.0  # how often expired sessions are looked for
+MAX_HELD_EVENTS = 10_000  # live events queued for one session during its replay
+RESUME_WAIT_S = 10.0  # with ?resume=1, how long live events wait for the resume command
 
 
 class Session:
     """One authenticated connection (implements router.Subscriber)."""
 
-    __slots__ = ("channels", "codec", "conn", "expires_at", "ident", "session_id", "strikes",
-                 "tokens", "tokens_at", "user_id", "workspace_id")
+    __slots__ = ("app", "binary", "channels", "codec", "conn", "expires_at", "floors", "held",
+                 "held_count",
+                 "ident", "session_id", "strikes", "tokens", "tokens_at", "user_id",
+                 "workspace_id")
 
-    def __init__(self, conn: WsTransport, ident: Identity, workspace_id: int,
+    def __init__(self, app: GatewayApp, conn: WsTransport, ident: Identity, workspace_id: int,
                  codec: type[codecs.MsgpackCodec] | type[codecs.JsonCodec]) -> None:
+        self.app = app
         self.conn = conn
         self.ident = ident
         self.user_id = ident.user_id
         self.session_id = ident.session_id
         self.workspace_id = workspace_id
         self.codec = codec
+        self.binary = codec.binary
         self.channels: set[int] = set()
+        # While replaying (resume), live channel events wait here, per channel:
+        # (seq, binary frame, text frame).  None when live.
+        self.held: dict[int, list[tuple[int | None, bytes, Callable[[], bytes]]]] | None = None
+        self.held_count = 0
+        # After a replay that ran ahead of this gateway's live stream: per
+        # channel, the seq already sent; live events up to it are dropped.
+        self.floors: dict[int, int] | None = None
         self.expires_at = ident.expires_at
         self.tokens = RATE_BURST
         self.tokens_at = time.monotonic()
@@ -62,12 +78,35 @@ class Session:
 
     # -- router.Subscriber -----------------------------------------------------
 
-    def send_event_frames(self, binary_frame: bytes, text_frame: Callable[[], bytes]) -> None:
-        self.conn.send(binary_frame if self.codec.binary else text_frame())
+    @property
+    def holding(self) -> bool:
+        return self.held is not None or self.floors is not None
+
+    def hold(self, channel_id: int, seq: int | None, binary_frame: bytes,
+             text_frame: Callable[[], bytes]) -> None:
+        if self.held is None:
+            floors = self.floors
+            if floors is not None and seq is not None and channel_id in floors:
+                if seq <= floors[channel_id]:
+                    return  # already sent by the replay
+                del floors[channel_id]
+                if not floors:
+                    self.floors = None
+                    self.app.router.holding_changed(self, {channel_id})
+            self.send_frame(binary_frame, text_frame)
+            return
+        self.held_count += 1
+        if self.held_count > MAX_HELD_EVENTS:
+            self.held = None
+            self.conn.close(CloseCode.RESYNC_REQUIRED, "too much happened during the replay")
+            return
+        self.held.setdefault(channel_id, []).append((seq, binary_frame, text_frame))
+
+    def send_frame(self, binary_frame: bytes, text_frame: Callable[[], bytes]) -> None:
+        self.conn.send(binary_frame if self.binary else text_frame())
 
     def on_user_event(self, event: dict[str, Any]) -> None:
-        app: GatewayApp = self.conn.handler  # type: ignore[assignment]
-        app.user_event(self, event)
+        self.app.user_event(self, event)
 
     # -- outbound helpers ------------------------------------------------------
 
@@ -90,6 +129,12 @@ class Session:
             self.tokens -= 1.0
             return True
         return False
+
+
+def _frames(payload: bytes) -> tuple[bytes, Callable[[], bytes]]:
+    """The binary frame of a stored event and a lazy JSON frame for it."""
+    binary = build_frame(OP_BINARY, payload)
+    return binary, lambda: build_frame(OP_TEXT, events.to_json(events.decode(payload)).encode())
 
 
 class GatewayApp:
@@ -137,6 +182,7 @@ class GatewayApp:
             return Reject(403, "origin_not_allowed", "this Origin may not connect")
         try:
             ident, workspace_id = await self._authenticate(request)
+            await require_member(self.svc, ident, workspace_id)
         except DomainError as exc:
             return Reject(exc.status, exc.code, exc.message)
         except StoreUnavailable:
@@ -144,7 +190,8 @@ class GatewayApp:
         if self._per_user.get(ident.user_id, 0) >= MAX_CONNECTIONS_PER_USER:
             return Reject(429, "too_many_connections",
                           f"at most {MAX_CONNECTIONS_PER_USER} connections per user")
-        return Accept(subprotocol=subprotocol, context=(ident, workspace_id))
+        resume = request.query.get("resume") == "1"
+        return Accept(subprotocol=subprotocol, context=(ident, workspace_id, resume))
 
     def _origin_allowed(self, origin: str) -> bool:
         allowed = self.svc.settings.origins
@@ -174,8 +221,13 @@ class GatewayApp:
     # -- lifecycle -------------------------------------------------------------
 
     def on_open(self, conn: WsTransport) -> None:
-        ident, workspace_id = cast(tuple[Identity, int], conn.context)
-        session = Session(conn, ident, workspace_id, codecs.codec_for(conn.subprotocol or ""))
+        ident, workspace_id, resume = cast(tuple[Identity, int, bool], conn.context)
+        session = Session(self, conn, ident, workspace_id,
+                          codecs.codec_for(conn.subprotocol or ""))
+        if resume:
+            # Hold live events until the client says what it has (or times out).
+            session.held = {}
+            asyncio.get_running_loop().call_later(RESUME_WAIT_S, self._resume_timeout, session)
         self.sessions[conn] = session
         self._per_user[ident.user_id] = self._per_user.get(ident.user_id, 0) + 1
         self._spawn(self._open(session))
@@ -240,6 +292,8 @@ class GatewayApp:
             return
         if op == "send":
             self._spawn(self._send(session, ref, d))
+        elif op == "resume":
+            self._spawn(self._resume(session, ref, d))
         elif op == "heartbeat":
             session.send({"t": "heartbeat_ack", "ref": ref, "d": {"ts": int(time.time() * 1000)}})
         else:
@@ -268,6 +322,93 @@ class GatewayApp:
         session.reply(ref, {"id": msg.id, "channel_id": msg.channel_id, "seq": msg.seq,
                             "ts": int(msg.created_at.timestamp() * 1000),
                             "client_msg_id": msg.client_msg_id})
+
+    # -- resume --------------------------------------------------------------------
+
+    async def _resume(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
+        """Replay what the client missed, then go live with no gap and no duplicate.
+
+        The session holds live events (``Session.held``) while it replays from
+        PostgreSQL; afterwards the held events with a seq beyond what was
+        replayed are sent, in order, and the session is live again.
+        """
+        if session.held is None:
+            session.held = {}
+            self.router.holding_changed(session, session.channels)
+        try:
+            cursors = self._parse_cursors(d)
+        except codecs.BadEnvelope as exc:
+            self._release(session, {})
+            session.error(ref, exc.code, exc.message)
+            return
+        limit = self.svc.settings.resume_max_events
+        replayed: dict[int, int] = {}
+        resync: list[int] = []
+        count = 0
+        try:
+            for cid, last_seen in cursors.items():
+                if cid not in session.channels:
+                    continue  # not (or no longer) a member: nothing to replay
+                head = await delivery.channel_position(self.svc, session.workspace_id, cid)
+                if head - last_seen > limit:
+                    resync.append(cid)
+                    session.send({"t": "channel.resync_required", "d": {
+                        "channel_id": cid, "from_seq": last_seen + 1, "to_seq": head}})
+                    replayed[cid] = head
+                    continue
+                after = last_seen
+                while after < head:
+                    page = await delivery.events_after(self.svc, session.workspace_id, cid, after)
+                    if not page:
+                        break
+                    for seq, payload in page:
+                        session.send_frame(*_frames(payload))
+                        after = seq
+                        count += 1
+                replayed[cid] = after
+        except StoreUnavailable:
+            self._release(session, replayed)
+            session.conn.close(CloseCode.RESYNC_REQUIRED, "history unavailable; resume later")
+            return
+        self._release(session, replayed)
+        session.reply(ref, {"replayed": count, "resync_required": resync})
+
+    @staticmethod
+    def _parse_cursors(d: dict[str, Any]) -> dict[int, int]:
+        raw = d.get("channels", {})
+        if not isinstance(raw, dict) or len(raw) > 10_000:
+            raise codecs.BadEnvelope("invalid_field", "'channels' maps channel ids to seqs")
+        out: dict[int, int] = {}
+        for k, v in raw.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise codecs.BadEnvelope("invalid_field", "a cursor is a seq >= 0")
+            out[codecs.as_id(k, "channels")] = v
+        return out
+
+    def _release(self, session: Session, replayed: dict[int, int]) -> None:
+        """Send the held live events not covered by the replay; go live."""
+        held = session.held or {}
+        session.held = None
+        session.held_count = 0
+        floors: dict[int, int] = {}
+        for cid, upto in replayed.items():
+            sent = upto
+            for seq, binary, text in held.pop(cid, ()):
+                if seq is None or seq > upto:
+                    session.send_frame(binary, text)
+                    sent = max(sent, seq or sent)
+            live = self.router.channel_position(cid)
+            if live is not None and live < sent:
+                floors[cid] = sent  # the live stream has not caught up yet
+        for frames in held.values():
+            for _, binary, text in frames:
+                session.send_frame(binary, text)
+        session.floors = floors or None
+        self.router.holding_changed(session, session.channels)
+
+    def _resume_timeout(self, session: Session) -> None:
+        if session.held is not None and session.conn in self.sessions:
+            self._release(session, {})
 
     # -- user events -------------------------------------------------------------
 

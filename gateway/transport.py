@@ -46,7 +46,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from core_ext import Kernels
 from gateway.handshake import (
@@ -174,8 +174,10 @@ class _TimerWheel:
 
     A connection sits in at most one slot (``conn._timer_slot``).  When its
     slot comes up, ``conn._on_timer(now)`` runs and returns its next deadline
-    or None.  Deadlines beyond the wheel's span are parked in its last slot
-    and re-evaluated.  A deadline never fires early, and at most one tick late.
+    or None.  A deadline within the span (512 ticks) is called back at most
+    one tick late and never early.  A farther one is parked in the last slot
+    and called back early, so ``_on_timer`` must compare its deadlines with
+    ``now`` and simply return them when they are not due yet.
     """
 
     __slots__ = ("_handle", "_loop", "_origin", "_slots", "_tick", "_tick_s")
@@ -311,7 +313,13 @@ class WsTransport(asyncio.Protocol):
     @property
     def remote_address(self) -> object:
         """The peer's address as the transport reports it (computed lazily)."""
-        return None if self._transport is None else self._transport.get_extra_info("peername")
+        return self.get_extra_info("peername")
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """The underlying transport's ``get_extra_info`` (``"socket"``, ``"peername"``...)."""
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
 
     def send(self, frame: bytes) -> bool:
         """Queue a pre-built frame (from ``core_ext.build_frame``).
@@ -357,8 +365,8 @@ class WsTransport(asyncio.Protocol):
 
     # --- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         server = self._server
         server.connections.add(self)
         self._deadline = server.loop.time() + server.limits.handshake_timeout_s

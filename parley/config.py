@@ -49,6 +49,9 @@ class Settings:
     # without an Origin header (non-browser clients) are not affected.
     allowed_origins: str = "http://localhost,http://127.0.0.1"
     max_message_chars: int = 40_000
+    # Most messages one channel replays on `resume`; beyond it the client is
+    # sent channel.resync_required and pages through history over REST.
+    resume_max_events: int = 1_000
     pg_pool_max: int = 16
     # Group commit: flush a batch after this many ms or this many messages.
     commit_window_ms: float = 1.0
@@ -90,6 +93,7 @@ SETTINGS_DOC: dict[str, str] = {
     "access_token_ttl_s": "Access token lifetime in seconds",
     "allowed_origins": "Browser origins allowed to open gateway connections (comma-separated)",
     "max_message_chars": "Longest message text accepted, in characters",
+    "resume_max_events": "Most messages a channel replays on resume before resync_required",
     "pg_pool_max": "Connections per PostgreSQL pool",
     "commit_window_ms": "Group-commit window in milliseconds",
     "commit_max_batch": "Group-commit batch size limit (messages)",

@@ -139,6 +139,7 @@ class HubStats:
     pipelines: int = 0  # publish round trips (pipelines) completed
     delivered: int = 0  # payloads handed to handler.on_message
     reconnects: int = 0  # pub/sub connections established after a failure
+    redirects: int = 0  # payloads resent to a new owner after MOVED (cluster)
     resets: int = 0  # handler.on_reset calls
 
 
@@ -700,6 +701,7 @@ class PublishBatcher:
         return batch
 
     async def _drain(self) -> None:
+        batch: list[_PublishRequest] = []
         try:
             while self._queue:
                 batch = self._take_batch()
@@ -723,13 +725,15 @@ class PublishBatcher:
                             error = HubUnavailable(f"publish failed: {failed}")
                             error.__cause__ = failed
                             request.future.set_exception(error)
+                batch = []
         finally:
             self._drainer = None
-            # Only reached with a non-empty queue when cancelled by close().
-            while self._queue:
-                request = self._queue.popleft()
+            # Only reached with requests left when close() cancelled us; the
+            # batch in flight may or may not have been published.
+            for request in [*batch, *self._queue]:
                 if not request.future.done():
-                    request.future.set_exception(RuntimeError("hub closed"))
+                    request.future.set_exception(HubUnavailable("hub closed mid-publish"))
+            self._queue.clear()
 
     async def close(self) -> None:
         """Refuse new publishes; let the pipeline in flight finish (bounded)."""
@@ -845,6 +849,18 @@ class HubCore(abc.ABC):
         waiter = link.add(topic)
         self._rehoming[topic] = waiter
         waiter.add_done_callback(lambda w: self._rehomed(topic, w))
+
+    def _refused(self, link: PubSubLink, topic: str, reply: Reply) -> bool:
+        """Handle a SUBSCRIBE the server rejected (ACL...); True if ``reply`` was that.
+
+        Not retried, since it would be refused again, possibly in a tight loop.
+        A waiting ``subscribe`` raises; a topic refused while re-subscribing
+        stays inactive until it is unsubscribed and subscribed again.
+        """
+        if reply is not Reply.REFUSED:
+            return False
+        log.error("hub %s: the server refused to subscribe %r (see its log)", link.name, topic)
+        return True
 
     def _rehomed(self, topic: str, waiter: asyncio.Future[SubscribeOutcome]) -> None:
         if self._rehoming.get(topic) is waiter:
@@ -1013,11 +1029,12 @@ class RedisHub(HubCore):
         return None
 
     def on_link_lost(self, link: PubSubLink, topic: str, reply: Reply) -> None:
+        if self._refused(link, topic, reply):
+            return
         # Plain pub/sub has no server-side unsubscribe or MOVED; if it happens
         # anyway, subscribe again and tell the consumer it may have missed some.
         log.warning("hub %s: subscription to %r ended by the server (%s)", link.name, topic, reply)
-        if reply is not Reply.REFUSED:
-            self._rehome(topic)
+        self._rehome(topic)
 
     async def close(self) -> None:
         """Stop delivery and release connections.  Idempotent."""

@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 #: How many MOVED answers one ``subscribe`` follows before returning anyway
 #: (the subscription then stays homeless/retrying and a reset follows).
 MAX_SUBSCRIBE_REDIRECTS = 3
+#: Least time between two CLUSTER SLOTS fetches of one hub.
+MIN_REFRESH_INTERVAL_S = 0.1
 
 
 class NodeAddress(NamedTuple):
@@ -152,6 +154,7 @@ class RedisClusterHub(HubCore):
         self._clients: dict[NodeAddress, aioredis.Redis] = {}
         self._refresh_task: asyncio.Task[None] | None = None
         self._refresh_again = False
+        self._last_refresh_at = float("-inf")
         self._background: set[asyncio.Task[None]] = set()
         self._batcher = PublishBatcher(
             self._send_batch, max_batch_items=self._options.max_batch_items, stats=self.stats
@@ -186,11 +189,12 @@ class RedisClusterHub(HubCore):
         for _ in range(MAX_SUBSCRIBE_REDIRECTS):
             task = self._refresh_task
             if task is not None:
-                await asyncio.shield(task)
+                await asyncio.wait((task,))  # never raises, even if close() cancels it
             waiter = self._rehoming.get(topic)
             if waiter is None:
                 return
-            if await asyncio.shield(waiter) is not SubscribeOutcome.MOVED:
+            await asyncio.wait((waiter,))
+            if waiter.cancelled() or waiter.result() is not SubscribeOutcome.MOVED:
                 return
 
     # -- LinkListener (beyond HubCore) ---------------------------------------
@@ -202,7 +206,7 @@ class RedisClusterHub(HubCore):
             self._topology_needed()
 
     def on_link_lost(self, link: PubSubLink, topic: str, reply: Reply) -> None:
-        if topic not in self._refcounts:
+        if topic not in self._refcounts or self._refused(link, topic, reply):
             return
         log.info("hub cluster: %r left %s (%s); refreshing slots", topic, link.name, reply.value)
         self._homeless.add(topic)
@@ -246,8 +250,15 @@ class RedisClusterHub(HubCore):
     async def _refresh_loop(self) -> None:
         """Fetch and apply the slot map until it covers every subscribed topic."""
         backoff = Backoff(self._options.backoff_base_s, self._options.backoff_cap_s)
+        loop = asyncio.get_running_loop()
         try:
             while not self._closed:
+                # A node that answers MOVED while CLUSTER SLOTS still names it
+                # (mid-migration) would otherwise make this a tight loop.
+                pause_s = self._last_refresh_at + MIN_REFRESH_INTERVAL_S - loop.time()
+                if pause_s > 0:
+                    await asyncio.sleep(pause_s)
+                self._last_refresh_at = loop.time()
                 self._refresh_again = False
                 try:
                     self._apply(await self._fetch_slot_map())
@@ -262,6 +273,8 @@ class RedisClusterHub(HubCore):
 
     def _apply(self, new: SlotMap) -> None:
         """Install ``new`` and move every topic whose owner changed (no awaits)."""
+        if self._closed:
+            return
         old = self._slot_map
         self._slot_map = new
         for node in new.primaries:
@@ -339,6 +352,7 @@ class RedisClusterHub(HubCore):
             # MOVED means "not executed": resending cannot duplicate.  Indexes
             # stay in order, so per-topic order survives the detour.
             await self._refresh_now()
+            self.stats.redirects += len(moved)
             retried = await self._send_once(items, moved)
             for i, error in zip(moved, retried, strict=True):
                 errors[i] = error
@@ -349,10 +363,8 @@ class RedisClusterHub(HubCore):
         task = self._refresh_task
         if task is None:
             return
-        try:
-            async with asyncio.timeout(self._options.connect_timeout_s):
-                await asyncio.shield(task)
-        except TimeoutError:
+        done, _ = await asyncio.wait((task,), timeout=self._options.connect_timeout_s)
+        if not done:
             log.warning("hub cluster: topology refresh still running; publishing anyway")
 
     async def _send_once(

@@ -1,0 +1,7 @@
+"""Stub for fanout_c, fanout_py.py compiled with fanout_c.pxd."""
+
+from collections.abc import Sequence
+
+from core_ext.fanout_py import FanoutTarget as FanoutTarget
+
+def fanout_write(targets: Sequence[FanoutTarget], frame: bytes, limit_bytes: int) -> list[int]: ...
