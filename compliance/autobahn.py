@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's venv (``make autobahn`` does)::
 
-    .venv/bin/python compliance/autobahn.py                # gateway.echo, cases 1-10
+    .venv/bin/python compliance/autobahn.py                # parley gateway --echo, cases 1-10
     .venv/bin/python compliance/autobahn.py --cases '5.*,9.1.*'
     .venv/bin/python compliance/autobahn.py \\
         --server-cmd '{python} compliance/reference_echo.py --host {host} --port {port}' \\
@@ -16,7 +16,7 @@ What it does, in order (every step fails loudly, never silently passes):
    ``.autobahn/py27-site`` once, and reuses it afterwards;
 3. writes the fuzzingclient spec (``autobahn-reports/fuzzingclient.json``) and asks the
    suite, through ``wstest_wrapper.py``, which case ids it resolves to;
-4. starts the server under test (default ``python -m gateway.echo --host 127.0.0.1 --port
+4. starts the server under test (default ``parley gateway --echo --host 127.0.0.1 --gateway-port
    <free port>``, i.e. with its default 1 MiB message limit), waits until it accepts TCP,
    runs the suite, then stops the server (SIGTERM, SIGKILL after ``--stop-timeout``);
 5. judges ``autobahn-reports/index.json`` and the per-case reports: every requested case
@@ -67,7 +67,7 @@ SPEC_NAME = "fuzzingclient.json"
 PY27_VERSION = "2.7.18"
 SUITE_REQUIREMENT = "autobahntestsuite==25.10.1"
 DEFAULT_CASES = tuple(f"{n}.*" for n in range(1, 11))
-DEFAULT_SERVER_CMD = "{python} -m gateway.echo --host {host} --port {port}"
+DEFAULT_SERVER_CMD = "{python} -m parley.cli gateway --echo --host {host} --gateway-port {port}"
 DEFAULT_AGENT = "parley-echo"
 
 PASSING_BEHAVIOR = frozenset({"OK", "NON-STRICT", "INFORMATIONAL"})

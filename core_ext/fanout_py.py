@@ -49,8 +49,9 @@ def fanout_write(targets: Sequence[FanoutTarget], frame: bytes, limit_bytes: int
     See the module docstring for the full contract.
     """
     skipped: list[int] = []
-    for index in range(len(targets)):
-        target = targets[index]
+    index = -1
+    for target in targets:
+        index += 1
         try:
             if target.get_write_buffer_size() > limit_bytes:
                 skipped.append(index)
