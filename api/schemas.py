@@ -7,17 +7,34 @@ precision above 2**53 in most clients.  Path ids are validated as positive
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import datetime as dt
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.actions import validate
-from storage.interfaces import Channel, Member, Message, User, Workspace
+from parley.actions.messages import MessageView
+from storage.interfaces import (
+    Channel,
+    ChannelMember,
+    ChannelView,
+    Invite,
+    Member,
+    Message,
+    Pin,
+    ReadState,
+    User,
+    Workspace,
+)
 
 INT64_MAX = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=INT64_MAX, description="A snowflake id")]
 IdStr = Annotated[str, Field(pattern=r"^[0-9]{1,19}$", description="A snowflake id")]
+
+
+def _ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
 
 
 class Strict(BaseModel):
@@ -28,6 +45,8 @@ class ErrorBody(BaseModel):
     code: str = Field(description="Machine-readable error code")
     message: str = Field(description="Human-readable explanation")
     retryable: bool = Field(description="Whether the same request may succeed later")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="For invalid_request: which fields are wrong")
 
 
 class ErrorEnvelope(BaseModel):
@@ -59,7 +78,14 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme name, not a secret
     expires_at: int = Field(description="Unix seconds")
-    user: UserOut
+    refresh_token: str | None = Field(
+        default=None, description="Single use: POST it to /v1/auth/refresh for new tokens; "
+        "using it twice revokes the session")
+    user: UserOut | None = None
+
+
+class RefreshIn(Strict):
+    refresh_token: str = Field(min_length=1, max_length=256)
 
 
 class WorkspaceIn(Strict):
@@ -70,10 +96,11 @@ class WorkspaceOut(BaseModel):
     id: IdStr
     name: str
     created_by: IdStr
+    role: str | None = Field(default=None, description="The caller's role")
 
     @classmethod
-    def of(cls, w: Workspace) -> WorkspaceOut:
-        return cls(id=str(w.id), name=w.name, created_by=str(w.created_by))
+    def of(cls, w: Workspace, role: str | None = None) -> WorkspaceOut:
+        return cls(id=str(w.id), name=w.name, created_by=str(w.created_by), role=role)
 
 
 class WorkspaceList(BaseModel):
@@ -97,6 +124,56 @@ class MemberOut(BaseModel):
                    display_name=m.display_name)
 
 
+class MemberList(BaseModel):
+    members: list[MemberOut]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page")
+
+
+class RoleIn(Strict):
+    role: Literal["admin", "member", "guest"]
+
+
+class InviteIn(Strict):
+    role: Literal["admin", "member", "guest"] = "member"
+    ttl_s: int | None = Field(default=None, ge=60, le=30 * 24 * 3600,
+                              description="Lifetime in seconds (default: the server's)")
+    max_uses: int | None = Field(default=None, ge=1, le=10_000,
+                                 description="Uses before it stops working (default: unlimited)")
+
+
+class InviteOut(BaseModel):
+    id: IdStr
+    workspace_id: IdStr
+    role: str
+    created_by: IdStr
+    created_ts: int = Field(description="Unix milliseconds")
+    expires_ts: int = Field(description="Unix milliseconds")
+    max_uses: int | None
+    uses: int
+    revoked: bool
+
+    @classmethod
+    def of(cls, i: Invite) -> InviteOut:
+        return cls(id=str(i.id), workspace_id=str(i.workspace_id), role=i.role,
+                   created_by=str(i.created_by), created_ts=_ms(i.created_at),
+                   expires_ts=_ms(i.expires_at), max_uses=i.max_uses, uses=i.uses,
+                   revoked=i.revoked)
+
+
+class InviteCreatedOut(BaseModel):
+    invite: InviteOut
+    token: str = Field(description="The secret of the link; shown once")
+
+
+class InviteList(BaseModel):
+    invites: list[InviteOut]
+    next_cursor: str | None = None
+
+
+class AcceptInviteIn(Strict):
+    token: str = Field(min_length=1, max_length=200)
+
+
 class ChannelIn(Strict):
     name: str = Field(max_length=validate.NAME_MAX * 2)
     kind: Literal["public", "private"] = "public"
@@ -111,15 +188,77 @@ class ChannelOut(BaseModel):
     purpose: str
     archived: bool
     last_seq: int = Field(description="Highest message sequence number in the channel")
+    is_member: bool | None = Field(default=None, description="Whether the caller is in it")
     last_read_seq: int | None = Field(default=None, description="Caller's read position")
-    unread_count: int | None = None
+    unread_count: int | None = Field(
+        default=None, description="Others' messages after the read position shown in the "
+        "channel (not deleted; thread replies only if also sent to the channel)")
+    mention_count: int | None = Field(default=None,
+                                      description="Mentions of the caller after the read position")
 
     @classmethod
     def of(cls, c: Channel, last_read: int | None = None) -> ChannelOut:
         return cls(id=str(c.id), workspace_id=str(c.workspace_id), kind=c.kind, name=c.name,
                    topic=c.topic, purpose=c.purpose, archived=c.archived, last_seq=c.last_seq,
-                   last_read_seq=last_read,
-                   unread_count=None if last_read is None else max(0, c.last_seq - last_read))
+                   last_read_seq=last_read)
+
+    @classmethod
+    def view(cls, v: ChannelView) -> ChannelOut:
+        out = cls.of(v.channel, v.last_read_seq)
+        out.is_member = v.is_member
+        out.unread_count = v.unread_count
+        out.mention_count = v.mention_count
+        return out
+
+
+class ChannelPatch(Strict):
+    name: str | None = Field(default=None, max_length=validate.NAME_MAX * 2)
+    topic: str | None = Field(default=None, max_length=1000)
+    purpose: str | None = Field(default=None, max_length=1000)
+
+
+class UserIdsIn(Strict):
+    user_ids: list[IdStr] = Field(min_length=1, max_length=100)
+
+
+class AddedOut(BaseModel):
+    added: list[IdStr] = Field(description="Users newly added (the others were members)")
+
+
+class DmIn(Strict):
+    user_ids: list[IdStr] = Field(max_length=16, description="The others (you are implied)")
+
+
+class ChannelMemberOut(BaseModel):
+    user_id: IdStr
+    display_name: str
+    role: str
+
+    @classmethod
+    def of(cls, m: ChannelMember) -> ChannelMemberOut:
+        return cls(user_id=str(m.user_id), display_name=m.display_name, role=m.role)
+
+
+class ChannelMemberList(BaseModel):
+    members: list[ChannelMemberOut]
+    next_cursor: str | None = None
+
+
+class ReadIn(Strict):
+    seq: int | None = Field(default=None, ge=0, le=INT64_MAX,
+                            description="Read up to this seq (default: the newest)")
+
+
+class ReadStateOut(BaseModel):
+    channel_id: IdStr
+    last_read_seq: int
+    unread_count: int
+    mention_count: int
+
+    @classmethod
+    def of(cls, r: ReadState) -> ReadStateOut:
+        return cls(channel_id=str(r.channel_id), last_read_seq=r.last_read_seq,
+                   unread_count=r.unread_count, mention_count=r.mention_count)
 
 
 class ChannelList(BaseModel):
@@ -132,6 +271,19 @@ class MessageIn(Strict):
     client_msg_id: str | None = Field(default=None, min_length=1,
                                       max_length=validate.CLIENT_MSG_ID_MAX,
                                       description="Idempotency key chosen by the client")
+    thread_root_id: IdStr | None = Field(default=None, description="Reply in this thread")
+    also_in_channel: bool = Field(default=False,
+                                  description="A reply also shown in the channel")
+
+
+class MessagePatch(Strict):
+    text: str = Field(min_length=1, max_length=1_000_000)
+
+
+class ReactionOut(BaseModel):
+    emoji: str
+    count: int
+    user_ids: list[IdStr]
 
 
 class MessageOut(BaseModel):
@@ -145,6 +297,12 @@ class MessageOut(BaseModel):
     ts: int = Field(description="Server time, unix milliseconds")
     edited_ts: int | None
     deleted: bool
+    also_in_channel: bool = False
+    reactions: list[ReactionOut] = Field(default_factory=list)
+    reply_count: int = Field(default=0, description="Thread roots: non-deleted replies")
+    latest_reply_ts: int | None = None
+    replier_ids: list[IdStr] = Field(default_factory=list)
+    pinned: bool = False
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
@@ -153,12 +311,52 @@ class MessageOut(BaseModel):
                    thread_root_id=None if m.thread_root_id is None else str(m.thread_root_id),
                    ts=int(m.created_at.timestamp() * 1000),
                    edited_ts=int(m.edited_at.timestamp() * 1000) if m.edited_at else None,
-                   deleted=m.deleted)
+                   deleted=m.deleted, also_in_channel=m.also_in_channel)
+
+    @classmethod
+    def view(cls, v: MessageView) -> MessageOut:
+        out = cls.of(v.message)
+        out.reactions = [ReactionOut(emoji=r.emoji, count=len(r.user_ids),
+                                     user_ids=[str(u) for u in r.user_ids]) for r in v.reactions]
+        if v.thread is not None:
+            out.reply_count = v.thread.reply_count
+            out.latest_reply_ts = (None if v.thread.latest_reply_at is None
+                                   else _ms(v.thread.latest_reply_at))
+            out.replier_ids = [str(u) for u in v.thread.replier_ids]
+        out.pinned = v.pinned
+        return out
 
 
 class MessagePage(BaseModel):
     messages: list[MessageOut] = Field(description="Oldest first")
     has_more: bool = Field(description="More messages exist in the direction paged")
+
+
+class ThreadOut(BaseModel):
+    root: MessageOut
+    replies: list[MessageOut] = Field(description="In seq order")
+    has_more: bool
+    following: bool = Field(description="Whether the caller follows the thread")
+
+
+class PinOut(BaseModel):
+    message: MessageOut
+    pinned_by: IdStr
+    pinned_ts: int
+
+    @classmethod
+    def of(cls, p: Pin) -> PinOut:
+        return cls(message=MessageOut.of(p.message), pinned_by=str(p.pinned_by),
+                   pinned_ts=_ms(p.pinned_at))
+
+
+class PinList(BaseModel):
+    pins: list[PinOut] = Field(description="Most recently pinned first")
+
+
+class SearchOut(BaseModel):
+    messages: list[MessageOut] = Field(description="Newest first")
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for older hits")
 
 
 class TicketOut(BaseModel):

@@ -456,13 +456,12 @@ class WsTransport(asyncio.Protocol):
         except Exception:
             log.exception("on_open failed")
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
-        if self._phase is _Phase.OPEN:
+        if self._phase is _Phase.OPEN or self._phase is _Phase.CLOSING:
+            # Also when on_open already closed: the peer's close must be read.
             transport.resume_reading()
             early, self._early = self._early, None
-            if early:
+            if early and self._ws is not None:
                 self._on_frames(early)
-        else:
-            self._early = None
 
     def _reject(self, status: int, code: str, message: str, headers: Headers = ()) -> None:
         transport = self._transport
@@ -477,6 +476,7 @@ class WsTransport(asyncio.Protocol):
         assert ws is not None
         events = ws.receive_data(data)
         handler = self._server.handler
+        failed = False
         for event in events:
             if isinstance(event, TextMessage | BinaryMessage):
                 if self._phase is not _Phase.OPEN:
@@ -494,11 +494,33 @@ class WsTransport(asyncio.Protocol):
                 # The peer closed, or failed: ws recorded the code.
                 self._close_code = ws.close_code or CLOSE_ABNORMAL
                 self._close_reason = ws.close_reason
+                failed = isinstance(event, ProtocolFailure)
         replies = ws.data_to_send()
         if replies:
             self._queue(replies, check_limit=False)
         if ws.state is ConnectionState.CLOSED:
-            self._finish()
+            if failed:
+                self._linger()
+            else:
+                self._finish()
+
+    def _linger(self) -> None:
+        """We failed the connection (1002/1007/1009): our close frame is queued,
+        but the peer may still be sending (the rest of an oversized message).
+        Closing TCP now, with unread bytes in the kernel's receive buffer,
+        makes the kernel answer with RST, and an RST can destroy our close
+        frame before the peer reads it (RFC 6455 7.1.1 asks the server to
+        close TCP first, after the close frame is delivered).  So: send the
+        close frame and FIN (half-close), discard whatever still arrives, and
+        let the peer's own close or the close deadline end the connection."""
+        self.flush()
+        self._phase = _Phase.CLOSING
+        self._ws = None  # data_received now discards
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+        self._arm_close_deadline()
+        self._notify_close(self._close_code, self._close_reason)
 
     def _queue(self, data: bytes, check_limit: bool = True) -> bool:
         server = self._server
@@ -679,7 +701,10 @@ class GatewayServer:
         Open connections get a close frame with ``code`` and ``reason_for(conn)``;
         connections still in the handshake get 503.  Whatever is left after
         ``deadline_s`` seconds is aborted.  Then the server is closed.
+        ValueError (before anything is done) for a code that may not be sent.
         """
+        if code not in VALID_CLOSE_CODES:
+            raise ValueError(f"close code {code} may not be sent")
         self._stop_listening()
         for conn in list(self.connections):
             if conn.is_open:

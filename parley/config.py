@@ -45,6 +45,17 @@ class Settings:
     jwt_issuer: str = "parley"
     jwt_audience: str = "parley"
     access_token_ttl_s: int = 900
+    # Refresh tokens rotate on every use; a family (auth session) lives this
+    # long without use.
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    invite_ttl_s: int = 7 * 24 * 3600  # default lifetime of an invite link
+    # REST mutations per user (token bucket per API process); login, register
+    # and refresh are limited per client address with the same bucket.
+    rest_rate_per_s: float = 20.0
+    rest_burst: int = 100
+    # Channels with more members than this need the mention_channel_large
+    # permission for @channel / @here.
+    large_channel_members: int = 50
     # Allowed browser origins for gateway upgrades (comma-separated); requests
     # without an Origin header (non-browser clients) are not affected.
     allowed_origins: str = "http://localhost,http://127.0.0.1"
@@ -91,6 +102,12 @@ SETTINGS_DOC: dict[str, str] = {
     "jwt_issuer": "`iss` claim issued and required",
     "jwt_audience": "`aud` claim issued and required",
     "access_token_ttl_s": "Access token lifetime in seconds",
+    "refresh_token_ttl_s": "Refresh token lifetime in seconds (each use rotates it)",
+    "invite_ttl_s": "Default lifetime of workspace invite links, in seconds",
+    "rest_rate_per_s": "REST mutations per second per user (token bucket refill rate)",
+    "rest_burst": "REST mutation burst per user (token bucket size)",
+    "large_channel_members":
+        "Members above which @channel/@here needs the mention_channel_large permission",
     "allowed_origins": "Browser origins allowed to open gateway connections (comma-separated)",
     "max_message_chars": "Longest message text accepted, in characters",
     "resume_max_events": "Most messages a channel replays on resume before resync_required",
@@ -143,6 +160,12 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{port_name} must be 0..65535, not {port}")
     if s.access_token_ttl_s < 30:
         raise ConfigError("access_token_ttl_s must be at least 30 seconds")
+    if s.refresh_token_ttl_s < s.access_token_ttl_s or s.invite_ttl_s < 60:
+        raise ConfigError("refresh_token_ttl_s must be >= access_token_ttl_s and "
+                          "invite_ttl_s >= 60")
+    if s.rest_rate_per_s <= 0 or s.rest_burst < 1 or s.large_channel_members < 1:
+        raise ConfigError("rest_rate_per_s must be > 0, rest_burst and "
+                          "large_channel_members >= 1")
     if s.max_message_chars < 1:
         raise ConfigError("max_message_chars must be positive")
     if s.commit_max_batch < 1 or s.commit_window_ms < 0:

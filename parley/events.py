@@ -15,22 +15,53 @@ one of the user's sockets.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 import msgpack
 
-from storage.interfaces import Channel, Message
+from storage.interfaces import Channel, Message, ReadState, ThreadSummary
 
 # Event types (server to client).  Nouns, past tense.  Documented in
 # docs/protocol.md; tests check every type listed here is documented.
-MESSAGE_CREATED = "message.created"
-CHANNEL_JOINED = "channel.joined"  # to the user: you are now in this channel
-CHANNEL_LEFT = "channel.left"  # to the user: you are no longer in this channel
-MEMBER_JOINED = "channel.member_joined"  # to a channel: someone joined
-SESSION_REVOKED = "session.revoked"  # to the user: close sockets of this session
+#
+# Only ``message.created`` carries a channel ``seq`` (in ``d.seq``): the
+# gateway orders a channel's sequenced events and replays them on resume.
+# Every other channel event is unsequenced and must NOT have a top-level
+# ``seq`` key (the gateway would treat it as a duplicate message); events
+# about an existing message nest it under ``d.message``.
+#
+# Channel topic ``c:<id>`` (every member of the channel):
+MESSAGE_CREATED = "message.created"  # a new message or thread reply (sequenced)
+MESSAGE_UPDATED = "message.updated"  # edited: d.message is the new state
+MESSAGE_DELETED = "message.deleted"  # d.message is the tombstone; its reactions and pin went
+MESSAGE_PINNED = "message.pinned"
+MESSAGE_UNPINNED = "message.unpinned"
+REACTION_ADDED = "reaction.added"
+REACTION_REMOVED = "reaction.removed"
+THREAD_UPDATED = "thread.updated"  # the root's reply count, latest reply, repliers changed
+CHANNEL_UPDATED = "channel.updated"  # renamed, topic/purpose, archived/unarchived, made private
+MEMBER_JOINED = "channel.member_joined"  # someone joined or was added
+MEMBER_LEFT = "channel.member_left"  # someone left or was removed
+# User topic ``u:<id>`` (every socket of that user, whatever the workspace):
+CHANNEL_JOINED = "channel.joined"  # you are now in this channel (the gateway subscribes)
+CHANNEL_LEFT = "channel.left"  # you are no longer in this channel (the gateway unsubscribes)
+CHANNEL_READ = "channel.read"  # your read position / unread and mention counts changed
+MENTION_CREATED = "mention.created"  # a message now mentions you
+MENTION_REMOVED = "mention.removed"  # a message no longer mentions you (edited or deleted)
+THREAD_FOLLOWED = "thread.followed"
+THREAD_UNFOLLOWED = "thread.unfollowed"
+MEMBERSHIP_UPDATED = "membership.updated"  # your role in a workspace changed
+MEMBERSHIP_ENDED = "membership.ended"  # you left or were deactivated: sockets close (4006)
+SESSION_REVOKED = "session.revoked"  # close sockets of this session
 
-EVENT_TYPES = (MESSAGE_CREATED, CHANNEL_JOINED, CHANNEL_LEFT, MEMBER_JOINED, SESSION_REVOKED)
+EVENT_TYPES = (
+    MESSAGE_CREATED, MESSAGE_UPDATED, MESSAGE_DELETED, MESSAGE_PINNED, MESSAGE_UNPINNED,
+    REACTION_ADDED, REACTION_REMOVED, THREAD_UPDATED, CHANNEL_UPDATED, MEMBER_JOINED,
+    MEMBER_LEFT, CHANNEL_JOINED, CHANNEL_LEFT, CHANNEL_READ, MENTION_CREATED, MENTION_REMOVED,
+    THREAD_FOLLOWED, THREAD_UNFOLLOWED, MEMBERSHIP_UPDATED, MEMBERSHIP_ENDED, SESSION_REVOKED,
+)
 
 
 def channel_topic(channel_id: int) -> str:
@@ -47,8 +78,24 @@ def message_data(m: Message) -> dict[str, Any]:
         "user_id": m.user_id, "text": m.text, "client_msg_id": m.client_msg_id,
         "thread_root_id": m.thread_root_id, "ts": int(m.created_at.timestamp() * 1000),
         "edited_ts": int(m.edited_at.timestamp() * 1000) if m.edited_at else None,
-        "deleted": m.deleted,
+        "deleted": m.deleted, "also_in_channel": m.also_in_channel,
     }
+
+
+def ms(t: dt.datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp() * 1000)
+
+
+def thread_data(workspace_id: int, channel_id: int, s: ThreadSummary) -> dict[str, Any]:
+    return {"workspace_id": workspace_id, "channel_id": channel_id,
+            "thread_root_id": s.root_id, "reply_count": s.reply_count,
+            "latest_reply_ts": ms(s.latest_reply_at), "replier_ids": list(s.replier_ids)}
+
+
+def read_data(workspace_id: int, r: ReadState) -> dict[str, Any]:
+    return {"workspace_id": workspace_id, "channel_id": r.channel_id,
+            "last_read_seq": r.last_read_seq, "unread_count": r.unread_count,
+            "mention_count": r.mention_count}
 
 
 def channel_data(c: Channel) -> dict[str, Any]:

@@ -5,9 +5,10 @@ Rules for this file:
 * Nothing is retried once it may have reached Redis.  A lost publish is
   allowed (delivery is at most once); a duplicated one is not.  Clients are
   therefore built with zero retries, and a failed pipeline fails its callers.
-* A ``PubSubLink``'s tasks never raise: every failure, including a handler
-  exception or a protocol surprise, ends in "drop the connection, back off,
-  reconnect, resubscribe, reset".
+* A ``PubSubLink``'s tasks never raise.  A handler exception is logged and
+  the next payload delivered; every other failure (I/O, timeout, a reply that
+  matches no command) ends in "drop the connection, back off, reconnect,
+  resubscribe, reset".
 * Nothing here blocks the loop; every wait is bounded by a timeout or by a
   connection that is being torn down.
 
@@ -66,7 +67,9 @@ __all__ = [
     "PLAIN",
     "SHARDED",
     "Backoff",
+    "Dial",
     "Dialect",
+    "HubCore",
     "HubOptions",
     "HubStats",
     "HubUnavailable",
@@ -76,7 +79,11 @@ __all__ = [
     "PubSubSession",
     "PublishBatcher",
     "RedisHub",
+    "Reply",
     "SubscribeOutcome",
+    "dial_connection",
+    "enforced_connection_kwargs",
+    "redact_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -569,6 +576,8 @@ class PubSubLink:
         self._set_state(LinkState.SYNCING)
         for topic in self.wanted:
             self._enqueue(_Op(_OpKind.SUBSCRIBE, topic, resync=True))
+        if not self.wanted:
+            self._became_ready()  # nothing to re-subscribe
         reader = asyncio.create_task(self._read_loop(conn, session), name=f"hub-read {self.name}")
         writer = asyncio.create_task(self._write_loop(conn, session), name=f"hub-write {self.name}")
         try:
@@ -602,8 +611,6 @@ class PubSubLink:
         wanted = self.wanted
         listener = self._listener
         awaiting_pong = False
-        if session.synced and not self._outbox:
-            self._became_ready()
         while True:
             try:
                 frame = await conn.read_response(timeout=self._ping_interval_s)

@@ -38,9 +38,10 @@ import logging
 import random
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import MovedError, RedisError
 
@@ -78,7 +79,12 @@ class NodeAddress(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> NodeAddress:
-        """``host:port`` or ``[v6]:port``."""
+        """``host:port``, ``[v6]:port`` or a ``redis://``/``rediss://`` URL."""
+        if "://" in text:
+            url = urlsplit(text)
+            if url.hostname is None:
+                raise ValueError(f"no host in cluster node URL: {text!r}")
+            return cls(url.hostname, url.port or 6379)
         host, _, port = text.strip().rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"not a host:port cluster node address: {text!r}")
@@ -131,8 +137,10 @@ class RedisClusterHub(HubCore):
     """A ``Hub`` over Redis Cluster sharded pub/sub; see the module docstring.
 
     ``RedisClusterHub(startup_nodes, *, options=None)``: ``startup_nodes`` are
-    ``host:port`` strings of any cluster nodes (one is enough); the rest of the
-    topology is discovered.  Semantics beyond the ``Hub`` contract are those of
+    any cluster nodes (one is enough; the rest of the topology is discovered)
+    as ``host:port`` or as ``redis://``/``rediss://`` URLs; credentials and TLS
+    are taken from the first URL, unless ``options.connection_kwargs`` sets
+    them.  Semantics beyond the ``Hub`` contract are those of
     ``RedisHub`` (``start`` does not raise when the cluster is down;
     ``subscribe`` returns at once while a topic's node is unreachable;
     publishes raise ``HubUnavailable`` and are never retried after they may
@@ -146,8 +154,17 @@ class RedisClusterHub(HubCore):
         if not startup_nodes:
             raise ValueError("RedisClusterHub needs at least one startup node")
         self._startup = [NodeAddress.parse(n) for n in startup_nodes]
-        kwargs: dict[str, Any] = dict(self._options.connection_kwargs or {})
+        kwargs: dict[str, Any] = {}
+        if "://" in startup_nodes[0]:
+            from_url = dict(parse_url(startup_nodes[0]))
+            for key in ("host", "port", "path", "db"):  # per node, or meaningless in a cluster
+                from_url.pop(key, None)
+            kwargs.update(from_url)
+        kwargs.update(self._options.connection_kwargs or {})
         kwargs.update(enforced_connection_kwargs(self._options))
+        self._connection_class: type[Connection] = kwargs.pop(
+            "connection_class", Connection
+        )
         self._connection_kwargs = kwargs
         self._slot_map: SlotMap | None = None
         self._node_links: dict[NodeAddress, PubSubLink] = {}
@@ -219,7 +236,7 @@ class RedisClusterHub(HubCore):
         client = self._clients.get(node)
         if client is None:
             pool = ConnectionPool(
-                connection_class=Connection,
+                connection_class=self._connection_class,
                 host=node.host,
                 port=node.port,
                 **self._connection_kwargs,
@@ -301,7 +318,7 @@ class RedisClusterHub(HubCore):
 
     def _dialer(self, node: NodeAddress) -> Dial:
         async def dial() -> AbstractConnection:
-            conn = Connection(host=node.host, port=node.port, **self._connection_kwargs)
+            conn = self._connection_class(host=node.host, port=node.port, **self._connection_kwargs)
             return await dial_connection(conn, self._options.connect_timeout_s)
 
         return dial

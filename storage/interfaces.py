@@ -75,6 +75,97 @@ class Message:
     created_at: dt.datetime
     edited_at: dt.datetime | None
     deleted: bool
+    # A thread reply also shown in the channel ("also send to channel").
+    also_in_channel: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    """A channel as one user sees it in a list: membership and read state
+    (the read fields are None when the user is not a member)."""
+
+    channel: Channel
+    is_member: bool
+    last_read_seq: int | None
+    unread_count: int | None  # others' non-deleted channel messages after last_read_seq
+    mention_count: int | None  # the user's mentions after last_read_seq
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    channel_id: int
+    last_read_seq: int
+    unread_count: int
+    mention_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMember:
+    user_id: int
+    display_name: str
+    role: str  # the workspace role
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    id: int
+    workspace_id: int
+    role: str
+    created_by: int
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    max_uses: int | None
+    uses: int
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InviteOutcome:
+    """``status``: 'joined' | 'already_member' | 'invalid' (unknown, expired,
+    revoked or used up) | 'deactivated' (an admin ended this membership)."""
+
+    status: str
+    member: Member | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    """``status``: 'rotated' | 'reused' (the session is now revoked) |
+    'invalid' (unknown, expired, or its session ended)."""
+
+    status: str
+    user_id: int | None = None
+    session_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    root_id: int
+    reply_count: int  # non-deleted replies
+    latest_reply_at: dt.datetime | None
+    replier_ids: tuple[int, ...]  # distinct authors of non-deleted replies, by id
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    message_id: int
+    emoji: str
+    user_ids: tuple[int, ...]  # in the order they reacted
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    message: Message
+    pinned_by: int
+    pinned_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MentionChange:
+    """Users whose mention of a message appeared or disappeared."""
+
+    added: tuple[int, ...]
+    removed: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +309,15 @@ class AccountStore(Protocol):
 
     async def consume_ticket(self, ticket: str) -> tuple[int, int, int] | None: ...
 
+    async def create_refresh_token(self, token_hash: str, session_id: int, user_id: int,
+                                   ttl_s: float) -> None: ...
+
+    async def rotate_refresh_token(self, old_hash: str, new_hash: str,
+                                   ttl_s: float) -> RefreshOutcome:
+        """Atomically: a fresh, unused token of a live session is marked used
+        and ``new_hash`` issued in its place ('rotated'); a used one revokes
+        its session ('reused'); anything else is 'invalid'."""
+
 
 class WorkspaceStore(Protocol):
     """Workspaces, members and channels, each on its workspace's shard.
@@ -258,6 +358,146 @@ class WorkspaceStore(Protocol):
 
     async def history(self, workspace_id: int, channel_id: int, *, before: int | None = None,
                       after: int | None = None, limit: int = 50) -> list[Message]: ...
+
+    # -- members and invites ------------------------------------------------
+
+    async def members_page(self, workspace_id: int, after_user_id: int,
+                           limit: int) -> list[Member]:
+        """Active members by user id, keyset-paged."""
+
+    async def set_role(self, workspace_id: int, user_id: int, role: str) -> Member | None: ...
+
+    async def end_membership(self, workspace_id: int, user_id: int,
+                             reason: str) -> list[int] | None:
+        """Deactivate an active membership ('left' | 'deactivated') and remove
+        the user from every channel of the workspace, atomically; the removed
+        channel ids, or None when the user was not an active member."""
+
+    async def create_invite(self, invite_id: int, workspace_id: int, token_hash: str,
+                            role: str, created_by: int, ttl_s: float,
+                            max_uses: int | None) -> Invite: ...
+
+    async def invites(self, workspace_id: int, after_id: int, limit: int) -> list[Invite]:
+        """Usable invites (not revoked, expired or used up), by id."""
+
+    async def invite(self, workspace_id: int, invite_id: int) -> Invite | None: ...
+
+    async def revoke_invite(self, workspace_id: int, invite_id: int) -> bool: ...
+
+    async def accept_invite(self, workspace_id: int, token_hash: str,
+                            user: User) -> InviteOutcome:
+        """Join (or rejoin after leaving) through a usable invite, atomically
+        with counting the use and joining #general.  A membership an admin
+        deactivated is not revived ('deactivated')."""
+
+    # -- channel settings and membership ------------------------------------
+
+    async def update_channel(self, workspace_id: int, channel_id: int, *,
+                             name: str | None = None, topic: str | None = None,
+                             purpose: str | None = None, kind: str | None = None,
+                             archived: bool | None = None) -> Channel | None:
+        """Apply the non-None changes; None when ``name`` is taken."""
+
+    async def default_channel(self, workspace_id: int) -> Channel | None: ...
+
+    async def add_channel_members(self, workspace_id: int, channel_id: int,
+                                  user_ids: Sequence[int]) -> list[int]:
+        """Add the active workspace members among ``user_ids``; the newly added."""
+
+    async def remove_channel_member(self, workspace_id: int, channel_id: int,
+                                    user_id: int) -> bool:
+        """Remove the membership (and the user's follows and mentions there)."""
+
+    async def channel_members_page(self, workspace_id: int, channel_id: int,
+                                   after_user_id: int, limit: int) -> list[ChannelMember]: ...
+
+    async def channel_member_ids(self, workspace_id: int, channel_id: int) -> list[int]: ...
+
+    async def channel_member_count(self, workspace_id: int, channel_id: int) -> int: ...
+
+    async def channel_views(self, workspace_id: int, user_id: int, *, include_public: bool,
+                            after_id: int, limit: int) -> list[ChannelView]:
+        """The user's channels (plus public ones with ``include_public``) by
+        id, with membership, unread and mention counts."""
+
+    async def read_state(self, workspace_id: int, channel_id: int,
+                         user_id: int) -> ReadState | None: ...
+
+    async def mark_read(self, workspace_id: int, channel_id: int, user_id: int,
+                        seq: int) -> ReadState | None:
+        """Set the read position (clamped to the channel's last seq); None
+        when the user is not a member."""
+
+    async def get_or_create_dm(self, channel_id: int, workspace_id: int, kind: str,
+                               dm_key: str, creator: int,
+                               members: Sequence[int]) -> tuple[Channel, list[int]]:
+        """The one DM channel for ``dm_key`` (race-free), and the members
+        newly added to it."""
+
+    # -- messages beyond the append path ----------------------------------------
+
+    async def message(self, workspace_id: int, message_id: int) -> Message | None: ...
+
+    async def set_also_in_channel(self, workspace_id: int, message_id: int) -> None: ...
+
+    async def edit_message(self, workspace_id: int, message_id: int, text: str,
+                           edited_at: dt.datetime) -> Message | None:
+        """None when missing or deleted."""
+
+    async def delete_message(self, workspace_id: int,
+                             message_id: int) -> tuple[Message, tuple[int, ...]] | None:
+        """Tombstone (keeps the seq; empties the text; drops reactions, pin and
+        mentions) atomically; the tombstone and the users whose mention went
+        away, or None when missing or already deleted."""
+
+    async def thread_summaries(self, workspace_id: int,
+                               root_ids: Sequence[int]) -> dict[int, ThreadSummary]: ...
+
+    async def thread_replies(self, workspace_id: int, root_id: int, after_seq: int,
+                             limit: int) -> list[Message]: ...
+
+    async def follow_thread(self, workspace_id: int, channel_id: int, root_id: int,
+                            user_ids: Sequence[int], *, override: bool) -> list[int]:
+        """Those of ``user_ids`` newly following; ``override=False`` keeps an
+        explicit unfollow."""
+
+    async def unfollow_thread(self, workspace_id: int, channel_id: int, root_id: int,
+                              user_id: int) -> bool: ...
+
+    async def is_following(self, workspace_id: int, root_id: int, user_id: int) -> bool: ...
+
+    async def set_mentions(self, message: Message, user_ids: Sequence[int],
+                           everyone: bool) -> MentionChange:
+        """Make the message's mentions the channel members among ``user_ids``
+        (all members with ``everyone``), never its author; what changed."""
+
+    async def add_reaction(self, workspace_id: int, channel_id: int, message_id: int,
+                           user_id: int, emoji: str, max_distinct: int) -> str:
+        """'added' | 'exists' | 'too_many' | 'gone'."""
+
+    async def remove_reaction(self, workspace_id: int, message_id: int, user_id: int,
+                              emoji: str) -> bool: ...
+
+    async def reactions_of(self, workspace_id: int,
+                           message_ids: Sequence[int]) -> list[Reaction]: ...
+
+    async def pin(self, workspace_id: int, channel_id: int, message_id: int, user_id: int,
+                  max_pins: int) -> str:
+        """'pinned' | 'exists' | 'too_many' | 'gone'."""
+
+    async def unpin(self, workspace_id: int, channel_id: int, message_id: int) -> bool: ...
+
+    async def pins(self, workspace_id: int, channel_id: int) -> list[Pin]: ...
+
+    async def pinned_ids(self, workspace_id: int, channel_id: int,
+                         message_ids: Sequence[int]) -> set[int]: ...
+
+    async def search(self, workspace_id: int, user_id: int, query: str, *,
+                     include_public: bool, channel_id: int | None, author_id: int | None,
+                     since: dt.datetime | None, until: dt.datetime | None,
+                     before_id: int | None, limit: int) -> list[Message]:
+        """Non-deleted messages matching ``query`` in the channels the user
+        is in (plus public ones with ``include_public``), newest first."""
 
 
 class LeaseStore(Protocol):

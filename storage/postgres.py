@@ -19,56 +19,33 @@ import asyncpg
 
 from storage.interfaces import Channel, Member, Message, StoreUnavailable, User, Workspace
 from storage.migrate import apply_migrations, pending_migrations
-from storage.shards import HashRing, shard_name
-
-# Errors that mean "the database is not there right now" rather than a bug.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    TimeoutError,
+from storage.pg_accounts import AccountQueries
+from storage.pg_channels import ChannelQueries
+from storage.pg_common import (
+    CONNECTION_ERRORS as CONNECTION_ERRORS,  # re-exported: the writer uses it
 )
+from storage.pg_common import (
+    MESSAGE_COLUMNS,
+    channel_from_row,
+    member_from_row,
+    message_from_row,
+)
+from storage.pg_messages import MessageQueries
+from storage.shards import HashRing, shard_name
 
 _WORKER_LEASE_LOCK_KEY = 0x57524B52  # "WRKR"
 HISTORY_PAGE_MAX = 1000  # rows one history query may return (the API pages at <= 200)
 
-_MESSAGE_COLUMNS = (
-    "m.id, m.channel_id, m.seq, m.workspace_id, m.user_id, m.text, m.client_msg_id, "
-    "m.thread_root_id, m.created_at, m.edited_at, m.deleted_at"
-)
-
-
-def message_from_row(r: asyncpg.Record) -> Message:
-    return Message(
-        id=r["id"], channel_id=r["channel_id"], seq=r["seq"], workspace_id=r["workspace_id"],
-        user_id=r["user_id"], text=r["text"] if r["deleted_at"] is None else "",
-        client_msg_id=r["client_msg_id"], thread_root_id=r["thread_root_id"],
-        created_at=r["created_at"], edited_at=r["edited_at"], deleted=r["deleted_at"] is not None,
-    )
-
-
-def _channel(r: asyncpg.Record) -> Channel:
-    return Channel(
-        id=r["id"], workspace_id=r["workspace_id"], kind=r["kind"], name=r["name"],
-        topic=r["topic"], purpose=r["purpose"], created_by=r["created_by"],
-        archived=r["archived_at"] is not None, last_seq=r["last_seq"],
-    )
-
-
-def _member(r: asyncpg.Record) -> Member:
-    return Member(workspace_id=r["workspace_id"], user_id=r["user_id"], role=r["role"],
-                  display_name=r["display_name"], active=r["deactivated_at"] is None)
+_MESSAGE_COLUMNS = MESSAGE_COLUMNS
+_channel = channel_from_row
+_member = member_from_row
 
 
 def ticket_hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
-class PgDatabase:
+class PgDatabase(AccountQueries, ChannelQueries, MessageQueries):
     """Pools for the directory and every shard, plus the queries on them."""
 
     def __init__(self, dsns: Sequence[str], *, pool_max: int = 16) -> None:
@@ -330,7 +307,8 @@ class PgDatabase:
                 row = await conn.fetchrow(
                     """INSERT INTO workspace_members (workspace_id, user_id, role, display_name)
                        VALUES ($1, $2, $3, $4)
-                       ON CONFLICT (workspace_id, user_id) DO UPDATE SET deactivated_at = NULL
+                       ON CONFLICT (workspace_id, user_id) DO UPDATE
+                       SET deactivated_at = NULL, ended_reason = NULL
                        RETURNING workspace_id, user_id, role, display_name, deactivated_at""",
                     workspace_id, user.id, role, user.display_name)
                 await conn.execute(

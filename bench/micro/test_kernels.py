@@ -19,6 +19,7 @@ import timeit
 from collections.abc import Callable
 
 import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
 
 import core_ext
 
@@ -61,30 +62,30 @@ def _parse(impl: core_ext.Kernels) -> Callable[[], object]:
 
 
 @pytest.mark.benchmark(group="mask-64KiB")
-def test_mask_64k(benchmark: pytest.FixtureDef, impl: core_ext.Kernels) -> None:  # type: ignore[type-arg]
+def test_mask_64k(benchmark: BenchmarkFixture, impl: core_ext.Kernels) -> None:
     result = benchmark(impl.mask, MASK_DATA, MASK_KEY)
     assert len(result) == MASK_BYTES
 
 
 @pytest.mark.benchmark(group="parse-1000x50B")
-def test_parse_small_frames(benchmark: pytest.FixtureDef, impl: core_ext.Kernels) -> None:  # type: ignore[type-arg]
+def test_parse_small_frames(benchmark: BenchmarkFixture, impl: core_ext.Kernels) -> None:
     benchmark(_parse(impl))
 
 
 @pytest.mark.benchmark(group="build-frame-200B")
-def test_build_frame(benchmark: pytest.FixtureDef, impl: core_ext.Kernels) -> None:  # type: ignore[type-arg]
+def test_build_frame(benchmark: BenchmarkFixture, impl: core_ext.Kernels) -> None:
     payload = MASK_DATA[:200]
     benchmark(impl.build_frame, 0x2, payload)
 
 
 @pytest.mark.benchmark(group="fanout-1000-targets")
-def test_fanout_write(benchmark: pytest.FixtureDef, impl: core_ext.Kernels) -> None:  # type: ignore[type-arg]
+def test_fanout_write(benchmark: BenchmarkFixture, impl: core_ext.Kernels) -> None:
     targets = [_Sink() for _ in range(1000)]
     assert benchmark(impl.fanout_write, targets, FANOUT_FRAME, 1 << 20) == []
 
 
 @pytest.mark.benchmark(group="snowflake-next-id")
-def test_snowflake_next_id(benchmark: pytest.FixtureDef, impl: core_ext.Kernels) -> None:  # type: ignore[type-arg]
+def test_snowflake_next_id(benchmark: BenchmarkFixture, impl: core_ext.Kernels) -> None:
     gen = impl.SnowflakeGenerator(1)
     benchmark(gen.next_id)
 

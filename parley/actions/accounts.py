@@ -1,9 +1,19 @@
-"""Accounts: register, log in, authenticate, log out, connect tickets."""
+"""Accounts: register, log in, refresh, authenticate, log out, connect tickets.
+
+Refresh tokens rotate: each use returns a new access token and a new refresh
+token and retires the old one.  A retired token presented again means two
+parties hold the family (a stolen token, or a replayed request), so the whole
+auth session is revoked and its sockets closed (OAuth 2.0 Security BCP,
+"refresh token rotation" with reuse detection).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 import time
+from dataclasses import dataclass
 
 from parley import auth, events
 from parley.actions import validate
@@ -29,8 +39,37 @@ async def register(svc: Services, email: str, password: str, display_name: str) 
     return user
 
 
+REFRESH_TOKEN_BYTES = 32  # 256 bits
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    access_token: str
+    expires_at: float  # unix seconds
+    refresh_token: str
+    user_id: int
+    session_id: int
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _new_refresh_token(svc: Services, session_id: int, user_id: int) -> str:
+    token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    await svc.store.create_refresh_token(_token_hash(token), session_id, user_id,
+                                         svc.settings.refresh_token_ttl_s)
+    return token
+
+
 async def login(svc: Services, email: str, password: str) -> tuple[str, float, User]:
-    """(access token, expiry in unix seconds, user)."""
+    """(access token, expiry in unix seconds, user); see ``login_tokens``."""
+    tokens, user = await login_tokens(svc, email, password)
+    return tokens.access_token, tokens.expires_at, user
+
+
+async def login_tokens(svc: Services, email: str, password: str) -> tuple[Tokens, User]:
+    """A new auth session: an access token and the first refresh token of its family."""
     user = await svc.store.user_by_email(email)
     ok = await asyncio.to_thread(auth.verify_password,
                                  user.password_hash if user else _DUMMY_HASH, password)
@@ -44,7 +83,38 @@ async def login(svc: Services, email: str, password: str) -> tuple[str, float, U
     session_id = svc.ids.next_id()
     await svc.store.create_session(session_id, user.id)
     token, exp = svc.tokens.issue(user.id, session_id)
-    return token, exp, user
+    refresh_token = await _new_refresh_token(svc, session_id, user.id)
+    return Tokens(token, exp, refresh_token, user.id, session_id), user
+
+
+async def refresh(svc: Services, refresh_token: str) -> Tokens:
+    """Rotate a refresh token: a new access token and refresh token."""
+    if not 1 <= len(refresh_token) <= 256:
+        raise Unauthenticated("invalid_refresh_token", "the refresh token is not valid")
+    new = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    outcome = await svc.store.rotate_refresh_token(
+        _token_hash(refresh_token), _token_hash(new), svc.settings.refresh_token_ttl_s)
+    if outcome.status == "reused" and outcome.user_id is not None:
+        await svc.publish(events.user_topic(outcome.user_id),
+                          events.encode(events.SESSION_REVOKED,
+                                        {"session_id": outcome.session_id}))
+        raise Unauthenticated("refresh_token_reused",
+                              "this refresh token was already used; the session is revoked, "
+                              "log in again")
+    if outcome.status != "rotated" or outcome.user_id is None or outcome.session_id is None:
+        raise Unauthenticated("invalid_refresh_token",
+                              "the refresh token is unknown, expired or its session ended")
+    token, exp = svc.tokens.issue(outcome.user_id, outcome.session_id)
+    return Tokens(token, exp, new, outcome.user_id, outcome.session_id)
+
+
+async def me(svc: Services, ident: Identity) -> User:
+    user = await svc.store.user(ident.user_id)
+    if user is None:
+        from parley.errors import NotFound
+
+        raise NotFound("user_not_found", "no such user")
+    return user
 
 
 async def authenticate(svc: Services, token: str) -> Identity:

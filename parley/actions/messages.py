@@ -1,16 +1,53 @@
-"""Messages: post (REST and gateway alike) and history."""
+"""Messages: post (REST and gateway alike), edit, delete, pin, history and
+threads.
+
+Rules:
+
+* Every stored message, thread replies included, goes through the
+  group-commit writer and takes the channel's next ``seq``: history and the
+  gateway's resume stay gap-free.  A reply carries ``thread_root_id``; the
+  channel's main view shows top-level messages and replies with
+  ``also_in_channel``.
+* Only a new message publishes a sequenced event (``message.created``).
+  Edits, deletions, pins, reactions and thread summaries are unsequenced
+  channel events; mention and follow events go to the users concerned.
+* A deleted message is a tombstone: it keeps its id and seq, its text is
+  emptied, its reactions, pin and mentions are dropped.  Deleting twice is
+  not an error.
+* Archived channels are read-only: no posts (the writer refuses them), edits,
+  deletions, pins or reactions.
+"""
 
 from __future__ import annotations
 
-from parley import events
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from parley import events, mentions
 from parley.actions import validate
-from parley.actions.channels import visible_channel
+from parley.actions.channels import member_channel, visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
-from parley.errors import Forbidden, NotFound, Unavailable
-from parley.permissions import Perm, require
+from parley.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from parley.permissions import Perm, allowed, require
 from parley.services import Services
-from storage.interfaces import AppendRejected, Message, NewMessage, StoreUnavailable
+from storage.interfaces import (
+    AppendRejected,
+    Channel,
+    MentionChange,
+    Message,
+    NewMessage,
+    Pin,
+    Reaction,
+    StoreUnavailable,
+    ThreadSummary,
+)
+
+MAX_PINS = 100  # pinned messages per channel
+HISTORY_PAGE_MAX = 200
+THREAD_PAGE_MAX = 200
 
 _REJECTION_ERRORS = {
     "not_in_channel": Forbidden,
@@ -18,21 +55,110 @@ _REJECTION_ERRORS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """A message with what readers see around it."""
+
+    message: Message
+    reactions: tuple[Reaction, ...] = ()
+    thread: ThreadSummary | None = None  # roots only (None: no replies)
+    pinned: bool = False
+
+
+def _message_not_found() -> NotFound:
+    return NotFound("message_not_found", "no such message")
+
+
+async def _message_in(svc: Services, workspace_id: int, channel_id: int,
+                      message_id: int) -> Message:
+    msg = await svc.store.message(workspace_id, message_id)
+    if msg is None or msg.channel_id != channel_id:
+        raise _message_not_found()
+    return msg
+
+
+def _writable(channel: Channel) -> None:
+    if channel.archived:
+        raise Forbidden("channel_archived", "the channel is archived")
+
+
+def _empty_summary(root_id: int) -> ThreadSummary:
+    return ThreadSummary(root_id=root_id, reply_count=0, latest_reply_at=None, replier_ids=())
+
+
+async def _thread_event(svc: Services, msg: Message, root_id: int) -> tuple[str, bytes]:
+    summary = (await svc.store.thread_summaries(msg.workspace_id, [root_id])).get(
+        root_id, _empty_summary(root_id))
+    return (events.channel_topic(msg.channel_id), events.encode(
+        events.THREAD_UPDATED, events.thread_data(msg.workspace_id, msg.channel_id, summary)))
+
+
+def _mention_events(msg: Message, change: MentionChange) -> list[tuple[str, bytes]]:
+    data: dict[str, Any] = {"workspace_id": msg.workspace_id, "channel_id": msg.channel_id,
+                            "message_id": msg.id, "message_seq": msg.seq,
+                            "thread_root_id": msg.thread_root_id, "user_id": msg.user_id}
+    return ([(events.user_topic(uid), events.encode(events.MENTION_CREATED, data))
+             for uid in change.added]
+            + [(events.user_topic(uid), events.encode(events.MENTION_REMOVED, data))
+               for uid in change.removed])
+
+
+def follow_events(workspace_id: int, channel_id: int, root_id: int, user_ids: list[int],
+                  kind: str = events.THREAD_FOLLOWED) -> list[tuple[str, bytes]]:
+    data = {"workspace_id": workspace_id, "channel_id": channel_id, "thread_root_id": root_id}
+    return [(events.user_topic(uid), events.encode(kind, data)) for uid in user_ids]
+
+
+async def _check_broadcast(svc: Services, ident: Identity, workspace_id: int,
+                           channel_id: int) -> None:
+    """@channel / @here in a large channel needs ``mention_channel_large``."""
+    member = await require_member(svc, ident, workspace_id)
+    if not await svc.store.is_channel_member(workspace_id, channel_id, ident.user_id):
+        raise NotFound("channel_not_found", "no such channel")
+    if (not allowed(member, Perm.MENTION_CHANNEL_LARGE)
+            and await svc.store.channel_member_count(workspace_id, channel_id)
+            > svc.settings.large_channel_members):
+        raise Forbidden("permission_denied",
+                        f"your role may not use @channel or @here in channels of more than "
+                        f"{svc.settings.large_channel_members} members")
+
+
+async def _check_thread_root(svc: Services, ident: Identity, workspace_id: int,
+                             channel_id: int, root_id: int) -> None:
+    # Membership first, so a message id of a channel the caller cannot see
+    # answers like a channel that does not exist.
+    if not await svc.store.is_channel_member(workspace_id, channel_id, ident.user_id):
+        raise NotFound("channel_not_found", "no such channel")
+    root = await _message_in(svc, workspace_id, channel_id, root_id)
+    if root.thread_root_id is not None:
+        raise InvalidInput("invalid_thread_root", "reply to the thread's root message")
+    if root.deleted:
+        raise Conflict("message_deleted", "the thread's root message was deleted")
+
+
 async def post_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
                        text: str, client_msg_id: str | None = None,
-                       thread_root_id: int | None = None, *,
-                       member_checked: bool = False) -> Message:
+                       thread_root_id: int | None = None, *, member_checked: bool = False,
+                       also_in_channel: bool = False) -> Message:
     """Store a message durably, then publish it; returns the stored message.
 
     ``member_checked`` lets the gateway skip the workspace-membership read it
     already did at connect time; channel membership is always checked inside
-    the write transaction.  Idempotent per (sender, client_msg_id).
+    the write transaction.  Idempotent per (sender, client_msg_id): a retry
+    returns the stored message and publishes nothing again.
     """
     text = validate.message_text(text, svc.settings.max_message_chars)
     client_msg_id = validate.client_msg_id(client_msg_id)
     if not member_checked:
         member = await require_member(svc, ident, workspace_id)
         require(member, Perm.POST_MESSAGE)
+    if also_in_channel and thread_root_id is None:
+        raise InvalidInput("invalid_thread_root", "also_in_channel needs a thread_root_id")
+    if thread_root_id is not None:
+        await _check_thread_root(svc, ident, workspace_id, channel_id, thread_root_id)
+    found = mentions.parse(text)
+    if found.everyone:
+        await _check_broadcast(svc, ident, workspace_id, channel_id)
     shard = await svc.store.shard_of(workspace_id)
     if shard is None:
         raise NotFound("workspace_not_found", "no such workspace")
@@ -50,10 +176,136 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     except StoreUnavailable as exc:
         raise Unavailable("store_unavailable",
                           "the message store is unavailable; nothing was saved, retry") from exc
-    if stored.id == msg_id:  # first time: publish; a retry's event went out already
-        await svc.publish(events.channel_topic(channel_id),
-                          events.encode(events.MESSAGE_CREATED, events.message_data(stored)))
+    if stored.id != msg_id:  # a retry: the first attempt published already
+        return stored
+    if also_in_channel:
+        # The writer's INSERT does not carry the flag; set it before publishing.
+        await svc.store.set_also_in_channel(workspace_id, stored.id)
+        stored = dataclasses.replace(stored, also_in_channel=True)
+    change = MentionChange((), ())
+    if found.any:
+        change = await svc.store.set_mentions(stored, found.user_ids, found.everyone)
+    items = [(events.channel_topic(channel_id),
+              events.encode(events.MESSAGE_CREATED, events.message_data(stored)))]
+    root_id = thread_root_id if thread_root_id is not None else stored.id
+    followed: list[int] = []
+    if thread_root_id is not None:
+        root = await svc.store.message(workspace_id, thread_root_id)
+        if root is not None:
+            followed += await svc.store.follow_thread(workspace_id, channel_id, root_id,
+                                                      [root.user_id], override=False)
+        followed += await svc.store.follow_thread(workspace_id, channel_id, root_id,
+                                                  [stored.user_id, *change.added],
+                                                  override=True)
+        items.append(await _thread_event(svc, stored, root_id))
+    elif change.added:
+        followed += await svc.store.follow_thread(workspace_id, channel_id, root_id,
+                                                  list(change.added), override=True)
+    items += follow_events(workspace_id, channel_id, root_id, sorted(set(followed)))
+    items += _mention_events(stored, change)
+    await svc.publish_many(items)
     return stored
+
+
+async def edit_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                       message_id: int, text: str) -> Message:
+    """The author edits their message (``edited_ts`` is set); mentions are
+    re-parsed: newly mentioned users are told, unmentioned ones too."""
+    text = validate.message_text(text, svc.settings.max_message_chars)
+    _, channel = await member_channel(svc, ident, workspace_id, channel_id)
+    msg = await _message_in(svc, workspace_id, channel_id, message_id)
+    if msg.user_id != ident.user_id:
+        raise Forbidden("not_author", "only the author may edit a message")
+    if msg.deleted:
+        raise Conflict("message_deleted", "the message was deleted")
+    _writable(channel)
+    found = mentions.parse(text)
+    if found.everyone and not mentions.parse(msg.text).everyone:
+        await _check_broadcast(svc, ident, workspace_id, channel_id)
+    edited = await svc.store.edit_message(workspace_id, message_id, text, dt.datetime.now(dt.UTC))
+    if edited is None:
+        raise Conflict("message_deleted", "the message was deleted")
+    change = await svc.store.set_mentions(edited, found.user_ids, found.everyone)
+    items = [(events.channel_topic(channel_id), events.encode(
+        events.MESSAGE_UPDATED, {"workspace_id": workspace_id, "channel_id": channel_id,
+                                 "message": events.message_data(edited)}))]
+    if change.added:
+        root_id = edited.thread_root_id if edited.thread_root_id is not None else edited.id
+        followed = await svc.store.follow_thread(workspace_id, channel_id, root_id,
+                                                 list(change.added), override=True)
+        items += follow_events(workspace_id, channel_id, root_id, followed)
+    items += _mention_events(edited, change)
+    await svc.publish_many(items)
+    return edited
+
+
+async def delete_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                         message_id: int) -> None:
+    """Tombstone a message: the author, or a role with ``delete_any_message``."""
+    member = await require_member(svc, ident, workspace_id)
+    channel = await visible_channel(svc, ident, workspace_id, channel_id)
+    msg = await _message_in(svc, workspace_id, channel_id, message_id)
+    if msg.user_id != ident.user_id:
+        require(member, Perm.DELETE_ANY_MESSAGE)
+    _writable(channel)
+    result = await svc.store.delete_message(workspace_id, message_id)
+    if result is None:  # already deleted
+        return
+    tomb, unmentioned = result
+    items = [(events.channel_topic(channel_id), events.encode(
+        events.MESSAGE_DELETED, {"workspace_id": workspace_id, "channel_id": channel_id,
+                                 "message": events.message_data(tomb)}))]
+    if tomb.thread_root_id is not None:
+        items.append(await _thread_event(svc, tomb, tomb.thread_root_id))
+    items += _mention_events(tomb, MentionChange((), unmentioned))
+    await svc.publish_many(items)
+
+
+async def set_pinned(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                     message_id: int, pinned: bool) -> None:
+    """Pin or unpin; idempotent (no event when nothing changed)."""
+    member, channel = await member_channel(svc, ident, workspace_id, channel_id)
+    require(member, Perm.PIN_MESSAGE)
+    _writable(channel)
+    await _message_in(svc, workspace_id, channel_id, message_id)
+    if pinned:
+        status = await svc.store.pin(workspace_id, channel_id, message_id, ident.user_id,
+                                     MAX_PINS)
+        if status == "too_many":
+            raise Conflict("too_many_pins", f"a channel has at most {MAX_PINS} pinned messages")
+        if status == "gone":
+            raise Conflict("message_deleted", "the message was deleted")
+        changed = status == "pinned"
+    else:
+        changed = await svc.store.unpin(workspace_id, channel_id, message_id)
+    if changed:
+        await svc.publish(events.channel_topic(channel_id), events.encode(
+            events.MESSAGE_PINNED if pinned else events.MESSAGE_UNPINNED,
+            {"workspace_id": workspace_id, "channel_id": channel_id, "message_id": message_id,
+             "user_id": ident.user_id}))
+
+
+async def list_pins(svc: Services, ident: Identity, workspace_id: int,
+                    channel_id: int) -> list[Pin]:
+    await visible_channel(svc, ident, workspace_id, channel_id)
+    return await svc.store.pins(workspace_id, channel_id)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+async def enrich(svc: Services, workspace_id: int, channel_id: int,
+                 msgs: list[Message]) -> list[MessageView]:
+    """Reactions, thread summaries and pins for a page: three queries."""
+    live = [m.id for m in msgs if not m.deleted]
+    by_message: dict[int, list[Reaction]] = {}
+    for r in await svc.store.reactions_of(workspace_id, live):
+        by_message.setdefault(r.message_id, []).append(r)
+    summaries = await svc.store.thread_summaries(
+        workspace_id, [m.id for m in msgs if m.thread_root_id is None])
+    pinned = await svc.store.pinned_ids(workspace_id, channel_id, live)
+    return [MessageView(m, tuple(by_message.get(m.id, ())), summaries.get(m.id), m.id in pinned)
+            for m in msgs]
 
 
 async def history(svc: Services, ident: Identity, workspace_id: int, channel_id: int, *,
@@ -63,3 +315,48 @@ async def history(svc: Services, ident: Identity, workspace_id: int, channel_id:
     await visible_channel(svc, ident, workspace_id, channel_id)
     return await svc.store.history(workspace_id, channel_id, before=before, after=after,
                                    limit=limit)
+
+
+async def get_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                      message_id: int) -> MessageView:
+    member = await require_member(svc, ident, workspace_id)
+    require(member, Perm.READ_HISTORY)
+    await visible_channel(svc, ident, workspace_id, channel_id)
+    msg = await _message_in(svc, workspace_id, channel_id, message_id)
+    return (await enrich(svc, workspace_id, channel_id, [msg]))[0]
+
+
+async def thread(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                 root_id: int, after_seq: int,
+                 limit: int) -> tuple[MessageView, list[MessageView], bool]:
+    """(root, a page of replies after ``after_seq`` in order, caller follows)."""
+    member = await require_member(svc, ident, workspace_id)
+    require(member, Perm.READ_HISTORY)
+    await visible_channel(svc, ident, workspace_id, channel_id)
+    root = await _message_in(svc, workspace_id, channel_id, root_id)
+    if root.thread_root_id is not None:
+        raise NotFound("thread_not_found", "that message is a reply, not a thread root")
+    replies = await svc.store.thread_replies(workspace_id, root_id, after_seq,
+                                             max(1, min(limit, THREAD_PAGE_MAX)))
+    views = await enrich(svc, workspace_id, channel_id, [root, *replies])
+    following = await svc.store.is_following(workspace_id, root_id, ident.user_id)
+    return views[0], views[1:], following
+
+
+async def set_following(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                        root_id: int, follow: bool) -> None:
+    """Follow or unfollow a thread; every device of the caller is told."""
+    await member_channel(svc, ident, workspace_id, channel_id)
+    root = await _message_in(svc, workspace_id, channel_id, root_id)
+    if root.thread_root_id is not None:
+        raise NotFound("thread_not_found", "that message is a reply, not a thread root")
+    if follow:
+        changed = bool(await svc.store.follow_thread(workspace_id, channel_id, root_id,
+                                                     [ident.user_id], override=True))
+    else:
+        changed = await svc.store.unfollow_thread(workspace_id, channel_id, root_id,
+                                                  ident.user_id)
+    if changed:
+        await svc.publish_many(follow_events(
+            workspace_id, channel_id, root_id, [ident.user_id],
+            events.THREAD_FOLLOWED if follow else events.THREAD_UNFOLLOWED))

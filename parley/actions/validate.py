@@ -64,3 +64,35 @@ def client_msg_id(value: str | None) -> str | None:
         raise InvalidInput("invalid_client_msg_id",
                            f"client_msg_id has 1 to {CLIENT_MSG_ID_MAX} characters")
     return value
+
+
+def free_text(value: str, field: str, max_len: int) -> str:
+    """Optional one-line text (a topic, a purpose): may be empty."""
+    value = value.strip()
+    if len(value) > max_len:
+        raise InvalidInput(f"invalid_{field}", f"{field} has at most {max_len} characters")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in value):
+        raise InvalidInput(f"invalid_{field}", f"{field} may not contain control characters")
+    return value
+
+
+EMOJI_RE = re.compile(r"^[a-z0-9_+\-]{1,64}$")
+
+
+def emoji(value: str) -> str:
+    """A reaction is an emoji short name (``thumbsup``, ``+1``, ``tada``)."""
+    if not EMOJI_RE.match(value):
+        raise InvalidInput("invalid_emoji",
+                           "an emoji is a short name of 1-64 characters a-z, 0-9, '_', '+', '-'")
+    return value
+
+
+SEARCH_QUERY_MAX = 256
+
+
+def search_query(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > SEARCH_QUERY_MAX or "\x00" in value:
+        raise InvalidInput("invalid_query",
+                           f"a search query has 1 to {SEARCH_QUERY_MAX} characters")
+    return value

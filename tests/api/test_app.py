@@ -119,7 +119,8 @@ async def test_workspace_channel_and_history_flow(parley: Running) -> None:
     assert r.status_code == 400
     mine = await bob.call("GET", f"{base}/channels", 200)
     launch = next(c for c in mine["channels"] if c["name"] == "launch")
-    assert launch["last_seq"] == 8 and launch["unread_count"] == 8
+    # Unread counts others' messages only: Ada posted 4 of the 8 (issue 5).
+    assert launch["last_seq"] == 8 and launch["unread_count"] == 4
     r = await ada.http.post(msgs, json={"text": "x" * 40_001})
     assert (r.status_code, _code(r)) == (413, "message_too_long")
     await ada.close()

@@ -224,6 +224,41 @@ async def test_frames_sent_with_the_request_are_processed(gateway: Any) -> None:
     client.close()
 
 
+async def test_pong_for_a_ping_between_fragments_precedes_the_echo(gateway: Any) -> None:
+    # Autobahn 5.6-5.8: all three frames may arrive in one read.
+    server, _ = await gateway()
+    client = await RawClient.connect(server.port)
+    await client.upgrade()
+    key = os.urandom(4)
+    await client.send(core_ext.build_frame(TEXT, b"frag", False, key)
+                      + client.masked(PING, b"p") + core_ext.build_frame(0x0, b"ment", True, key))
+    frames = await client.frames_until(TEXT)
+    assert [(f.opcode, f.payload) for f in frames] == [(PONG, b"p"), (TEXT, b"fragment")]
+    client.close()
+
+
+async def test_close_from_on_open_completes_the_handshake(gateway: Any) -> None:
+    handler = Recorder()
+    handler.on_open_hook = lambda conn: conn.close(4006, "go away")
+    server, _ = await gateway(handler)
+    async with connect(url(server)) as ws:
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert (ws.close_code, ws.close_reason) == (4006, "go away")
+    await eventually(lambda: handler.closed and not server.connections, timeout=0.9)
+    assert handler.closed[0][1:] == (4006, "go away")
+
+
+async def test_send_before_and_after_the_websocket_is_refused(gateway: Any) -> None:
+    server, handler = await gateway()
+    async with connect(url(server)) as ws:
+        await ws.close()
+    await eventually(lambda: handler.closed)
+    conn = handler.opened[0]
+    assert not conn.send(b"frame") and not conn.send_message("late")
+    assert conn.close_code == 1000
+
+
 # --- handshake -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -423,6 +458,15 @@ async def test_drain_sends_the_code_to_every_client(gateway: Any) -> None:
     assert sorted(code for _, code, _ in handler.closed) == [4005] * 3
     with pytest.raises(OSError):
         await connect(f"ws://127.0.0.1:{port}/", open_timeout=2)
+
+
+async def test_drain_refuses_an_unsendable_code_before_doing_anything(gateway: Any) -> None:
+    server, _ = await gateway()
+    with pytest.raises(ValueError):
+        await server.drain(1006, lambda conn: "", 1.0)
+    async with connect(url(server)) as ws:  # still serving
+        await ws.send("x")
+        assert await ws.recv() == "x"
 
 
 async def test_drain_aborts_clients_that_do_not_answer(gateway: Any) -> None:

@@ -1,0 +1,176 @@
+"""Messages: post, history, edit, delete, pins, reactions, threads, search."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from api.deps import Auth, Mutator, Svc
+from api.schemas import (
+    INT64_MAX,
+    IdPath,
+    MessageIn,
+    MessageOut,
+    MessagePage,
+    MessagePatch,
+    PinList,
+    PinOut,
+    SearchOut,
+    ThreadOut,
+)
+from parley.actions import messages, reactions, search
+from parley.actions.validate import SEARCH_QUERY_MAX
+from parley.errors import InvalidInput
+
+router = APIRouter(tags=["messages"])
+CHANNEL = "/v1/workspaces/{workspace_id}/channels/{channel_id}"
+MESSAGE = CHANNEL + "/messages/{message_id}"
+Emoji = Annotated[str, Path(pattern=r"^[a-z0-9_+\-]{1,64}$",
+                            description="An emoji short name, e.g. `thumbsup`")]
+
+
+@router.post(CHANNEL + "/messages", status_code=201, response_model=MessageOut)
+async def post_message(workspace_id: IdPath, channel_id: IdPath, body: MessageIn, me: Mutator,
+                       s: Svc) -> MessageOut:
+    """Post a message or thread reply; answered once it is durable.  Retrying
+    with the same `client_msg_id` returns the same message.  Mentions:
+    `<@user_id>`, `@channel`, `@here`."""
+    root = None if body.thread_root_id is None else int(body.thread_root_id)
+    return MessageOut.of(await messages.post_message(
+        s, me, workspace_id, channel_id, body.text, body.client_msg_id, root,
+        also_in_channel=body.also_in_channel))
+
+
+@router.get(CHANNEL + "/messages", response_model=MessagePage)
+async def history(
+    workspace_id: IdPath, channel_id: IdPath, me: Auth, s: Svc,
+    before: Annotated[int | None, Query(ge=1, le=INT64_MAX,
+                                        description="Messages with seq < before")] = None,
+    after: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+                                       description="Messages with seq > after")] = None,
+    limit: Annotated[int, Query(ge=1, le=messages.HISTORY_PAGE_MAX)] = 50,
+) -> MessagePage:
+    """A page of history in sequence order (oldest first), thread replies
+    included (they carry `thread_root_id`).  Without `before`/`after`: the
+    newest page."""
+    if before is not None and after is not None:
+        raise InvalidInput("invalid_request", "give before or after, not both")
+    page = await messages.history(s, me, workspace_id, channel_id, before=before, after=after,
+                                  limit=limit + 1)
+    has_more = len(page) > limit
+    if has_more:
+        page = page[:limit] if after is not None else page[1:]
+    views = await messages.enrich(s, workspace_id, channel_id, page)
+    return MessagePage(messages=[MessageOut.view(v) for v in views], has_more=has_more)
+
+
+@router.get(MESSAGE, response_model=MessageOut)
+async def get_message(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Auth,
+                      s: Svc) -> MessageOut:
+    return MessageOut.view(await messages.get_message(s, me, workspace_id, channel_id,
+                                                      message_id))
+
+
+@router.patch(MESSAGE, response_model=MessageOut)
+async def edit_message(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath,
+                       body: MessagePatch, me: Mutator, s: Svc) -> MessageOut:
+    """Edit your message; it gets an `edited_ts`."""
+    return MessageOut.of(await messages.edit_message(s, me, workspace_id, channel_id,
+                                                     message_id, body.text))
+
+
+@router.delete(MESSAGE, status_code=204)
+async def delete_message(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath,
+                         me: Mutator, s: Svc) -> Response:
+    """Delete your message (staff: anyone's).  It stays as a tombstone that
+    keeps its seq; deleting twice is fine."""
+    await messages.delete_message(s, me, workspace_id, channel_id, message_id)
+    return Response(status_code=204)
+
+
+@router.put(MESSAGE + "/pin", status_code=204)
+async def pin(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
+              s: Svc) -> Response:
+    await messages.set_pinned(s, me, workspace_id, channel_id, message_id, True)
+    return Response(status_code=204)
+
+
+@router.delete(MESSAGE + "/pin", status_code=204)
+async def unpin(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
+                s: Svc) -> Response:
+    await messages.set_pinned(s, me, workspace_id, channel_id, message_id, False)
+    return Response(status_code=204)
+
+
+@router.get(CHANNEL + "/pins", response_model=PinList)
+async def list_pins(workspace_id: IdPath, channel_id: IdPath, me: Auth, s: Svc) -> PinList:
+    """The channel's pinned messages."""
+    return PinList(pins=[PinOut.of(p) for p in
+                         await messages.list_pins(s, me, workspace_id, channel_id)])
+
+
+@router.put(MESSAGE + "/reactions/{emoji}", status_code=204)
+async def add_reaction(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath,
+                       emoji: Emoji, me: Mutator, s: Svc) -> Response:
+    """React (idempotent per user, message and emoji)."""
+    await reactions.set_reaction(s, me, workspace_id, channel_id, message_id, emoji, True)
+    return Response(status_code=204)
+
+
+@router.delete(MESSAGE + "/reactions/{emoji}", status_code=204)
+async def remove_reaction(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath,
+                          emoji: Emoji, me: Mutator, s: Svc) -> Response:
+    await reactions.set_reaction(s, me, workspace_id, channel_id, message_id, emoji, False)
+    return Response(status_code=204)
+
+
+@router.get(MESSAGE + "/thread", response_model=ThreadOut)
+async def thread(
+    workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Auth, s: Svc,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Replies with seq > after")] = 0,
+    limit: Annotated[int, Query(ge=1, le=messages.THREAD_PAGE_MAX)] = 50,
+) -> ThreadOut:
+    """A thread: its root (with reply count, latest reply and repliers) and a
+    page of replies in order."""
+    root, replies, following = await messages.thread(s, me, workspace_id, channel_id,
+                                                     message_id, after, limit + 1)
+    return ThreadOut(root=MessageOut.view(root),
+                     replies=[MessageOut.view(v) for v in replies[:limit]],
+                     has_more=len(replies) > limit, following=following)
+
+
+@router.put(MESSAGE + "/follow", status_code=204)
+async def follow(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
+                 s: Svc) -> Response:
+    """Follow a thread (by its root)."""
+    await messages.set_following(s, me, workspace_id, channel_id, message_id, True)
+    return Response(status_code=204)
+
+
+@router.delete(MESSAGE + "/follow", status_code=204)
+async def unfollow(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
+                   s: Svc) -> Response:
+    await messages.set_following(s, me, workspace_id, channel_id, message_id, False)
+    return Response(status_code=204)
+
+
+@router.get("/v1/workspaces/{workspace_id}/search", response_model=SearchOut, tags=["search"])
+async def search_messages(
+    workspace_id: IdPath, me: Auth, s: Svc,
+    q: Annotated[str, Query(min_length=1, max_length=SEARCH_QUERY_MAX,
+                            description="Words; \"quoted phrases\", `or`, `-excluded`")],
+    channel_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="Author")] = None,
+    since: Annotated[dt.datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[dt.datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=INT64_MAX,
+                                        description="From next_cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=search.PAGE_MAX)] = 20,
+) -> SearchOut:
+    """Full-text search over the messages you can read, newest first."""
+    hits = await search.search(s, me, workspace_id, q, channel_id=channel_id, author_id=user_id,
+                               since=since, until=until, before_id=cursor, limit=limit)
+    nxt = str(hits[-1].id) if len(hits) == limit else None
+    return SearchOut(messages=[MessageOut.of(m) for m in hits], next_cursor=nxt)

@@ -1,0 +1,1 @@
+"""End-to-end scenarios: fanout, ingest, echo, idle, crossnode, presence."""

@@ -1,0 +1,175 @@
+"""``fanout`` and ``crossnode``: one publisher, N subscribers in one channel.
+
+The publisher writes a monotonic timestamp into every message; each
+subscriber's latency is delivery time minus that timestamp.  The publisher
+is a closed loop: at most ``--window`` messages not yet seen by its sentinel
+(one of the N subscribers, in the publisher's process), so the offered load
+follows what the server can deliver instead of piling up in its buffers.
+
+Parley specifics:
+
+* Parley limits commands to 50/s (burst 200) per connection, so "the
+  publisher" is one account with ``--publishers`` sockets (at most 32, the
+  per-user cap), each paced by a client-side token bucket just under the
+  limit.  Parley delivers every message to every member socket, the
+  publisher's own sockets included: the deliveries counted here are those
+  to the N subscribers only; ``extra.publisher_deliveries`` has the rest.
+* Every message is committed to PostgreSQL before it is fanned out.
+
+``crossnode`` runs two gateway processes on one Redis: the publisher on
+gateway A (``parley serve``), every subscriber on gateway B (``parley
+gateway``), so each message crosses Redis pub/sub once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import secrets
+from typing import Any
+
+from bench.common import Result
+from bench.generator import WorkerSpec, split
+from bench.scenarios.base import (
+    SUBPROTOCOL,
+    ExternalServer,
+    Options,
+    Run,
+    build_result,
+    gateway_address,
+    measure,
+)
+from bench.scenarios.population import peer_targets, populate
+from bench.servers import Monitored, ParleyProcess, RedisProcess
+
+#: Client-side pace per publisher socket: just under the gateway's 50/s.
+PUBLISH_RATE_PER_SOCKET = 48.0
+PUBLISH_BURST = 150.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subscribers", type=int, default=1000, help="subscriber sockets")
+    p.add_argument("--size", type=int, default=100, help="message text bytes")
+    p.add_argument("--window", type=int, default=32,
+                   help="messages in flight (not yet seen by the sentinel)")
+    p.add_argument("--publishers", type=int, default=24,
+                   help="Parley: publisher sockets of the one publishing account (<= 32)")
+
+
+def _specs(host: str, port: int, subs: list[Any], pubs: list[Any], *, wait_hello: bool,
+           dialect: str, channel_id: int, size: int, window: int, procs: int,
+           rate: float) -> list[WorkerSpec]:
+    sentinel, rest = subs[0], subs[1:]
+    specs = [WorkerSpec("publisher", "publisher", host, port, SUBPROTOCOL, [*pubs, sentinel],
+                        wait_hello, {"dialect": dialect, "channel_id": channel_id,
+                                     "size": size, "window": window, "rate": rate,
+                                     "burst": PUBLISH_BURST if rate else 1.0})]
+    for i, chunk in enumerate(split(rest, procs) if rest else []):
+        specs.append(WorkerSpec(f"subscribers-{i}", "receiver", host, port, SUBPROTOCOL, chunk,
+                                wait_hello))
+    return specs
+
+
+def _finish(run: Run, m: Any, *, scenario: str, server: str, n: int, args: argparse.Namespace,
+            publishers: int, extra: dict[str, Any]) -> Result:
+    deliveries = m.count()
+    sent = sum(r["sent"] for r in m.reports)
+    expected = sent * n
+    counters: dict[str, int] = {}
+    for r in m.reports:
+        for k, v in r["extra"].items():
+            counters[k] = counters.get(k, 0) + v
+    extra = dict(extra, messages_sent=sent,
+                 messages_per_s=round(sent / run.opts.duration, 1),
+                 delivery_ratio=round(deliveries / expected, 4) if expected else None,
+                 publisher_deliveries=counters.get("publisher_deliveries", 0),
+                 publisher_rate_waits=counters.get("publisher_rate_waits", 0))
+    if counters.get("publisher_rate_waits", 0) > 10:
+        run.notes.append("the publisher waited for the per-connection rate limit "
+                         f"{counters['publisher_rate_waits']} times: its sockets' command "
+                         "budget, not the server, may have capped the message rate")
+    if expected and deliveries < 0.99 * expected:
+        run.notes.append(f"only {deliveries / expected:.1%} of the expected deliveries arrived "
+                         "within the drain time")
+    return build_result(run, m, scenario=scenario, server=server,
+                        parameters={"subscribers": n, "size": args.size,
+                                    "window": args.window, "publishers": publishers},
+                        throughput_count=deliveries, unit="deliveries/s", extra=extra)
+
+
+def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
+    n = args.subscribers
+    if n < 1:
+        raise SystemExit("--subscribers must be >= 1")
+    with Run(opts, "fanout") as run:
+        servers: list[Monitored]
+        if opts.server != "parley":
+            peer = run.peer(opts.server)
+            servers = [peer]
+            host, port = gateway_address(opts, peer)
+            specs = _specs(host, port, peer_targets(n), peer_targets(1), wait_hello=False,
+                           dialect="peer", channel_id=0, size=args.size, window=args.window,
+                           procs=opts.procs, rate=0.0)
+            publishers = 1
+            extra: dict[str, Any] = {}
+        else:
+            srv: ParleyProcess | None = None
+            if opts.url:
+                api = opts.url
+                servers = [ExternalServer(opts.server_pid)] if opts.server_pid else []
+            else:
+                dbs = run.databases(shared=False)
+                run.log(f"starting parley serve (database: {dbs.kind})")
+                srv = run.parley("serve", database_url=dbs.url)
+                servers, api = [srv], srv.api_url
+            publishers = max(1, min(args.publishers, 32))
+            run.log(f"provisioning {n} subscriber sockets and {publishers} publisher sockets")
+            pop = populate(api, n, extras=1)
+            run.log(f"provisioned in {pop.setup_s:.1f} s")
+            host, port = gateway_address(opts, srv)
+            specs = _specs(host, port, pop.targets(n), pop.extra_targets(0, publishers),
+                           wait_hello=True, dialect="parley", channel_id=pop.general_id,
+                           size=args.size, window=args.window, procs=opts.procs,
+                           rate=PUBLISH_RATE_PER_SOCKET)
+            extra = {"setup_s": pop.setup_s}
+        m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
+        return _finish(run, m, scenario="fanout", server=opts.server, n=n, args=args,
+                       publishers=publishers, extra=extra)
+
+
+def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
+    n = args.subscribers
+    with Run(opts, "crossnode") as run:
+        if opts.redis_url:
+            redis_url = opts.redis_url
+            redis: RedisProcess | None = None
+        else:
+            redis = RedisProcess(run.workdir)
+            run.add(redis)
+            redis_url = redis.url
+        dbs = run.databases(shared=True)
+        secret = secrets.token_urlsafe(32)
+        run.log(f"starting gateway A (serve) and gateway B (database: {dbs.kind})")
+        a = run.parley("serve", database_url=dbs.url, redis_url=redis_url, jwt_secret=secret,
+                       name="parley-a")
+        b = run.parley("gateway", database_url=dbs.url, redis_url=redis_url, jwt_secret=secret,
+                       name="parley-b")
+        publishers = max(1, min(args.publishers, 32))
+        pop = populate(a.api_url, n, extras=1)
+        run.log(f"provisioned in {pop.setup_s:.1f} s")
+        assert a.gateway_port is not None and b.gateway_port is not None
+        subs = pop.targets(n)
+        # The publisher process holds the publisher sockets (on A) and the sentinel (on B).
+        sentinel = dataclasses.replace(subs[0], port=b.gateway_port)
+        specs = _specs("127.0.0.1", b.gateway_port, subs, [], wait_hello=True,
+                       dialect="parley", channel_id=pop.general_id, size=args.size,
+                       window=args.window, procs=opts.procs, rate=PUBLISH_RATE_PER_SOCKET)
+        specs[0] = WorkerSpec("publisher", "publisher", "127.0.0.1", a.gateway_port,
+                              SUBPROTOCOL, [*pop.extra_targets(0, publishers), sentinel], True,
+                              specs[0].params)
+        servers: list[Monitored] = [a, b] + ([redis] if redis is not None else [])
+        m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
+        return _finish(run, m, scenario="crossnode", server="parley", n=n, args=args,
+                       publishers=publishers,
+                       extra={"setup_s": pop.setup_s, "redis": redis_url,
+                              "database": dbs.kind})

@@ -1,0 +1,257 @@
+"""``echo``, ``idle``, ``ingest`` and ``presence``.
+
+echo      round trips (send, wait for the echo, send again) on ``--connections``
+          sockets with ``--size`` byte messages.  Parley runs ``parley gateway
+          --echo``: the same transport, framing and flush path as the gateway,
+          with no session layer (the session layer has no echo command, and
+          its 50 commands/s per socket would cap it).
+idle      ``--connections`` sockets that only answer pings; server memory per
+          connection = (RSS with them - RSS before them) / connections.
+ingest    ``--senders`` sockets, each sending into its own channel (so every
+          message is delivered to one socket: its sender), paced just under
+          the 50 commands/s per-connection limit with ``--window`` sends in
+          flight; durable messages/s is acks/s, latency is send-to-ack.
+presence  ``--connections`` sockets sending ``heartbeat`` commands at ``--rate``
+          per socket; heartbeats absorbed/s is heartbeat_acks/s; Redis
+          commands per 1,000 heartbeats from ``INFO commandstats`` deltas of a
+          private Redis the gateway uses as its hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import time
+from typing import Any
+
+from bench.common import Result
+from bench.generator import ConnTarget, WorkerSpec, split
+from bench.provision import MAX_SOCKETS_PER_USER, Provisioner, auth_headers, connect_path
+from bench.scenarios.base import (
+    SUBPROTOCOL,
+    ExternalServer,
+    Options,
+    Run,
+    build_result,
+    gateway_address,
+    measure,
+)
+from bench.scenarios.population import peer_targets, populate
+from bench.servers import Monitored, ParleyProcess, RedisProcess
+
+#: Client-side pace per socket, just under the gateway's 50 commands/s.
+COMMAND_RATE_PER_SOCKET = 45.0
+#: Modules one of which will hold the presence feature (issue 7) once it lands.
+PRESENCE_MODULES = ("gateway.presence", "parley.presence", "parley.actions.presence",
+                    "storage.presence", "storage.presence_redis")
+
+
+def add_echo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--size", type=int, default=256, help="message bytes")
+    p.add_argument("--window", type=int, default=1, help="messages in flight per socket")
+
+
+def add_idle_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connections", type=int, default=10_000)
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="seconds to wait after the last connect before reading RSS")
+
+
+def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--senders", type=int, default=1500, help="sender sockets (one channel each)")
+    p.add_argument("--size", type=int, default=100, help="message text bytes")
+    p.add_argument("--window", type=int, default=2, help="sends in flight per socket")
+    p.add_argument("--rate", type=float, default=COMMAND_RATE_PER_SOCKET,
+                   help="sends per second per socket (the gateway allows 50)")
+
+
+def add_presence_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connections", type=int, default=4500)
+    p.add_argument("--rate", type=float, default=COMMAND_RATE_PER_SOCKET,
+                   help="heartbeats per second per socket (the gateway allows 50)")
+    p.add_argument("--window", type=int, default=4, help="heartbeats in flight per socket")
+
+
+def _parley(run: Run, opts: Options, mode: str = "serve",
+            redis_url: str = "") -> tuple[list[Monitored], str, ParleyProcess | None]:
+    """Start (or find) Parley; returns (servers to read, API URL, the process)."""
+    if opts.url:
+        servers: list[Monitored] = [ExternalServer(opts.server_pid)] if opts.server_pid else []
+        return servers, opts.url, None
+    dbs = run.databases(shared=False)
+    run.log(f"starting parley {mode} (database: {dbs.kind})")
+    srv = run.parley(mode, database_url=dbs.url, redis_url=redis_url)
+    return [srv], srv.api_url, srv
+
+
+def run_echo(opts: Options, args: argparse.Namespace) -> Result:
+    with Run(opts, "echo") as run:
+        if opts.server == "parley":
+            srv: Any = run.parley("echo")
+            notes = ["parley = `parley gateway --echo`: the gateway's transport and framing, "
+                     "no session layer"]
+        else:
+            srv = run.peer(opts.server)
+            notes = []
+        run.notes += notes
+        host, port = gateway_address(opts, srv)
+        specs = [WorkerSpec(f"echo-{i}", "echo", host, port, SUBPROTOCOL, chunk, False,
+                            {"size": args.size, "window": args.window})
+                 for i, chunk in enumerate(split(peer_targets(args.connections), opts.procs))]
+        m = measure(run, specs, [srv])
+        return build_result(run, m, scenario="echo", server=opts.server,
+                            parameters={"connections": args.connections, "size": args.size,
+                                        "window": args.window},
+                            throughput_count=m.count(), unit="round trips/s")
+
+
+def run_idle(opts: Options, args: argparse.Namespace) -> Result:
+    n = args.connections
+    with Run(opts, "idle") as run:
+        if opts.server == "parley":
+            servers, api, srv = _parley(run, opts)
+            pop = populate(api, n)
+            run.log(f"provisioned {len(pop.members)} accounts in {pop.setup_s:.1f} s")
+            targets = pop.targets(n)
+            wait_hello = True
+        else:
+            srv = run.peer(opts.server)
+            servers, targets, wait_hello = [srv], peer_targets(n), False
+        if not servers:
+            raise SystemExit("idle needs the server's memory: start it here or give --server-pid")
+        host, port = gateway_address(opts, srv)
+        time.sleep(1.0)
+        before = servers[0].rss_kib()
+        readings: dict[str, float] = {}
+
+        def after_connect(r: Run) -> None:
+            time.sleep(args.settle)
+            readings["after"] = servers[0].rss_kib()
+
+        specs = [WorkerSpec(f"idle-{i}", "idle", host, port, SUBPROTOCOL, chunk, wait_hello,
+                            connect_concurrency=32)
+                 for i, chunk in enumerate(split(targets, opts.procs))]
+        m = measure(run, specs, servers, before_go=after_connect)
+        connected = sum(r["connected"] for r in m.ready)
+        growth_kib = readings["after"] - before
+        per_conn = growth_kib * 1024 / connected if connected else None
+        res = build_result(run, m, scenario="idle", server=opts.server,
+                           parameters={"connections": n}, throughput_count=0,
+                           unit="connections",
+                           extra={"rss_before_kib": before, "rss_after_kib": readings["after"],
+                                  "connected": connected,
+                                  "bytes_per_connection": round(per_conn) if per_conn else None})
+        res.throughput = float(connected)
+        res.cpu_s_per_million = None
+        return res
+
+
+async def _ingest_population(api: str, senders: int) -> tuple[list[ConnTarget], float]:
+    """``senders`` sockets: users x workspaces, each socket with its own channel."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    prov = Provisioner(api)
+    try:
+        n_users = min(senders, MAX_SOCKETS_PER_USER)
+        n_ws = -(-senders // n_users)
+        accounts = await prov.accounts(n_users + 1)
+        owner, users = accounts[0], accounts[1:]
+        workspaces = [await prov.workspace(owner, f"ingest {w}") for w in range(n_ws)]
+        await asyncio.gather(*(prov.add_members(owner, wid, users) for wid, _ in workspaces))
+        pairs = [(users[i % n_users], workspaces[i // n_users][0]) for i in range(senders)]
+        channels = await prov.channels([(u, wid, f"ingest-{i}")
+                                        for i, (u, wid) in enumerate(pairs)])
+    finally:
+        await prov.close()
+    targets = [ConnTarget(connect_path(wid), auth_headers(u.token), cid)
+               for (u, wid), cid in zip(pairs, channels, strict=True)]
+    return targets, round(loop.time() - started, 2)
+
+
+def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
+    with Run(opts, "ingest") as run:
+        servers, api, srv = _parley(run, opts)
+        run.log(f"provisioning {args.senders} sender sockets with a channel each")
+        targets, setup_s = asyncio.run(_ingest_population(api, args.senders))
+        run.log(f"provisioned in {setup_s:.1f} s")
+        host, port = gateway_address(opts, srv)
+        params = {"op": "send", "size": args.size, "window": args.window, "rate": args.rate,
+                  "burst": 1.0}
+        specs = [WorkerSpec(f"senders-{i}", "command", host, port, SUBPROTOCOL, chunk, True,
+                            params) for i, chunk in enumerate(split(targets, opts.procs))]
+        m = measure(run, specs, servers)
+        offered = args.senders * args.rate
+        if m.count() / opts.duration > 0.95 * offered:
+            run.notes.append(f"the offered load ({offered:,.0f}/s = senders x rate) was "
+                             "absorbed: the server was not saturated; add --senders")
+        return build_result(run, m, scenario="ingest", server="parley",
+                            parameters={"senders": args.senders, "channels": args.senders,
+                                        "size": args.size, "window": args.window,
+                                        "rate_per_socket": args.rate},
+                            throughput_count=m.count(), unit="messages/s",
+                            extra={"setup_s": setup_s, "offered_per_s": offered,
+                                   "database": run.dbs.kind if run.dbs else "external"})
+
+
+def _command_calls(redis_url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    finally:
+        client.close()
+    return sum(int(v["calls"]) for k, v in stats.items()
+               if not k.startswith("cmdstat_info") and isinstance(v, dict))
+
+
+def presence_implemented() -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in PRESENCE_MODULES
+               if importlib.util.find_spec(m.rsplit(".", 1)[0]) is not None)
+
+
+def run_presence(opts: Options, args: argparse.Namespace) -> Result:
+    n = args.connections
+    with Run(opts, "presence") as run:
+        if opts.redis_url:
+            redis_url = opts.redis_url
+            redis: RedisProcess | None = None
+        else:
+            redis = RedisProcess(run.workdir)
+            run.add(redis)
+            redis_url = redis.url
+        servers, api, srv = _parley(run, opts, redis_url=redis_url)
+        pop = populate(api, n)
+        run.log(f"provisioned {len(pop.members)} accounts in {pop.setup_s:.1f} s")
+        host, port = gateway_address(opts, srv)
+        params = {"op": "heartbeat", "window": args.window, "rate": args.rate, "burst": 1.0}
+        specs = [WorkerSpec(f"heartbeats-{i}", "command", host, port, SUBPROTOCOL, chunk, True,
+                            params) for i, chunk in enumerate(split(pop.targets(n), opts.procs))]
+        calls: dict[str, int] = {}
+
+        def before(r: Run) -> None:
+            calls["before"] = _command_calls(redis_url)
+
+        m = measure(run, specs, servers + ([redis] if redis is not None else []),
+                    before_go=before)
+        calls["after"] = _command_calls(redis_url)
+        beats = m.count()
+        total_beats = sum(r["total"] for r in m.reports)
+        delta = calls["after"] - calls["before"]
+        per_1000 = round(delta / total_beats * 1000, 2) if total_beats else None
+        implemented = presence_implemented()
+        if not implemented:
+            run.notes.append("presence (issue 7) is not implemented yet: heartbeats are "
+                             "answered by the session layer only, so the Redis figure is "
+                             "PENDING (it measures the baseline, not presence)")
+        return build_result(run, m, scenario="presence", server="parley",
+                            parameters={"connections": n, "rate_per_socket": args.rate,
+                                        "window": args.window},
+                            throughput_count=beats, unit="heartbeats/s",
+                            extra={"redis_commands": delta, "heartbeats_total": total_beats,
+                                   "redis_commands_per_1000_heartbeats": per_1000,
+                                   "presence_implemented": implemented,
+                                   "presence_figure": "measured" if implemented else "pending",
+                                   "offered_per_s": n * args.rate})

@@ -1,0 +1,94 @@
+"""Every end-to-end scenario runs at a tiny size and writes a complete result.
+
+These are smoke tests (a second or two of load each), not measurements:
+they keep ``python -m bench`` from rotting.  The servers, the database
+(a fresh one per run, via --pg-admin-url) and Redis are real.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.servers import PEERS_DIR
+from tests.bench.conftest import run_bench
+
+FIELDS = ("scenario", "server", "parameters", "machine", "throughput", "throughput_unit",
+          "latency", "server_cpu_s", "cpu_s_per_million", "server_peak_rss_mib", "generator")
+
+
+def _complete(result: dict[str, Any], scenario: str, server: str = "parley") -> None:
+    for name in FIELDS:
+        assert name in result, name
+    assert result["scenario"] == scenario
+    assert result["server"] == server
+    assert result["machine"]["cpus"] >= 1
+    for q in ("p50_ms", "p99_ms", "p999_ms"):
+        assert q in result["latency"]
+    assert result["generator"]["processes"], "each generator process reports its CPU"
+    assert not result["generator"]["errors"], result["generator"]["errors"]
+
+
+def test_fanout_on_parley_times_every_delivery(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["fanout", "--subscribers", "5", "--publishers", "2", "--window", "4"],
+                  results_dir, pg_admin_dsn)
+    _complete(r, "fanout")
+    assert r["throughput"] > 0
+    assert r["latency"]["samples"] > 0
+    assert r["extra"]["delivery_ratio"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_fanout_on_the_picows_peer(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["fanout", "--server", "picows", "--subscribers", "5"], results_dir,
+                  pg_admin_dsn)
+    _complete(r, "fanout", "picows")
+    assert r["throughput"] > 0
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (PEERS_DIR / "node_modules").is_dir(),
+                    reason="needs node and `npm install` in bench/peers/")
+def test_echo_on_the_node_peer(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["echo", "--server", "node-ws", "--connections", "2"], results_dir,
+                  pg_admin_dsn)
+    _complete(r, "echo", "node-ws")
+    assert r["throughput"] > 0
+
+
+def test_echo_on_parley(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["echo", "--connections", "2", "--size", "8192"], results_dir, pg_admin_dsn)
+    _complete(r, "echo")
+    assert r["throughput"] > 0
+
+
+def test_idle_reports_memory_per_connection(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["idle", "--connections", "40", "--settle", "0.5"], results_dir,
+                  pg_admin_dsn)
+    _complete(r, "idle")
+    assert r["extra"]["connected"] == 40
+    assert r["extra"]["bytes_per_connection"] is not None
+
+
+def test_ingest_counts_durable_acks(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["ingest", "--senders", "4"], results_dir, pg_admin_dsn)
+    _complete(r, "ingest")
+    assert r["throughput"] > 0
+    assert r["throughput_unit"] == "messages/s"
+
+
+def test_crossnode_delivers_through_redis(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["crossnode", "--subscribers", "4", "--publishers", "1", "--window", "2"],
+                  results_dir, pg_admin_dsn)
+    _complete(r, "crossnode")
+    assert r["throughput"] > 0
+    assert set(r["extra"]["server_cpu_s_by_process"]) >= {"parley-a", "parley-b"}
+
+
+def test_presence_reads_redis_command_stats(results_dir: Path, pg_admin_dsn: str) -> None:
+    r = run_bench(["presence", "--connections", "4"], results_dir, pg_admin_dsn)
+    _complete(r, "presence")
+    assert r["throughput"] > 0
+    assert r["extra"]["redis_commands_per_1000_heartbeats"] is not None
+    assert r["extra"]["presence_figure"] in ("measured", "pending")
