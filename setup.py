@@ -39,9 +39,7 @@ if MODE not in {"auto", "yes", "no"}:
 
 def _twin_sources() -> list[tuple[str, Path]]:
     """(module name, source) for every compiled module in core_ext."""
-    found: list[tuple[str, Path]] = []
-    for pyx in sorted(CORE.glob("_*.pyx")):
-        found.append((f"core_ext.{pyx.stem}", pyx))
+    found = [(f"core_ext.{pyx.stem}", pyx) for pyx in sorted(CORE.glob("_*.pyx"))]
     for pxd in sorted(CORE.glob("*_c.pxd")):
         # name_c.pxd types the pure-Python source name_py.py, compiled as name_c.
         src_py = CORE / (pxd.stem[: -len("_c")] + "_py.py")
@@ -81,13 +79,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any compiler failure
+        except Exception as exc:
             self._failed(exc)
 
     def build_extension(self, ext: object) -> None:
         try:
             super().build_extension(ext)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._failed(exc)
 
     def _failed(self, exc: Exception) -> None:

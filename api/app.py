@@ -9,14 +9,10 @@ rate limits) in ``api.deps``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
-from api import errors, routes_auth, routes_channels, routes_messages, routes_workspaces
-from api.deps import ERRORS, Svc
-from api.schemas import HealthOut
+from api import errors, health, routes_auth, routes_channels, routes_messages, routes_workspaces
+from api.deps import ERRORS
 from parley.services import Services
 
 
@@ -27,22 +23,7 @@ def create_app(svc: Services) -> FastAPI:
     errors.install(app)
     app.add_middleware(errors.BodyLimit)
 
-    @app.get("/healthz", response_model=HealthOut, tags=["ops"])
-    async def healthz() -> HealthOut:
-        """The process is up."""
-        return HealthOut(status="ok")
-
-    @app.get("/readyz", response_model=HealthOut, tags=["ops"],
-             responses={503: {"model": HealthOut, "description": "Not ready"}})
-    async def readyz(s: Svc) -> Any:
-        """Ready to serve: the databases answer and migrations are applied.
-        ``checks.hub`` reports the hub; a hub outage degrades live delivery
-        but does not make the API unready."""
-        db_ok = await s.store.ping()
-        body = HealthOut(status="ok" if db_ok else "unavailable",
-                         checks={"database": db_ok, "hub": s.hub.healthy})
-        return JSONResponse(body.model_dump(), status_code=200 if db_ok else 503)
-
+    app.include_router(health.router)
     for module in (routes_auth, routes_workspaces, routes_channels, routes_messages):
         app.include_router(module.router)
     return app

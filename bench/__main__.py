@@ -59,8 +59,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--window", type=int, default=None)
     p.add_argument("--publishers", type=int, default=24)
+    p.add_argument("--rate", type=float, default=0.0)
     p.add_argument("--connections", type=int, default=None)
     p.add_argument("--settle", type=float, default=3.0)
+    p.add_argument("--transport-only", action="store_true")
     p = sub.add_parser("report", help="JSON results -> docs/benchmarks.md and docs/img/")
     from bench import report
 

@@ -145,7 +145,7 @@ async def _run(spec: WorkerSpec, pipe: Connection) -> None:
         publisher = Publisher(pub_conns, sentinel, stats, dialect=p["dialect"],
                               channel_id=p.get("channel_id", 0), size=p["size"],
                               window=p["window"], rate=p.get("rate", 0.0),
-                              burst=p.get("burst", 1.0))
+                              burst=p.get("burst", 1.0), pace=p.get("pace", 0.0))
 
     def now() -> int:
         return time.monotonic_ns()

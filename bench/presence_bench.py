@@ -220,6 +220,10 @@ async def run_phase(url: str, scenario: str, connections: int, sim_seconds: int,
     await service.close()
     await hub.close()
     await store.close()
+    # User hashes have no TTL: leave a shared server as we found it.
+    keys = list(admin.scan_iter(match=prefix + "*", count=10_000))
+    for i in range(0, len(keys), 10_000):
+        admin.unlink(*keys[i:i + 10_000])
     return phase, initial
 
 

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     p = r["parameters"]
     return (r["scenario"], r["server"], p.get("subscribers"), p.get("size"),
-            p.get("connections"), p.get("senders"))
+            p.get("connections"), p.get("senders"), p.get("rate") or 0,
+            bool(p.get("transport_only")))
 
 
 def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -50,7 +51,8 @@ def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             best[k] = r
     return sorted(best.values(), key=lambda r: (
         r["scenario"], r["parameters"].get("subscribers") or 0, r["parameters"].get("size") or 0,
-        r["parameters"].get("connections") or 0, _server_rank(r["server"])))
+        r["parameters"].get("connections") or 0, r["parameters"].get("rate") or 0,
+        _server_rank(r["server"])))
 
 
 def _server_rank(server: str) -> int:
@@ -92,17 +94,21 @@ def tables(results: list[dict[str, Any]]) -> str:
             for r in rows_in:
                 p = r["parameters"]
                 group = [x for x in rows_in if x["parameters"].get("subscribers")
-                         == p.get("subscribers") and x["parameters"].get("size") == p.get("size")]
+                         == p.get("subscribers") and x["parameters"].get("size") == p.get("size")
+                         and not x["parameters"].get("rate")]
                 lat = r["latency"]
-                rows.append([r["server"], p.get("subscribers"), p.get("size"), r["throughput"],
+                offered = f"{p['rate']:,.0f} msg/s" if p.get("rate") else "max"
+                rows.append([r["server"], p.get("subscribers"), p.get("size"), offered,
+                             r["throughput"],
                              _ratio_to_parley(r, group), lat.get("p50_ms"), lat.get("p99_ms"),
                              lat.get("p999_ms"), r["server_cpu_s"], r["cpu_s_per_million"],
                              r["server_peak_rss_mib"], _gen(r)])
-            out.append(_md(["server", "subscribers", "size B", "deliveries/s", "x parley",
+            out.append(_md(["server", "subscribers", "size B", "load", "deliveries/s", "x parley",
                             "p50 ms", "p99 ms", "p99.9 ms", "server CPU s",
                             "CPU s / M deliveries", "peak RSS MiB", "generator max core"], rows))
         elif scenario == "idle":
-            rows = [[r["server"], r["extra"].get("connected"),
+            rows = [[r["server"] + (" (transport only)" if r["parameters"].get("transport_only")
+                                    else ""), r["extra"].get("connected"),
                      r["extra"].get("bytes_per_connection"),
                      round(r["extra"].get("bytes_per_connection", 0) / 1000, 1)
                      if r["extra"].get("bytes_per_connection") else None,
@@ -156,7 +162,8 @@ def charts(results: list[dict[str, Any]], img_dir: Path) -> list[Path]:
         for server in sorted({r["server"] for r in fan}, key=_server_rank):
             for size in sorted({r["parameters"]["size"] for r in fan}):
                 pts = sorted((r["parameters"]["subscribers"], r["throughput"]) for r in fan
-                             if r["server"] == server and r["parameters"]["size"] == size)
+                             if r["server"] == server and r["parameters"]["size"] == size
+                             and not r["parameters"].get("rate"))
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                             label=f"{server} {size} B")
@@ -174,6 +181,7 @@ def charts(results: list[dict[str, Any]], img_dir: Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(8, 4.5))
         labels = [f"{r['server']}\n{r['parameters']['subscribers']}/{r['parameters']['size']}B"
+                  + (f"\n@{r['parameters']['rate']:.0f}/s" if r["parameters"].get("rate") else "")
                   for r in fan]
         xs = range(len(fan))
         width = 0.27

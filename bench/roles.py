@@ -222,8 +222,10 @@ class Publisher:
 
     def __init__(self, conns: list[PublisherConn], sentinel: Receiver, stats: Stats, *,
                  dialect: str, channel_id: int, size: int, window: int, rate: float,
-                 burst: float) -> None:
+                 burst: float, pace: float = 0.0) -> None:
         self.conns = conns
+        # Open-loop pacing: at most ``pace`` messages/s in total (0 = closed loop only).
+        self.pace = Bucket(pace, max(1.0, pace * 0.01)) if pace > 0 else None
         self.stats = stats
         self.dialect = dialect
         self.channel_id = channel_id
@@ -274,6 +276,12 @@ class Publisher:
         stats = self.stats
         n = len(self.conns)
         while stats.running and self.outstanding < self.window:
+            if self.pace is not None:
+                wait = self.pace.take()
+                if wait > 0.0:
+                    if self.timer is None:
+                        self.timer = self.loop.call_later(wait, self._timer_fired)
+                    return
             wait = 0.0
             for _ in range(n):
                 i = self.next

@@ -681,6 +681,14 @@ class PresenceService:
         if self._watched and not self._closed:
             self._spawn(self._refetch(list(self._watched)))
 
+    # ``storage.interfaces.HubHandler``, so a router can hand ``p:`` topics on as is.
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        self.on_hub_message(topic, payload)
+
+    def on_reset(self) -> None:
+        self.on_hub_reset()
+
     async def _refetch(self, ids: list[int]) -> None:
         try:
             fetched = await self.store.get_many(ids)

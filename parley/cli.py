@@ -46,9 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run the REST API")
     _common(p)
     _ports(p, True, False)
-    p = sub.add_parser("gateway", help="run the WebSocket gateway")
+    p = sub.add_parser("gateway", help="run the WebSocket gateway (health checks on --api-port)")
     _common(p)
-    _ports(p, False, True)
+    _ports(p, True, True)
     p.add_argument("--echo", action="store_true",
                    help="test-only: echo every message (RFC 6455 conformance runs)")
     p.add_argument("--max-message-bytes", type=int, default=None,

@@ -104,6 +104,14 @@ def channel_data(c: Channel) -> dict[str, Any]:
             "last_seq": c.last_seq}
 
 
+def joined_data(c: Channel, r: ReadState | None) -> dict[str, Any]:
+    """``channel.joined``: the channel plus the user's read state in it (the
+    event goes to that user only), so a client needs no fetch."""
+    return {**channel_data(c), "last_read_seq": r.last_read_seq if r else 0,
+            "unread_count": r.unread_count if r else 0,
+            "mention_count": r.mention_count if r else 0}
+
+
 def encode(event_type: str, data: dict[str, Any]) -> bytes:
     return msgpack.packb({"t": event_type, "d": data}, use_bin_type=True)
 

@@ -17,6 +17,7 @@ from collections.abc import Generator
 import uvicorn
 
 from api.app import create_app
+from api.health import create_health_app
 from gateway.codes import CONNECT_PATH, CloseCode
 from gateway.session import GatewayApp
 from gateway.transport import GatewayServer, TransportLimits, serve
@@ -50,16 +51,19 @@ def _reconnect_hint(_: object) -> str:
     return json.dumps({"retry_after_ms": random.randint(*RECONNECT_JITTER_MS)})  # noqa: S311
 
 
-def banner(settings: Settings, rt: Runtime, api_port: int | None, gw_port: int | None) -> str:
+def banner(settings: Settings, rt: Runtime, api_port: int | None, gw_port: int | None,
+           full_api: bool = True) -> str:
     h = settings.host
     lines = ["Parley is running."]
     lines += [f"  {n}" for n in rt.notes]
-    if api_port is not None:
+    if api_port is not None and not full_api:
+        lines.append(f"  Health:    http://{h}:{api_port}/healthz and /readyz")
+    elif api_port is not None:
         lines.append(f"  REST API:  http://{h}:{api_port}"
                      f"  (OpenAPI: http://{h}:{api_port}/openapi.json)")
     if gw_port is not None:
         lines.append(f"  Gateway:   ws://{h}:{gw_port}{CONNECT_PATH}")
-    if api_port is not None:
+    if api_port is not None and full_api:
         a = f"http://{h}:{api_port}"
         lines += [
             "First steps:",
@@ -124,11 +128,14 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
                 TransportLimits(slow_consumer_code=CloseCode.SLOW_CONSUMER), WsLimits())
         else:
             await svc.hub.start(_NullHandler())
-        if api:
+        # A gateway-only process still answers /healthz and /readyz on the
+        # API port, so orchestrators can probe it the same way.
+        if api or gateway:
             port = settings.api_port if api_port is None else api_port
             sock = socket.create_server((settings.host, port), reuse_port=False)
             running.api_port = sock.getsockname()[1]
-            config = uvicorn.Config(create_app(svc), loop="none", lifespan="off",
+            http_app = create_app(svc) if api else create_health_app(svc)
+            config = uvicorn.Config(http_app, loop="none", lifespan="off",
                                     log_level="warning", access_log=False, server_header=False)
             running.uvicorn = _Uvicorn(config)
             running.api_task = asyncio.create_task(running.uvicorn.serve(sockets=[sock]))
@@ -150,7 +157,7 @@ async def run(settings: Settings, *, api: bool = True, gateway: bool = True) -> 
     rt = await build(settings)
     running = await start(rt, api=api, gateway=gateway)
     try:
-        print(banner(settings, rt, running.api_port, running.gateway_port), flush=True)
+        print(banner(settings, rt, running.api_port, running.gateway_port, api), flush=True)
         await stop.wait()
         print("Stopping: draining connections...", file=sys.stderr, flush=True)
     finally:

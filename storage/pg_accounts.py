@@ -160,9 +160,9 @@ class AccountQueries:
             return InviteOutcome("invalid", None)
         async with transaction(pool) as conn:
             inv = await conn.fetchrow(
-                """SELECT id, role FROM invites
-                   WHERE workspace_id = $1 AND token_hash = $2 AND revoked_at IS NULL
-                     AND expires_at > now() AND (max_uses IS NULL OR uses < max_uses)
+                """SELECT id, role, revoked_at IS NULL AND expires_at > now()
+                              AND (max_uses IS NULL OR uses < max_uses) AS usable
+                   FROM invites WHERE workspace_id = $1 AND token_hash = $2
                    FOR UPDATE""", workspace_id, token_hash)
             if inv is None:
                 return InviteOutcome("invalid", None)
@@ -170,7 +170,10 @@ class AccountQueries:
                 f"""SELECT {_MEMBER_COLUMNS}, ended_reason FROM workspace_members
                     WHERE workspace_id = $1 AND user_id = $2 FOR UPDATE""", workspace_id, user.id)  # noqa: S608
             if existing is not None and existing["deactivated_at"] is None:
+                # Accepting again (a double click) is harmless, even once the link is spent.
                 return InviteOutcome("already_member", member_from_row(existing))
+            if not inv["usable"]:
+                return InviteOutcome("invalid", None)
             if existing is not None and existing["ended_reason"] == "deactivated":
                 return InviteOutcome("deactivated", None)
             row = await conn.fetchrow(

@@ -54,16 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="messages in flight (not yet seen by the sentinel)")
     p.add_argument("--publishers", type=int, default=24,
                    help="Parley: publisher sockets of the one publishing account (<= 32)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="publish at most this many messages/s in total (open loop, still "
+                        "capped by --window); 0: as fast as the closed loop goes")
 
 
 def _specs(host: str, port: int, subs: list[Any], pubs: list[Any], *, wait_hello: bool,
            dialect: str, channel_id: int, size: int, window: int, procs: int,
-           rate: float) -> list[WorkerSpec]:
+           rate: float, pace: float = 0.0) -> list[WorkerSpec]:
     sentinel, rest = subs[0], subs[1:]
     specs = [WorkerSpec("publisher", "publisher", host, port, SUBPROTOCOL, [*pubs, sentinel],
                         wait_hello, {"dialect": dialect, "channel_id": channel_id,
                                      "size": size, "window": window, "rate": rate,
-                                     "burst": PUBLISH_BURST if rate else 1.0})]
+                                     "burst": PUBLISH_BURST if rate else 1.0,
+                                     "pace": pace})]
     for i, chunk in enumerate(split(rest, procs) if rest else []):
         specs.append(WorkerSpec(f"subscribers-{i}", "receiver", host, port, SUBPROTOCOL, chunk,
                                 wait_hello))
@@ -93,7 +97,8 @@ def _finish(run: Run, m: Any, *, scenario: str, server: str, n: int, args: argpa
                          "within the drain time")
     return build_result(run, m, scenario=scenario, server=server,
                         parameters={"subscribers": n, "size": args.size,
-                                    "window": args.window, "publishers": publishers},
+                                    "window": args.window, "publishers": publishers,
+                                    "rate": getattr(args, "rate", 0.0)},
                         throughput_count=deliveries, unit="deliveries/s", extra=extra)
 
 
@@ -109,7 +114,7 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
             host, port = gateway_address(opts, peer)
             specs = _specs(host, port, peer_targets(n), peer_targets(1), wait_hello=False,
                            dialect="peer", channel_id=0, size=args.size, window=args.window,
-                           procs=opts.procs, rate=0.0)
+                           procs=opts.procs, rate=0.0, pace=args.rate)
             publishers = 1
             extra: dict[str, Any] = {}
         else:
@@ -130,7 +135,7 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
             specs = _specs(host, port, pop.targets(n), pop.extra_targets(0, publishers),
                            wait_hello=True, dialect="parley", channel_id=pop.general_id,
                            size=args.size, window=args.window, procs=opts.procs,
-                           rate=PUBLISH_RATE_PER_SOCKET)
+                           rate=PUBLISH_RATE_PER_SOCKET, pace=args.rate)
             extra = {"setup_s": pop.setup_s}
         m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
         return _finish(run, m, scenario="fanout", server=opts.server, n=n, args=args,
@@ -163,7 +168,8 @@ def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
         sentinel = dataclasses.replace(subs[0], port=b.gateway_port)
         specs = _specs("127.0.0.1", b.gateway_port, subs, [], wait_hello=True,
                        dialect="parley", channel_id=pop.general_id, size=args.size,
-                       window=args.window, procs=opts.procs, rate=PUBLISH_RATE_PER_SOCKET)
+                       window=args.window, procs=opts.procs, rate=PUBLISH_RATE_PER_SOCKET,
+                       pace=args.rate)
         specs[0] = WorkerSpec("publisher", "publisher", "127.0.0.1", a.gateway_port,
                               SUBPROTOCOL, [*pop.extra_targets(0, publishers), sentinel], True,
                               specs[0].params)

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import importlib.util
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import Result
@@ -57,6 +58,9 @@ def add_idle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connections", type=int, default=10_000)
     p.add_argument("--settle", type=float, default=3.0,
                    help="seconds to wait after the last connect before reading RSS")
+    p.add_argument("--transport-only", action="store_true",
+                   help="Parley: connect to `parley gateway --echo` (transport and framing, "
+                        "no session layer) to split the per-connection memory")
 
 
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,7 +114,12 @@ def run_echo(opts: Options, args: argparse.Namespace) -> Result:
 def run_idle(opts: Options, args: argparse.Namespace) -> Result:
     n = args.connections
     with Run(opts, "idle") as run:
-        if opts.server == "parley":
+        transport_only = getattr(args, "transport_only", False)
+        if opts.server == "parley" and transport_only:
+            srv = run.parley("echo")
+            servers, targets, wait_hello = [srv], peer_targets(n), False
+            run.notes.append("transport only: `parley gateway --echo`, no session layer")
+        elif opts.server == "parley":
             servers, api, srv = _parley(run, opts)
             pop = populate(api, n)
             run.log(f"provisioned {len(pop.members)} accounts in {pop.setup_s:.1f} s")
@@ -138,7 +147,8 @@ def run_idle(opts: Options, args: argparse.Namespace) -> Result:
         growth_kib = readings["after"] - before
         per_conn = growth_kib * 1024 / connected if connected else None
         res = build_result(run, m, scenario="idle", server=opts.server,
-                           parameters={"connections": n}, throughput_count=0,
+                           parameters={"connections": n, "transport_only": transport_only},
+                           throughput_count=0,
                            unit="connections",
                            extra={"rss_before_kib": before, "rss_after_kib": readings["after"],
                                   "connected": connected,
@@ -208,8 +218,17 @@ def _command_calls(redis_url: str) -> int:
 
 
 def presence_implemented() -> bool:
-    return any(importlib.util.find_spec(m) is not None for m in PRESENCE_MODULES
-               if importlib.util.find_spec(m.rsplit(".", 1)[0]) is not None)
+    """True once a presence module exists *and* the gateway's sessions use it
+    (a module that is not wired in does not absorb heartbeats)."""
+    exists = any(importlib.util.find_spec(m) is not None for m in PRESENCE_MODULES
+                 if importlib.util.find_spec(m.rsplit(".", 1)[0]) is not None)
+    spec = importlib.util.find_spec("gateway.session")
+    origin = spec.origin if spec is not None else None
+    try:
+        wired = origin is not None and "presence" in Path(origin).read_text()
+    except OSError:
+        wired = False
+    return exists and wired
 
 
 def run_presence(opts: Options, args: argparse.Namespace) -> Result:

@@ -99,8 +99,15 @@ async def create_channel(svc: Services, ident: Identity, workspace_id: int, name
     if channel is None:
         raise Conflict("name_taken", "a channel with this name exists")
     await svc.publish(events.user_topic(ident.user_id),
-                      events.encode(events.CHANNEL_JOINED, events.channel_data(channel)))
+                      events.encode(events.CHANNEL_JOINED, events.joined_data(channel, None)))
     return channel
+
+
+async def joined_event(svc: Services, channel: Channel, user_id: int) -> tuple[str, bytes]:
+    """``channel.joined`` for ``user_id``, with their read state in it."""
+    state = await svc.store.read_state(channel.workspace_id, channel.id, user_id)
+    return (events.user_topic(user_id),
+            events.encode(events.CHANNEL_JOINED, events.joined_data(channel, state)))
 
 
 async def get_channel(svc: Services, ident: Identity, workspace_id: int,
@@ -181,8 +188,7 @@ async def make_private(svc: Services, ident: Identity, workspace_id: int,
 async def _announce_added(svc: Services, channel: Channel, user_ids: list[int]) -> None:
     items: list[tuple[str, bytes]] = []
     for uid in user_ids:
-        items.append((events.user_topic(uid),
-                      events.encode(events.CHANNEL_JOINED, events.channel_data(channel))))
+        items.append(await joined_event(svc, channel, uid))
         items.append((events.channel_topic(channel.id), events.encode(
             events.MEMBER_JOINED, {"workspace_id": channel.workspace_id,
                                    "channel_id": channel.id, "user_id": uid})))
@@ -321,9 +327,7 @@ async def open_dm(svc: Services, ident: Identity, workspace_id: int,
         svc.ids.next_id(), workspace_id, kind, ",".join(map(str, people)), ident.user_id,
         people)
     created = len(added) == len(people)
-    items = [(events.user_topic(uid),
-              events.encode(events.CHANNEL_JOINED, events.channel_data(channel)))
-             for uid in added]
+    items = [await joined_event(svc, channel, uid) for uid in added]
     if not created:  # someone came back (their membership had ended): tell the others
         items += [(events.channel_topic(channel.id), events.encode(
             events.MEMBER_JOINED, {"workspace_id": workspace_id, "channel_id": channel.id,

@@ -78,9 +78,10 @@ async def _announce_join(svc: Services, workspace_id: int, user_id: int) -> None
     general = await svc.store.default_channel(workspace_id)
     if general is None:
         return
+    state = await svc.store.read_state(workspace_id, general.id, user_id)
     await svc.publish_many([
         (events.user_topic(user_id),
-         events.encode(events.CHANNEL_JOINED, events.channel_data(general))),
+         events.encode(events.CHANNEL_JOINED, events.joined_data(general, state))),
         (events.channel_topic(general.id),
          events.encode(events.MEMBER_JOINED, {"workspace_id": workspace_id,
                                               "channel_id": general.id, "user_id": user_id})),

@@ -137,7 +137,7 @@ async def test_openapi_documents_every_route_and_error_envelope(parley: Running)
         assert path in paths, path
     for path, ops in paths.items():
         for method, op in ops.items():
-            assert "400" in op["responses"] or method == "get" and "{" not in path, (path, method)
+            assert "400" in op["responses"] or (method == "get" and "{" not in path), (path, method)
     assert "ErrorEnvelope" in spec["components"]["schemas"]
     await api.close()
 

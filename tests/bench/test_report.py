@@ -35,8 +35,8 @@ def test_report_writes_tables_and_charts_and_keeps_prose(tmp_path: Path) -> None
     assert report.main(args) == 0
     text = doc.read_text()
     assert "prose before" in text and "prose after" in text and "\nold\n" not in text
-    assert "| parley | 1,000 | 100 | 400,000.0 | 1.0 |" in text
-    assert "| picows | 1,000 | 100 | 200,000.0 | 0.5 |" in text
+    assert "| parley | 1,000 | 100 | max | 400,000.0 | 1.0 |" in text
+    assert "| picows | 1,000 | 100 | max | 200,000.0 | 0.5 |" in text
     for name in ("fanout-throughput", "fanout-latency", "idle-memory", "echo"):
         png = tmp_path / "img" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

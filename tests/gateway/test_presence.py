@@ -38,6 +38,7 @@ from parley import events
 from storage.hub_redis import HubOptions, RedisHub
 from storage.interfaces_presence import Presence, Status, SyncResult
 from storage.presence_redis import RedisPresenceStore
+from tests.storage.test_presence_conformance import delete_keys
 
 #: Bound on waiting for anything that travels through Redis pub/sub.
 DELIVERY_TIMEOUT_S = 5.0
@@ -213,6 +214,7 @@ async def cluster(redis_url: str, key_prefix: str) -> AsyncIterator[Cluster]:
             await gw.service.close()
             await gw.hub.close()
             await gw.store.close()
+        delete_keys(redis_url, key_prefix)
 
 
 async def eventually(check: Callable[[], object], timeout: float = DELIVERY_TIMEOUT_S) -> None:
@@ -504,7 +506,8 @@ async def test_subscribe_validates_ids(cluster: Cluster) -> None:
     a = await cluster.make()
     s = FakeSession(new_id())
     a.service.on_open(s)
-    for ref, d in enumerate([{}, {"user_ids": []}, {"user_ids": ["x"]}, {"user_ids": 5}]):
+    bad: list[dict[str, Any]] = [{}, {"user_ids": []}, {"user_ids": ["x"]}, {"user_ids": 5}]
+    for ref, d in enumerate(bad):
         a.service.handle(s, "presence.subscribe", ref, d)
         assert (await s.reply_to(ref))["d"]["code"] == "invalid_field"
     a.service.handle(s, "presence.subscribe", "json", {"user_ids": [str(s.user_id)]})
@@ -540,6 +543,7 @@ async def test_a_visibility_filter_refuses_users_of_other_workspaces(
         await service.close()
         await hub.close()
         await store.close()
+        delete_keys(redis_url, key_prefix)
 
 
 async def test_a_hub_reset_refetches_watched_users(cluster: Cluster) -> None:

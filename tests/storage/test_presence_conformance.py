@@ -56,6 +56,7 @@ class Deployment:
 @pytest.fixture(params=KINDS)
 async def deployment(request: pytest.FixtureRequest,
                      key_prefix: str) -> AsyncIterator[Deployment]:
+    url = ""
     if request.param == "memory":
         state = MemoryPresenceState()
         dep = Deployment(lambda: MemoryPresenceStore(state))
@@ -67,6 +68,19 @@ async def deployment(request: pytest.FixtureRequest,
     finally:
         for store in dep.nodes:
             await store.close()
+        if url:
+            delete_keys(url, key_prefix)
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    """Remove what a test left (user hashes have no TTL) on a possibly shared server."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.unlink(*keys[i:i + 1000])
+    finally:
+        client.close()
 
 
 def status(p: Presence) -> tuple[Status, bool]:
@@ -316,6 +330,7 @@ async def test_key_prefixes_isolate_deployments(redis_url: str, key_prefix: str)
     finally:
         await one.close()
         await two.close()
+        delete_keys(redis_url, key_prefix)
 
 
 def _calls(client: redis.Redis) -> dict[str, int]:
