@@ -60,6 +60,9 @@ clean:
 autobahn: $(VENV)/.installed
 	$(PY) compliance/autobahn.py
 
+# Atheris fuzzing of the frame parser / WebSocket connection and the command
+# envelope codecs.  FUZZ_SECONDS per target (CI runs a short pass).
 fuzz: $(VENV)/.dev-installed
 	$(PY) -m pip install --quiet atheris
-	$(PY) fuzzing/fuzz_frames.py -max_total_time=$${FUZZ_SECONDS:-300}
+	$(PY) fuzzing/fuzz_frames.py -max_total_time=$${FUZZ_SECONDS:-300} -print_final_stats=1
+	$(PY) fuzzing/fuzz_envelope.py -max_total_time=$${FUZZ_SECONDS:-300} -print_final_stats=1

@@ -23,6 +23,8 @@ PASSWORD = "bench password 1234"  # noqa: S105 - throwaway benchmark accounts
 HASH_CONCURRENCY = 8
 #: Concurrent cheap requests (members, channels).
 CALL_CONCURRENCY = 32
+#: Attempts of one call answered 429 rate_limited (waiting Retry-After each time).
+RATE_LIMIT_RETRIES = 120
 
 
 @dataclass
@@ -50,7 +52,12 @@ class Provisioner:
     async def call(self, method: str, path: str, token: str | None = None,
                    body: dict[str, Any] | None = None) -> Any:
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        resp = await self.http.request(method, path, json=body, headers=headers)
+        for _ in range(RATE_LIMIT_RETRIES):
+            resp = await self.http.request(method, path, json=body, headers=headers)
+            if resp.status_code != 429:
+                break
+            # A server we did not start keeps its REST rate limits: honour them.
+            await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
         if resp.status_code >= 400:
             raise ProvisionError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp.json() if resp.content else None

@@ -81,7 +81,13 @@ class Shared:
 def _call(api: str, method: str, path: str, token: str | None = None,
           body: dict[str, Any] | None = None) -> Any:
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    resp = requests.request(method, api + path, json=body, headers=headers, timeout=60)
+    for _ in range(60):
+        resp = requests.request(method, api + path, json=body, headers=headers, timeout=60)
+        if resp.status_code != 429:
+            break
+        # Set-up honours the REST rate limits (register/login per address, 20
+        # mutations/s per user): wait as told.
+        gevent.sleep(float(resp.headers.get("retry-after", "1")))
     resp.raise_for_status()
     return resp.json() if resp.content else None
 

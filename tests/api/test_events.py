@@ -68,7 +68,7 @@ class ClientModel:
                 and (m["thread_root_id"] is None or m["also_in_channel"])
                 and m["seq"] > ch["last_read_seq"])
 
-    async def apply(self, state: State, ev: dict[str, Any]) -> None:  # noqa: C901 - a dispatcher
+    async def apply(self, state: State, ev: dict[str, Any]) -> None:
         kind, d = ev["t"], ev["d"]
         if state.get("gone"):
             return

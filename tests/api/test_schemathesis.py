@@ -24,8 +24,12 @@ from parley.runner import Running
 from tests.api.helpers import expect, make_team
 
 RUN_BUDGET_S = 110.0  # the whole run, schemathesis start-up included
-EXAMPLES_PER_OPERATION = 12
-CHECKS = "not_a_server_error,response_schema_conformance"
+EXAMPLES_PER_OPERATION = 30
+CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
+# The coverage phase is left out: schemathesis 4.32 crashes inside it on Python 3.11
+# (hypothesis' lambda_description: "AST constructor recursion depth mismatch"), a tool
+# bug, not a finding.  Fuzzing covers positive and negative data.
+PHASES = "examples,fuzzing"
 # Operations that would end the run's own session or membership.
 EXCLUDED_PATHS = ("/v1/auth/logout",)
 
@@ -57,7 +61,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
         parley.rt.settings, rest_rate_per_s=100_000.0, rest_burst=100_000)
     t = await make_team(parley)
     secret = await t.channel(t.ada, "secret", "private", members=(t.bob,))
-    root = await t.post(t.bob, t.general, "root <@%s>" % t.ada.id)
+    root = await t.post(t.bob, t.general, f"root <@{t.ada.id}>")
     reply = await t.post(t.ada, t.general, "reply", thread_root_id=root["id"])
     other = await t.post(t.ada, secret, "in secret")
     invite = await expect(t.ada.api, "POST", t.w("/invites"), 201, json={})
@@ -74,7 +78,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
     cmd = [st, "--config-file", str(config), "run", f"{base}/openapi.json",
            "--header", f"Authorization: Bearer {t.ada.token}",
            "--checks", CHECKS, "--max-examples", str(EXAMPLES_PER_OPERATION),
-           "--seed", "20240501", "--phases", "examples,coverage,fuzzing",
+           "--seed", "20240501", "--phases", PHASES,
            "--workers", "2", "--request-timeout", "10", "--no-shrink",
            "--suppress-health-check", "all", "--output-truncate", "true"]
     for path in EXCLUDED_PATHS:

