@@ -30,7 +30,7 @@ from core_ext import FanoutTarget, build_frame, fanout_write
 from core_ext.defs_py import OP_BINARY, OP_TEXT
 from gateway.ordering import ChannelStream
 from parley import events
-from storage.interfaces import Hub
+from storage.interfaces import Hub, HubHandler
 
 log = logging.getLogger("parley.gateway.router")
 
@@ -97,8 +97,11 @@ class Router:
     """Implements HubHandler for the gateway."""
 
     def __init__(self, hub: Hub, fetch_after: FetchAfter, position: Position, *,
-                 outbound_limit_bytes: int = 4 << 20) -> None:
+                 outbound_limit_bytes: int = 4 << 20,
+                 extra: dict[str, HubHandler] | None = None) -> None:
         self._hub = hub
+        # Topic kinds handled elsewhere (``p`` -> presence): payloads passed on undecoded.
+        self._extra = dict(extra or {})
         self._limit = outbound_limit_bytes
         self._fetch_after = fetch_after
         self._position = position
@@ -188,6 +191,10 @@ class Router:
     # -- HubHandler -----------------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        extra = self._extra.get(topic.partition(":")[0])
+        if extra is not None:
+            extra.on_message(topic, payload)
+            return
         try:
             event = events.decode(payload)
         except ValueError:
@@ -204,6 +211,8 @@ class Router:
 
     def on_reset(self) -> None:
         """The hub may have lost events: backfill every channel."""
+        for extra in self._extra.values():
+            extra.on_reset()
         task = asyncio.create_task(self._backfill_all())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

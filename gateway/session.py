@@ -24,6 +24,7 @@ from gateway.codes import (
     SUBPROTOCOLS,
     CloseCode,
 )
+from gateway.presence import PresenceService
 from gateway.router import Router
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
@@ -142,10 +143,15 @@ class GatewayApp:
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
+        self.presence = PresenceService(
+            svc.presence, svc.hub,
+            channel_size=svc.store.channel_member_count,
+            visible=svc.store.active_members_among)
         self.router = Router(
             svc.hub,
             lambda wid, cid, after: delivery.events_after(svc, wid, cid, after),
-            lambda wid, cid: delivery.channel_position(svc, wid, cid))
+            lambda wid, cid: delivery.channel_position(svc, wid, cid),
+            extra={"p": self.presence})
         self.sessions: dict[WsTransport, Session] = {}
         self._per_user: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -154,6 +160,7 @@ class GatewayApp:
     async def start(self) -> None:
         await self.svc.hub.start(self.router)
         self.router.start()
+        await self.presence.start()
         self._sweeper = asyncio.create_task(self._expire_forever())
 
     async def close(self) -> None:
@@ -161,6 +168,7 @@ class GatewayApp:
             self._sweeper.cancel()
         for task in list(self._tasks):
             task.cancel()
+        await self.presence.close()
         await self.router.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -248,6 +256,7 @@ class GatewayApp:
         if session.conn not in self.sessions:  # closed while we were subscribing
             await self.router.remove(session, session.channels)
             return
+        self.presence.on_open(session)
         session.send({"t": "hello", "d": {
             "session_id": session.session_id,
             "user_id": session.user_id,
@@ -269,6 +278,7 @@ class GatewayApp:
             self._per_user[session.user_id] = left
         else:
             self._per_user.pop(session.user_id, None)
+        self.presence.on_close(session)
         self._spawn(self.router.remove(session, session.channels))
 
     # -- commands --------------------------------------------------------------
@@ -291,11 +301,15 @@ class GatewayApp:
                               retry_after_ms=int(1000 / RATE_PER_S) + 1)
             return
         if op == "send":
+            self.presence.on_heartbeat(session, time.monotonic())  # sending is activity
             self._spawn(self._send(session, ref, d))
         elif op == "resume":
             self._spawn(self._resume(session, ref, d))
         elif op == "heartbeat":
+            self.presence.on_heartbeat(session, time.monotonic(), d.get("active") is not False)
             session.send({"t": "heartbeat_ack", "ref": ref, "d": {"ts": int(time.time() * 1000)}})
+        elif self.presence.handle(session, op, ref, d):
+            pass
         else:
             session.error(ref, "unknown_op", f"unknown command {op!r}")
 

@@ -26,6 +26,7 @@ from parley.ids import IdAllocator, LeasedIdAllocator
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
 from storage.interfaces import Hub
+from storage.interfaces_presence import PresenceStore
 from storage.postgres import PgDatabase
 from storage.writer import GroupCommitWriter
 
@@ -45,6 +46,7 @@ class Runtime:
     async def close(self) -> None:
         await self.writer.close()
         await self.services.hub.close()
+        await self.services.presence.close()
         if isinstance(self.ids, LeasedIdAllocator):
             await self.ids.close()
         await self.db.close()
@@ -82,6 +84,18 @@ def make_hub(settings: Settings) -> Hub:
     return RedisClusterHub(urls)
 
 
+def make_presence_store(settings: Settings) -> PresenceStore:
+    """In-process with no Redis; else Redis (the first URL: see the cluster note)."""
+    urls = settings.redis_urls
+    if not urls:
+        from storage.presence_memory import MemoryPresenceStore
+
+        return MemoryPresenceStore()
+    from storage.presence_redis import RedisPresenceStore
+
+    return RedisPresenceStore(urls[0])
+
+
 async def build(settings: Settings, *, migrate: bool = True,
                 dsns: list[str] | None = None) -> Runtime:
     """Start every backend ``settings`` selects and return them wired up.
@@ -110,6 +124,7 @@ async def build(settings: Settings, *, migrate: bool = True,
             await leased.start()
             ids = leased
         hub = make_hub(settings)
+        presence = make_presence_store(settings)
         writer = GroupCommitWriter(db, window_ms=settings.commit_window_ms,
                                    max_batch=settings.commit_max_batch)
         tokens = TokenIssuer(load_secret(settings), settings.jwt_issuer, settings.jwt_audience,
@@ -119,6 +134,7 @@ async def build(settings: Settings, *, migrate: bool = True,
         if embedded is not None:
             embedded.stop()
         raise
-    svc = Services(settings=settings, store=db, writer=writer, hub=hub, ids=ids, tokens=tokens)
+    svc = Services(settings=settings, store=db, writer=writer, hub=hub, ids=ids, tokens=tokens,
+                   presence=presence)
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

@@ -10,6 +10,7 @@ from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
 from storage.interfaces import Hub, MessageAppender, Store
+from storage.interfaces_presence import PresenceStore
 
 log = logging.getLogger("parley.services")
 
@@ -22,6 +23,7 @@ class Services:
     hub: Hub
     ids: IdAllocator
     tokens: TokenIssuer
+    presence: PresenceStore
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Best-effort publish: the database already holds the truth, and

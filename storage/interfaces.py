@@ -367,6 +367,10 @@ class WorkspaceStore(Protocol):
 
     async def set_role(self, workspace_id: int, user_id: int, role: str) -> Member | None: ...
 
+    async def active_members_among(self, workspace_id: int,
+                                   user_ids: list[int]) -> set[int]:
+        """The ids in ``user_ids`` that are active members of the workspace."""
+
     async def end_membership(self, workspace_id: int, user_id: int,
                              reason: str) -> list[int] | None:
         """Deactivate an active membership ('left' | 'deactivated') and remove

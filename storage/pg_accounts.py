@@ -78,6 +78,16 @@ class AccountQueries:
                 ORDER BY user_id LIMIT $3""", workspace_id, after_user_id, limit)  # noqa: S608
         return [member_from_row(r) for r in rows]
 
+    async def active_members_among(self: Pools, workspace_id: int,
+                                   user_ids: list[int]) -> set[int]:
+        pool = await shard_pool(self, workspace_id)
+        rows = await self._call(
+            pool.fetch,
+            """SELECT user_id FROM workspace_members
+               WHERE workspace_id = $1 AND user_id = ANY($2::bigint[])
+                 AND deactivated_at IS NULL""", workspace_id, user_ids)
+        return {int(r["user_id"]) for r in rows}
+
     async def set_role(self: Pools, workspace_id: int, user_id: int, role: str) -> Member | None:
         pool = await shard_pool(self, workspace_id)
         row = await self._call(

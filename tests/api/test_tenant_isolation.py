@@ -177,9 +177,8 @@ async def test_every_route_refuses_another_workspaces_ids(parley: Running) -> No
             params = dict(QUERY_BASE.get(route, {}))
             params.update({k: payload_ids[v] for k, v in QUERY_IDS.get(route, {}).items()})
             body = body_of(payload_ids)
-            resp = await t.eve.api.http.request(
-                method, _fill(path, path_ids), params=params,
-                **({"json": body} if body is not None else {}))
+            resp = await t.eve.api.http.request(method, _fill(path, path_ids), params=params,
+                                                json=body)
             checked += 1
             if resp.status_code != 404:
                 failures.append(f"{route} [{label}] -> {resp.status_code} {resp.text[:200]}")
