@@ -16,7 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from parley.config import ConfigError, Settings, load_settings
+from storage.interfaces import StoreUnavailable
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -75,7 +78,7 @@ def _install_uvloop() -> None:
 async def _migrate(settings: Settings) -> None:
     from parley.composition import build
 
-    rt = await build(settings, migrate=False)
+    rt = await build(settings, migrate=False, serving=False)
     try:
         applied = await rt.db.migrate()
         print("\n".join(applied) if applied else "nothing to apply: the databases are current")
@@ -86,7 +89,7 @@ async def _migrate(settings: Settings) -> None:
 async def _shards(settings: Settings) -> None:
     from parley.composition import build
 
-    rt = await build(settings, migrate=False)
+    rt = await build(settings, migrate=False, serving=False)
     try:
         for name, share in rt.db.ring.describe():
             print(f"{name}\t{share:6.1%} of the ring")
@@ -132,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(cmd)
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        print(f"parley: {exc}", file=sys.stderr)
+    except (OSError, StoreUnavailable) as exc:
+        print(f"parley: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except asyncpg.PostgresError as exc:
+        print(f"parley: database error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -97,10 +97,12 @@ def make_presence_store(settings: Settings) -> PresenceStore:
 
 
 async def build(settings: Settings, *, migrate: bool = True,
-                dsns: list[str] | None = None) -> Runtime:
+                dsns: list[str] | None = None, serving: bool = True) -> Runtime:
     """Start every backend ``settings`` selects and return them wired up.
 
     ``dsns`` overrides the database list (tests pass their own databases).
+    ``serving=False`` (``parley migrate``, ``parley shards``) issues no ids,
+    so it leases no worker id and may run before the schema exists.
     """
     embedded: EmbeddedPostgres | None = None
     notes: list[str] = []
@@ -117,7 +119,7 @@ async def build(settings: Settings, *, migrate: bool = True,
             if applied:
                 notes.append(f"applied migrations: {', '.join(applied)}")
         ids: IdAllocator
-        if embedded is not None:
+        if embedded is not None or not serving:
             ids = IdAllocator(0)  # a single embedded process owns the database
         else:
             leased = LeasedIdAllocator(db)

@@ -1,14 +1,13 @@
-"""Redis pub/sub ``Hub``, plus the link and batching machinery the cluster hub reuses.
+"""Redis pub/sub ``Hub``, plus the hub policy and batching the cluster hub reuses.
 
 Rules for this file:
 
 * Nothing is retried once it may have reached Redis.  A lost publish is
   allowed (delivery is at most once); a duplicated one is not.  Clients are
   therefore built with zero retries, and a failed pipeline fails its callers.
-* A ``PubSubLink``'s tasks never raise.  A handler exception is logged and
-  the next payload delivered; every other failure (I/O, timeout, a reply that
-  matches no command) ends in "drop the connection, back off, reconnect,
-  resubscribe, reset".
+* Connections, reply matching, reconnects and keep-alive live in
+  ``storage.redis_conn`` (whose link tasks never raise); this file decides
+  what to subscribe, how to publish and when to call ``on_reset``.
 * Nothing here blocks the loop; every wait is bounded by a timeout or by a
   connection that is being torn down.
 
@@ -21,16 +20,9 @@ the backend subscription, the last removes it.  A payload reaches the handler
 only while its topic is wanted, so nothing arrives after ``unsubscribe``
 returns, even before Redis confirms the UNSUBSCRIBE.
 
-*Receiving* uses one dedicated connection owned by a ``PubSubLink``: a task
-that dials, re-sends SUBSCRIBE for every wanted topic, and then runs a reader
-and a writer until the connection dies, after which it backs off (jittered
-exponential) and starts over.  A ``PubSubSession`` (sans-IO) pairs each reply
-with the command that caused it: Redis answers commands on a connection in
-order, interleaved with pushed messages, so one FIFO of in-flight commands is
-enough to know which topic an ``ssubscribe`` ack or a ``MOVED`` error is about.
-The reader pings after ``ping_interval_s`` of silence and declares the
-connection dead after a second silent interval, so a half-open TCP connection
-is noticed.
+*Receiving* uses one dedicated connection owned by a ``PubSubLink``
+(``storage.redis_conn``), which keeps the server subscribed to the wanted
+topics across reconnects and reports payloads and state changes to the hub.
 
 *Publishing* goes through a ``PublishBatcher``: publishes issued in the same
 loop iteration, or while the previous pipeline is in flight, go out as one
@@ -46,44 +38,34 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import enum
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import AskError, MovedError, RedisError, ResponseError
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import parse_url
+from redis.exceptions import RedisError
 
 from storage.interfaces import HubHandler
+from storage.redis_conn import (
+    PLAIN,
+    ConnectionFactory,
+    LinkState,
+    PubSubLink,
+    Reply,
+    SubscribeOutcome,
+    redact_url,
+)
 
 __all__ = [
-    "PLAIN",
-    "SHARDED",
-    "Backoff",
-    "Dial",
-    "Dialect",
     "HubCore",
     "HubOptions",
     "HubStats",
     "HubUnavailable",
-    "LinkListener",
-    "LinkState",
-    "PubSubLink",
-    "PubSubSession",
     "PublishBatcher",
     "RedisHub",
-    "Reply",
-    "SubscribeOutcome",
-    "dial_connection",
-    "enforced_connection_kwargs",
-    "redact_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,7 +105,8 @@ class HubOptions:
     connection (``password``, ``username``, ``ssl``...); the hub overrides the
     ones its correctness depends on (RESP2, raw bytes, no retries, timeouts).
     ``on_health_change`` is an observability hook called with the new value of
-    ``healthy`` each time it flips (for metrics and readiness probes).
+    ``healthy`` each time it flips (for metrics and readiness probes).  The
+    connection fields are what ``storage.redis_conn.ConnectionTuning`` asks for.
     """
 
     client_name: str = "parley-hub"
@@ -148,511 +131,6 @@ class HubStats:
     reconnects: int = 0  # pub/sub connections established after a failure
     redirects: int = 0  # payloads resent to a new owner after MOVED (cluster)
     resets: int = 0  # handler.on_reset calls
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-def enforced_connection_kwargs(options: HubOptions) -> dict[str, Any]:
-    """Connection settings the hub's invariants depend on; they override user kwargs."""
-    return {
-        # RESP2: pub/sub frames are plain replies the session can pair up;
-        # under RESP3 redis-py diverts them to a push handler.
-        "protocol": 2,
-        # Payloads are opaque bytes and must come back untouched.
-        "decode_responses": False,
-        # No retries: a retried PUBLISH could be a duplicate (see file rules).
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "socket_connect_timeout": options.connect_timeout_s,
-        # Only the publish client uses this; the link reads with its own timeouts.
-        "socket_timeout": options.socket_timeout_s,
-        "health_check_interval": 0,
-        "client_name": options.client_name,
-    }
-
-
-async def dial_connection(conn: AbstractConnection, timeout_s: float) -> AbstractConnection:
-    """Connect and handshake ``conn`` within ``timeout_s``, or close it and raise."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            # redis-py leaves connect() unannotated.
-            await conn.connect()  # type: ignore[no-untyped-call]
-    except BaseException:
-        try:
-            await conn.disconnect(nowait=True)
-        except Exception as exc:
-            log.debug("closing a failed connection: %s", exc)
-        raise
-    return conn
-
-
-# --------------------------------------------------------------------------- backoff
-
-
-class Backoff:
-    """Exponential backoff with full jitter: delay n is uniform in [0, min(cap, base * 2**n)]."""
-
-    def __init__(self, base_s: float, cap_s: float) -> None:
-        self._base_s = base_s
-        self._cap_s = cap_s
-        self._failures = 0
-
-    def next_delay_s(self) -> float:
-        ceiling = min(self._cap_s, self._base_s * (2 ** min(self._failures, 30)))
-        self._failures += 1
-        return random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not security
-
-    def reset(self) -> None:
-        self._failures = 0
-
-
-# --------------------------------------------------------------------------- session (sans-IO)
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """The command and frame names of one flavour of Redis pub/sub."""
-
-    subscribe: str
-    unsubscribe: str
-    message: bytes
-    subscribe_ack: bytes
-    unsubscribe_ack: bytes
-
-
-PLAIN = Dialect("SUBSCRIBE", "UNSUBSCRIBE", b"message", b"subscribe", b"unsubscribe")
-SHARDED = Dialect("SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe", b"sunsubscribe")
-
-
-class SubscribeOutcome(enum.Enum):
-    """How one SUBSCRIBE ended, as seen by the caller waiting for it."""
-
-    ACKED = "acked"  # the server confirmed: every later publish is delivered
-    DROPPED = "dropped"  # no live connection (or it died first); a reset will follow
-    MOVED = "moved"  # refused with MOVED/ASK: another cluster node owns the slot
-    REFUSED = "refused"  # refused with another error (ACL...): it will not work
-
-
-class _OpKind(enum.Enum):
-    SUBSCRIBE = "subscribe"
-    UNSUBSCRIBE = "unsubscribe"
-    PING = "ping"
-
-
-@dataclass(slots=True, eq=False)
-class _Op:
-    """One command sent on a pub/sub connection that the server will answer once."""
-
-    kind: _OpKind
-    topic: str
-    waiter: asyncio.Future[SubscribeOutcome] | None = None
-    resync: bool = False  # part of the re-subscribe that makes the link READY
-
-
-class ProtocolDesync(Exception):
-    """A reply did not match the command it should answer; the connection is dropped."""
-
-
-class Reply(enum.Enum):
-    """What ``PubSubSession`` learned from one non-message frame."""
-
-    SUBSCRIBED = "subscribed"  # a SUBSCRIBE we sent was acknowledged
-    UNSUBSCRIBED = "unsubscribed"  # an UNSUBSCRIBE we sent was answered
-    LOST = "lost"  # the server unsubscribed us on its own (slot migrated away)
-    MOVED = "moved"  # a SUBSCRIBE was refused with MOVED/ASK
-    REFUSED = "refused"  # a SUBSCRIBE was refused with another error
-    PONG = "pong"  # our keep-alive PING was answered
-
-
-def _resolve(waiter: asyncio.Future[SubscribeOutcome] | None, outcome: SubscribeOutcome) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(outcome)
-
-
-class PubSubSession:
-    """Pairs replies on one pub/sub connection with the commands that caused them.
-
-    No I/O: the link tells it what was sent (``sent``) and what came back
-    (``on_frame``/``on_error``).  Invariant: ``_inflight`` holds, oldest first,
-    exactly the commands sent on this connection and not yet answered; each of
-    SUBSCRIBE/UNSUBSCRIBE (one topic each) and PING gets exactly one reply.
-    """
-
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
-        self._inflight: deque[_Op] = deque()
-        self._resync_left = 0
-
-    @property
-    def synced(self) -> bool:
-        """True once every re-subscribe command has been answered."""
-        return self._resync_left == 0
-
-    def pack(self, op: _Op) -> tuple[str, ...]:
-        if op.kind is _OpKind.SUBSCRIBE:
-            return (self._dialect.subscribe, op.topic)
-        if op.kind is _OpKind.UNSUBSCRIBE:
-            return (self._dialect.unsubscribe, op.topic)
-        return ("PING",)
-
-    def sent(self, ops: Iterable[_Op]) -> None:
-        for op in ops:
-            self._inflight.append(op)
-            if op.resync:
-                self._resync_left += 1
-
-    def _pop(self, kind: _OpKind, topic: str | None) -> _Op:
-        if not self._inflight:
-            raise ProtocolDesync(f"unsolicited {kind.value} reply for {topic!r}")
-        op = self._inflight[0]
-        if op.kind is not kind or (topic is not None and op.topic != topic):
-            raise ProtocolDesync(f"{kind.value} reply for {topic!r} but waiting for {op}")
-        self._inflight.popleft()
-        if op.resync:
-            self._resync_left -= 1
-        return op
-
-    def on_frame(self, frame: object) -> tuple[Reply, str]:
-        """Account for one frame that is not a published message."""
-        if frame == b"PONG":  # PING outside subscribed mode
-            self._pop(_OpKind.PING, None)
-            return Reply.PONG, ""
-        if not isinstance(frame, list) or len(frame) < 2 or not isinstance(frame[1], bytes):
-            raise ProtocolDesync(f"unexpected frame {frame!r}")
-        kind, channel = frame[0], frame[1]
-        if kind == b"pong":
-            self._pop(_OpKind.PING, None)
-            return Reply.PONG, ""
-        topic = channel.decode()
-        if kind == self._dialect.subscribe_ack:
-            op = self._pop(_OpKind.SUBSCRIBE, topic)
-            _resolve(op.waiter, SubscribeOutcome.ACKED)
-            return Reply.SUBSCRIBED, topic
-        if kind == self._dialect.unsubscribe_ack:
-            head = self._inflight[0] if self._inflight else None
-            if head is not None and head.kind is _OpKind.UNSUBSCRIBE and head.topic == topic:
-                self._pop(_OpKind.UNSUBSCRIBE, topic)
-                return Reply.UNSUBSCRIBED, topic
-            # Not an answer: the server dropped the subscription itself (a
-            # sharded channel whose slot migrated away sends this).
-            return Reply.LOST, topic
-        raise ProtocolDesync(f"unexpected frame {frame!r}")
-
-    def on_error(self, error: ResponseError) -> tuple[Reply, str]:
-        """Account for an error reply (it answers the oldest in-flight command)."""
-        if not self._inflight:
-            raise ProtocolDesync(f"unsolicited error {error!r}")
-        op = self._inflight.popleft()
-        if op.resync:
-            self._resync_left -= 1
-        if op.kind is _OpKind.SUBSCRIBE:
-            if isinstance(error, MovedError | AskError):
-                _resolve(op.waiter, SubscribeOutcome.MOVED)
-                return Reply.MOVED, op.topic
-            _resolve(op.waiter, SubscribeOutcome.REFUSED)
-            return Reply.REFUSED, op.topic
-        if op.kind is _OpKind.UNSUBSCRIBE:
-            # E.g. SUNSUBSCRIBE on a node that no longer owns the slot answers
-            # MOVED: either way we are not subscribed there any more.
-            return Reply.UNSUBSCRIBED, op.topic
-        raise ProtocolDesync(f"PING answered with {error!r}")
-
-    def drop(self) -> None:
-        """The connection is gone: release everyone waiting on it."""
-        for op in self._inflight:
-            _resolve(op.waiter, SubscribeOutcome.DROPPED)
-        self._inflight.clear()
-        self._resync_left = 0
-
-
-# --------------------------------------------------------------------------- link
-
-
-class LinkState(enum.Enum):
-    """Life cycle of a ``PubSubLink``: CONNECTING -> SYNCING -> READY -> BACKOFF -> CONNECTING..."""
-
-    IDLE = "idle"  # constructed, task not started
-    CONNECTING = "connecting"  # dialling and handshaking; no subscription is active
-    SYNCING = "syncing"  # connected; re-subscribes sent, some not yet acknowledged
-    READY = "ready"  # every wanted topic acknowledged on the live connection
-    BACKOFF = "backoff"  # the last attempt or connection failed; waiting to retry
-    CLOSED = "closed"  # close() called; terminal
-
-
-class LinkListener(Protocol):
-    """What a ``PubSubLink`` reports to the hub owning it.  Called on the loop."""
-
-    def on_link_message(self, topic: str, payload: bytes) -> None:
-        """A payload arrived on a wanted topic (runs on the link's reader task)."""
-
-    def on_link_state(self, link: PubSubLink, state: LinkState) -> None:
-        """The link entered ``state``."""
-
-    def on_link_lost(self, link: PubSubLink, topic: str, reply: Reply) -> None:
-        """The server dropped or refused the subscription to a still-wanted ``topic``.
-
-        ``reply`` is ``LOST`` (server-side unsubscribe), ``MOVED`` or
-        ``REFUSED``.  The link has already forgotten the topic.
-        """
-
-
-Dial = Callable[[], Awaitable[AbstractConnection]]
-
-
-class PubSubLink:
-    """One dedicated pub/sub connection to one server, kept alive by its own task.
-
-    The owner says which topics it wants (``add``/``discard``); the link keeps
-    the server subscribed to exactly those, across reconnects, and reports
-    messages and state changes to its ``LinkListener``.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        dial: Dial,
-        dialect: Dialect,
-        listener: LinkListener,
-        options: HubOptions,
-    ) -> None:
-        self.name = name
-        self._dial = dial
-        self._dialect = dialect
-        self._listener = listener
-        self._ping_interval_s = options.ping_interval_s
-        self._backoff = Backoff(options.backoff_base_s, options.backoff_cap_s)
-        # Topics this link must be subscribed to; the truth that survives reconnects.
-        self.wanted: set[str] = set()
-        # Latest SUBSCRIBE waiter per topic, for a second subscriber to share.
-        self._pending: dict[str, asyncio.Future[SubscribeOutcome]] = {}
-        self._state = LinkState.IDLE
-        self._session: PubSubSession | None = None
-        self._outbox: list[_Op] = []
-        self._outbox_ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._settled: asyncio.Future[None] | None = None
-        self.failures = 0  # consecutive failed attempts/connections
-        self.ready_count = 0  # times the link became READY
-
-    @property
-    def state(self) -> LinkState:
-        return self._state
-
-    @property
-    def connected(self) -> bool:
-        return self._state in (LinkState.SYNCING, LinkState.READY)
-
-    def _set_state(self, state: LinkState) -> None:
-        if state is self._state:
-            return
-        self._state = state
-        if (
-            state in (LinkState.READY, LinkState.BACKOFF, LinkState.CLOSED)
-            and self._settled is not None
-            and not self._settled.done()
-        ):
-            self._settled.set_result(None)
-        try:
-            self._listener.on_link_state(self, state)
-        except Exception:
-            log.exception("hub link %s: state listener failed", self.name)
-
-    # -- owner API -----------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the connection task (returns at once; see ``wait_settled``)."""
-        if self._task is not None:
-            return
-        self._settled = asyncio.get_running_loop().create_future()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"hub-link {self.name}"
-        )
-
-    async def wait_settled(self) -> None:
-        """Return once the first attempt succeeded (READY) or failed (BACKOFF)."""
-        if self._settled is not None:
-            await asyncio.shield(self._settled)
-
-    def add(self, topic: str) -> asyncio.Future[SubscribeOutcome]:
-        """Want ``topic``; the future says when the subscription is active.
-
-        When the link is not connected the future is already ``DROPPED``: the
-        topic will be subscribed on reconnect, and a reset follows.
-        """
-        self.wanted.add(topic)
-        waiter: asyncio.Future[SubscribeOutcome] = asyncio.get_running_loop().create_future()
-        if self.connected:
-            self._pending[topic] = waiter
-            waiter.add_done_callback(lambda w: self._forget_pending(topic, w))
-            self._enqueue(_Op(_OpKind.SUBSCRIBE, topic, waiter))
-        else:
-            waiter.set_result(SubscribeOutcome.DROPPED)
-        return waiter
-
-    def _forget_pending(self, topic: str, waiter: asyncio.Future[SubscribeOutcome]) -> None:
-        if self._pending.get(topic) is waiter:
-            del self._pending[topic]
-
-    def pending(self, topic: str) -> asyncio.Future[SubscribeOutcome] | None:
-        """The in-flight SUBSCRIBE waiter for ``topic``, if any."""
-        waiter = self._pending.get(topic)
-        if waiter is None or waiter.done():
-            return None
-        return waiter
-
-    def discard(self, topic: str, *, send: bool = True) -> None:
-        """Stop wanting ``topic``; nothing more is delivered for it from now on.
-
-        ``send=False`` skips the UNSUBSCRIBE (the server already dropped it).
-        """
-        if topic not in self.wanted:
-            return
-        self.wanted.discard(topic)
-        self._pending.pop(topic, None)
-        if send and self.connected:
-            self._enqueue(_Op(_OpKind.UNSUBSCRIBE, topic))
-
-    async def close(self) -> None:
-        """Stop the task and the connection.  Idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._set_state(LinkState.CLOSED)
-
-    # -- connection task -----------------------------------------------------
-
-    def _enqueue(self, op: _Op) -> None:
-        self._outbox.append(op)
-        self._outbox_ready.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._set_state(LinkState.CONNECTING)
-            try:
-                conn = await self._dial()
-            except Exception as exc:
-                self.failures += 1
-                log.warning(
-                    "hub link %s: connect failed (%d in a row): %s", self.name, self.failures, exc
-                )
-            else:
-                try:
-                    await self._serve(conn)
-                except Exception as exc:
-                    self.failures += 1
-                    log.warning("hub link %s: connection lost: %s", self.name, exc)
-                finally:
-                    await self._teardown(conn)
-            self._set_state(LinkState.BACKOFF)
-            await asyncio.sleep(self._backoff.next_delay_s())
-
-    async def _teardown(self, conn: AbstractConnection) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.drop()
-        for op in self._outbox:
-            _resolve(op.waiter, SubscribeOutcome.DROPPED)
-        self._outbox.clear()
-        self._outbox_ready.clear()
-        self._pending.clear()
-        try:
-            await conn.disconnect(nowait=True)
-        except Exception as exc:
-            log.debug("hub link %s: disconnect: %s", self.name, exc)
-
-    async def _serve(self, conn: AbstractConnection) -> None:
-        """Resubscribe, then read and write until the connection fails."""
-        session = PubSubSession(self._dialect)
-        self._session = session
-        self._set_state(LinkState.SYNCING)
-        for topic in self.wanted:
-            self._enqueue(_Op(_OpKind.SUBSCRIBE, topic, resync=True))
-        if not self.wanted:
-            self._became_ready()  # nothing to re-subscribe
-        reader = asyncio.create_task(self._read_loop(conn, session), name=f"hub-read {self.name}")
-        writer = asyncio.create_task(self._write_loop(conn, session), name=f"hub-write {self.name}")
-        try:
-            done, _ = await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (reader, writer):
-                task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
-        for task in done:
-            exc = task.exception()
-            if exc is not None:
-                raise exc
-        raise ConnectionError("pub/sub loop ended")  # pragma: no cover - loops never return
-
-    async def _write_loop(self, conn: AbstractConnection, session: PubSubSession) -> None:
-        # The only writer: it records ops in the session right before sending
-        # them, so the in-flight FIFO is always in wire order.
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            ops, self._outbox = self._outbox, []
-            if not ops:
-                continue
-            session.sent(ops)
-            await conn.send_packed_command(
-                conn.pack_commands([session.pack(op) for op in ops]), check_health=False
-            )
-
-    async def _read_loop(self, conn: AbstractConnection, session: PubSubSession) -> None:
-        message = self._dialect.message
-        wanted = self.wanted
-        listener = self._listener
-        awaiting_pong = False
-        while True:
-            try:
-                frame = await conn.read_response(timeout=self._ping_interval_s)
-            except ResponseError as error:
-                self._on_reply(*session.on_error(error))
-                continue
-            if frame is None:  # silence for ping_interval_s
-                if awaiting_pong:
-                    raise TimeoutError(f"no reply to PING within {self._ping_interval_s} s")
-                awaiting_pong = True
-                self._enqueue(_Op(_OpKind.PING, ""))
-                continue
-            awaiting_pong = False
-            # Hot path: a published payload.
-            if type(frame) is list and len(frame) == 3 and frame[0] == message:
-                topic = frame[1].decode()
-                if topic in wanted:
-                    try:
-                        listener.on_link_message(topic, frame[2])
-                    except Exception:
-                        log.exception("hub link %s: handler failed on %r", self.name, topic)
-                continue
-            self._on_reply(*session.on_frame(frame))
-
-    def _on_reply(self, reply: Reply, topic: str) -> None:
-        session = self._session
-        if reply in (Reply.LOST, Reply.MOVED, Reply.REFUSED) and topic in self.wanted:
-            # Forget it here; the owner decides where (and whether) it goes.
-            self.wanted.discard(topic)
-            self._pending.pop(topic, None)
-            try:
-                self._listener.on_link_lost(self, topic, reply)
-            except Exception:
-                log.exception("hub link %s: lost-topic listener failed", self.name)
-        if self._state is LinkState.SYNCING and session is not None and session.synced:
-            self._became_ready()
-
-    def _became_ready(self) -> None:
-        self._backoff.reset()
-        self.failures = 0
-        self.ready_count += 1
-        self._set_state(LinkState.READY)
 
 
 # --------------------------------------------------------------------------- publishing
@@ -784,6 +262,23 @@ class HubCore(abc.ABC):
         self._rehoming: dict[str, asyncio.Future[SubscribeOutcome]] = {}
         # Subscribed topics no link carries yet (slot owner unknown).
         self._homeless: set[str] = set()
+        self._batcher = PublishBatcher(
+            self._send_batch, max_batch_items=options.max_batch_items, stats=self.stats
+        )
+
+    # -- what each hub supplies ----------------------------------------------
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """Start the links (``start`` has set the handler); return once settled."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Close every link and client (``close``, after the last pipeline)."""
+
+    @abc.abstractmethod
+    async def _send_batch(self, items: list[tuple[str, bytes]]) -> list[BaseException | None]:
+        """Publish ``items`` in order (``PublishBatcher``'s ``send``)."""
 
     @abc.abstractmethod
     def _links(self) -> Iterable[PubSubLink]:
@@ -889,6 +384,56 @@ class HubCore(abc.ABC):
             self.stats.reconnects += 1
         self._health_changed()
 
+    # -- Hub -----------------------------------------------------------------
+
+    async def start(self, handler: HubHandler) -> None:
+        """Connect and start delivering to ``handler``.  Called once."""
+        if self._handler is not None:
+            raise RuntimeError("hub already started")
+        if self._closed:
+            raise RuntimeError("hub closed")
+        self._handler = handler
+        await self._connect()
+
+    async def subscribe(self, topic: str) -> None:
+        self._check_open()
+        await self._acquire(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self._check_open()
+        self._release(topic)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self._check_open()
+        await self._batcher.submit([(topic, payload)])
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self._check_open()
+        await self._batcher.submit(list(items))
+
+    async def close(self) -> None:
+        """Stop delivery and release connections.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._batcher.close()
+        await self._disconnect()
+        self._refcounts.clear()
+        self._health_changed()
+
+    async def _execute(self, pipe: Pipeline, where: str) -> list[BaseException | None]:
+        """Run one publish pipeline: per command, None or the error it met.
+
+        Raises ``HubUnavailable`` when the pipeline as a whole failed (the
+        payloads may or may not have reached ``where``).
+        """
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"publish to {where} failed: {exc}") from exc
+        self.stats.pipelines += 1
+        return [r if isinstance(r, BaseException) else None for r in results]
+
     # -- reference counting --------------------------------------------------
 
     async def _acquire(self, topic: str) -> None:
@@ -965,20 +510,12 @@ class RedisHub(HubCore):
 
     def __init__(self, url: str, *, options: HubOptions | None = None) -> None:
         super().__init__(options or HubOptions())
-        self._url = url
-        kwargs: dict[str, Any] = dict(self._options.connection_kwargs or {})
-        kwargs.update(parse_url(url))
-        kwargs.update(enforced_connection_kwargs(self._options))
-        connection_class: type[AbstractConnection] = kwargs.pop("connection_class", Connection)
-        self._connection_class = connection_class
-        self._connection_kwargs = kwargs
-        self._link = PubSubLink(redact_url(url), self._dial, PLAIN, self, self._options)
-        self._client = aioredis.Redis(
-            connection_pool=ConnectionPool(connection_class=connection_class, **kwargs)
+        self._where = redact_url(url)  # for logs and errors
+        connections = ConnectionFactory.merge(
+            self._options.connection_kwargs, parse_url(url), options=self._options
         )
-        self._batcher = PublishBatcher(
-            self._send_batch, max_batch_items=self._options.max_batch_items, stats=self.stats
-        )
+        self._link = PubSubLink(self._where, connections.dialer(), PLAIN, self, self._options)
+        self._client = connections.client()
 
     def _links(self) -> Iterable[PubSubLink]:
         return (self._link,)
@@ -986,46 +523,15 @@ class RedisHub(HubCore):
     def _link_for(self, topic: str) -> PubSubLink:
         return self._link
 
-    async def _dial(self) -> AbstractConnection:
-        conn = self._connection_class(**self._connection_kwargs)
-        return await dial_connection(conn, self._options.connect_timeout_s)
-
-    async def start(self, handler: HubHandler) -> None:
-        """Connect and start delivering to ``handler``.  Called once."""
-        if self._handler is not None:
-            raise RuntimeError("hub already started")
-        if self._closed:
-            raise RuntimeError("hub closed")
-        self._handler = handler
+    async def _connect(self) -> None:
         self._link.start()
         await self._link.wait_settled()
-
-    async def subscribe(self, topic: str) -> None:
-        self._check_open()
-        await self._acquire(topic)
-
-    async def unsubscribe(self, topic: str) -> None:
-        self._check_open()
-        self._release(topic)
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        self._check_open()
-        await self._batcher.submit([(topic, payload)])
-
-    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        self._check_open()
-        await self._batcher.submit(list(items))
 
     async def _send_batch(self, items: list[tuple[str, bytes]]) -> list[BaseException | None]:
         pipe = self._client.pipeline(transaction=False)
         for topic, payload in items:
             pipe.publish(topic, payload)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"publish to {redact_url(self._url)} failed: {exc}") from exc
-        self.stats.pipelines += 1
-        return [r if isinstance(r, BaseException) else None for r in results]
+        return await self._execute(pipe, self._where)
 
     async def _after_moved(self, topic: str) -> None:
         # A standalone server never answers MOVED; nothing will re-home it.
@@ -1043,13 +549,6 @@ class RedisHub(HubCore):
         log.warning("hub %s: subscription to %r ended by the server (%s)", link.name, topic, reply)
         self._rehome(topic)
 
-    async def close(self) -> None:
-        """Stop delivery and release connections.  Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._batcher.close()
+    async def _disconnect(self) -> None:
         await self._link.close()
         await self._client.aclose()
-        self._refcounts.clear()
-        self._health_changed()

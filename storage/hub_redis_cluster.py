@@ -10,9 +10,9 @@ Rules for this file:
   ``_apply`` installs a new map and moves every topic whose owner changed in
   one synchronous step, so "a subscribed topic is wanted by the link of its
   owner in the current map, or is homeless" holds between awaits.
-* Everything from ``hub_redis`` holds here too: no retry once something may
-  have reached Redis, link tasks never raise, resets are paid only when every
-  subscription is active.
+* Everything from ``hub_redis`` and ``redis_conn`` holds here too: no retry
+  once something may have reached Redis, link tasks never raise, resets are
+  paid only when every subscription is active.
 
 What is handled after a topology change (resharding, failover):
 
@@ -41,26 +41,20 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
+from redis.asyncio.connection import parse_url
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import MovedError, RedisError
 
-from storage.hub_redis import (
+from storage.hub_redis import HubCore, HubOptions, HubUnavailable
+from storage.redis_conn import (
     SHARDED,
     Backoff,
-    Dial,
-    HubCore,
-    HubOptions,
-    HubUnavailable,
+    ConnectionFactory,
     LinkState,
-    PublishBatcher,
     PubSubLink,
     Reply,
     SubscribeOutcome,
-    dial_connection,
-    enforced_connection_kwargs,
 )
-from storage.interfaces import HubHandler
 
 __all__ = ["NodeAddress", "RedisClusterHub", "SlotMap"]
 
@@ -154,18 +148,15 @@ class RedisClusterHub(HubCore):
         if not startup_nodes:
             raise ValueError("RedisClusterHub needs at least one startup node")
         self._startup = [NodeAddress.parse(n) for n in startup_nodes]
-        kwargs: dict[str, Any] = {}
+        from_url: dict[str, Any] = {}
         if "://" in startup_nodes[0]:
             from_url = dict(parse_url(startup_nodes[0]))
             for key in ("host", "port", "path", "db"):  # per node, or meaningless in a cluster
                 from_url.pop(key, None)
-            kwargs.update(from_url)
-        kwargs.update(self._options.connection_kwargs or {})
-        kwargs.update(enforced_connection_kwargs(self._options))
-        self._connection_class: type[Connection] = kwargs.pop(
-            "connection_class", Connection
+        # Unlike RedisHub's URL, the startup URL yields to connection_kwargs.
+        self._connections = ConnectionFactory.merge(
+            from_url, self._options.connection_kwargs, options=self._options
         )
-        self._connection_kwargs = kwargs
         self._slot_map: SlotMap | None = None
         self._node_links: dict[NodeAddress, PubSubLink] = {}
         self._clients: dict[NodeAddress, aioredis.Redis] = {}
@@ -173,9 +164,6 @@ class RedisClusterHub(HubCore):
         self._refresh_again = False
         self._last_refresh_at = float("-inf")
         self._background: set[asyncio.Task[None]] = set()
-        self._batcher = PublishBatcher(
-            self._send_batch, max_batch_items=self._options.max_batch_items, stats=self.stats
-        )
 
     # -- HubCore hooks -------------------------------------------------------
 
@@ -235,13 +223,7 @@ class RedisClusterHub(HubCore):
     def _client(self, node: NodeAddress) -> aioredis.Redis:
         client = self._clients.get(node)
         if client is None:
-            pool = ConnectionPool(
-                connection_class=self._connection_class,
-                host=node.host,
-                port=node.port,
-                **self._connection_kwargs,
-            )
-            client = aioredis.Redis(connection_pool=pool)
+            client = self._connections.client(host=node.host, port=node.port)
             self._clients[node] = client
         return client
 
@@ -296,7 +278,8 @@ class RedisClusterHub(HubCore):
         self._slot_map = new
         for node in new.primaries:
             if node not in self._node_links:
-                link = PubSubLink(str(node), self._dialer(node), SHARDED, self, self._options)
+                dial = self._connections.dialer(host=node.host, port=node.port)
+                link = PubSubLink(str(node), dial, SHARDED, self, self._options)
                 self._node_links[node] = link
                 link.start()
         for topic in list(self._refcounts):
@@ -316,13 +299,6 @@ class RedisClusterHub(HubCore):
                 self._spawn(client.aclose())
         self._health_changed()
 
-    def _dialer(self, node: NodeAddress) -> Dial:
-        async def dial() -> AbstractConnection:
-            conn = self._connection_class(host=node.host, port=node.port, **self._connection_kwargs)
-            return await dial_connection(conn, self._options.connect_timeout_s)
-
-        return dial
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -330,13 +306,8 @@ class RedisClusterHub(HubCore):
 
     # -- Hub -----------------------------------------------------------------
 
-    async def start(self, handler: HubHandler) -> None:
-        """Learn the topology, connect to every primary, start delivering.  Called once."""
-        if self._handler is not None:
-            raise RuntimeError("hub already started")
-        if self._closed:
-            raise RuntimeError("hub closed")
-        self._handler = handler
+    async def _connect(self) -> None:
+        """Learn the topology and connect to every primary."""
         try:
             self._apply(await self._fetch_slot_map())
         except HubUnavailable as exc:
@@ -345,22 +316,6 @@ class RedisClusterHub(HubCore):
             self._topology_needed()
             return
         await asyncio.gather(*(link.wait_settled() for link in self._node_links.values()))
-
-    async def subscribe(self, topic: str) -> None:
-        self._check_open()
-        await self._acquire(topic)
-
-    async def unsubscribe(self, topic: str) -> None:
-        self._check_open()
-        self._release(topic)
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        self._check_open()
-        await self._batcher.submit([(topic, payload)])
-
-    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        self._check_open()
-        await self._batcher.submit(list(items))
 
     async def _send_batch(self, items: list[tuple[str, bytes]]) -> list[BaseException | None]:
         errors = await self._send_once(items, range(len(items)))
@@ -414,21 +369,12 @@ class RedisClusterHub(HubCore):
         for topic, payload in items:
             pipe.spublish(topic, payload)
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+            return await self._execute(pipe, str(node))
+        except HubUnavailable as error:
             self._topology_needed()
-            error = HubUnavailable(f"publish to {node} failed: {exc}")
-            error.__cause__ = exc
             return [error] * len(items)
-        self.stats.pipelines += 1
-        return [r if isinstance(r, BaseException) else None for r in results]
 
-    async def close(self) -> None:
-        """Stop delivery and release connections.  Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._batcher.close()
+    async def _disconnect(self) -> None:
         refresh = self._refresh_task
         if refresh is not None:
             refresh.cancel()
@@ -436,5 +382,3 @@ class RedisClusterHub(HubCore):
         await asyncio.gather(*(link.close() for link in self._node_links.values()))
         await asyncio.gather(*(client.aclose() for client in self._clients.values()))
         await asyncio.gather(*self._background, return_exceptions=True)
-        self._refcounts.clear()
-        self._health_changed()
