@@ -433,6 +433,11 @@ class GatewayApp:
             if data.get("session_id") == session.session_id:
                 session.conn.close(CloseCode.AUTH_FAILED, "session ended")
             return
+        if kind == events.MEMBERSHIP_ENDED:
+            if data.get("workspace_id") == session.workspace_id:
+                session.send(event)
+                session.conn.close(CloseCode.MEMBERSHIP_ENDED, "no longer a member")
+            return
         if kind == events.CHANNEL_JOINED and data.get("workspace_id") == session.workspace_id:
             cid = data.get("id")
             if isinstance(cid, int) and cid not in session.channels:

@@ -164,13 +164,15 @@ async def _ingest_population(api: str, senders: int) -> tuple[list[ConnTarget], 
     started = loop.time()
     prov = Provisioner(api)
     try:
-        n_users = min(senders, MAX_SOCKETS_PER_USER)
-        n_ws = -(-senders // n_users)
+        # A user may hold 32 sockets per gateway, whatever the workspace: each
+        # user gets one socket in each of up to 32 workspaces.
+        n_ws = min(senders, MAX_SOCKETS_PER_USER)
+        n_users = -(-senders // n_ws)
         accounts = await prov.accounts(n_users + 1)
         owner, users = accounts[0], accounts[1:]
         workspaces = [await prov.workspace(owner, f"ingest {w}") for w in range(n_ws)]
         await asyncio.gather(*(prov.add_members(owner, wid, users) for wid, _ in workspaces))
-        pairs = [(users[i % n_users], workspaces[i // n_users][0]) for i in range(senders)]
+        pairs = [(users[i // n_ws], workspaces[i % n_ws][0]) for i in range(senders)]
         channels = await prov.channels([(u, wid, f"ingest-{i}")
                                         for i, (u, wid) in enumerate(pairs)])
     finally:
