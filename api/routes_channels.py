@@ -27,7 +27,7 @@ from parley.actions import channels
 
 router = APIRouter(tags=["channels"])
 Cursor = Annotated[int, Query(ge=0, le=INT64_MAX, description="From next_cursor")]
-Limit = Annotated[int, Query(ge=1, le=channels.LIST_PAGE_MAX)]
+Limit = Annotated[int, Query(ge=1, le=channels.LIST_PAGE_MAX, description="Page size")]
 CHANNEL = "/v1/workspaces/{workspace_id}/channels/{channel_id}"
 
 
@@ -101,6 +101,7 @@ async def archive_channel(workspace_id: IdPath, channel_id: IdPath, me: Mutator,
 @router.post(CHANNEL + "/unarchive", response_model=ChannelOut)
 async def unarchive_channel(workspace_id: IdPath, channel_id: IdPath, me: Mutator,
                             s: Svc) -> ChannelOut:
+    """Unarchive: the channel is writable again."""
     return ChannelOut.of(await channels.set_archived(s, me, workspace_id, channel_id, False))
 
 
@@ -121,6 +122,7 @@ async def join_channel(workspace_id: IdPath, channel_id: IdPath, me: Mutator,
 @router.post(CHANNEL + "/leave", status_code=204)
 async def leave_channel(workspace_id: IdPath, channel_id: IdPath, me: Mutator,
                         s: Svc) -> Response:
+    """Leave a channel (not #general, not a DM)."""
     await channels.leave_channel(s, me, workspace_id, channel_id)
     return Response(status_code=204)
 

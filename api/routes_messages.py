@@ -50,7 +50,7 @@ async def history(
                                         description="Messages with seq < before")] = None,
     after: Annotated[int | None, Query(ge=0, le=INT64_MAX,
                                        description="Messages with seq > after")] = None,
-    limit: Annotated[int, Query(ge=1, le=messages.HISTORY_PAGE_MAX)] = 50,
+    limit: Annotated[int, Query(ge=1, le=messages.HISTORY_PAGE_MAX, description="Page size")] = 50,
 ) -> MessagePage:
     """A page of history in sequence order (oldest first), thread replies
     included (they carry `thread_root_id`).  Without `before`/`after`: the
@@ -69,6 +69,7 @@ async def history(
 @router.get(MESSAGE, response_model=MessageOut)
 async def get_message(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Auth,
                       s: Svc) -> MessageOut:
+    """One message, with its reactions, thread summary and pin."""
     return MessageOut.view(await messages.get_message(s, me, workspace_id, channel_id,
                                                       message_id))
 
@@ -93,6 +94,7 @@ async def delete_message(workspace_id: IdPath, channel_id: IdPath, message_id: I
 @router.put(MESSAGE + "/pin", status_code=204)
 async def pin(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
               s: Svc) -> Response:
+    """Pin a message (idempotent)."""
     await messages.set_pinned(s, me, workspace_id, channel_id, message_id, True)
     return Response(status_code=204)
 
@@ -100,6 +102,7 @@ async def pin(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: 
 @router.delete(MESSAGE + "/pin", status_code=204)
 async def unpin(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
                 s: Svc) -> Response:
+    """Unpin a message (idempotent)."""
     await messages.set_pinned(s, me, workspace_id, channel_id, message_id, False)
     return Response(status_code=204)
 
@@ -122,6 +125,7 @@ async def add_reaction(workspace_id: IdPath, channel_id: IdPath, message_id: IdP
 @router.delete(MESSAGE + "/reactions/{emoji}", status_code=204)
 async def remove_reaction(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath,
                           emoji: Emoji, me: Mutator, s: Svc) -> Response:
+    """Take your reaction back (idempotent)."""
     await reactions.set_reaction(s, me, workspace_id, channel_id, message_id, emoji, False)
     return Response(status_code=204)
 
@@ -130,7 +134,7 @@ async def remove_reaction(workspace_id: IdPath, channel_id: IdPath, message_id: 
 async def thread(
     workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Auth, s: Svc,
     after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Replies with seq > after")] = 0,
-    limit: Annotated[int, Query(ge=1, le=messages.THREAD_PAGE_MAX)] = 50,
+    limit: Annotated[int, Query(ge=1, le=messages.THREAD_PAGE_MAX, description="Page size")] = 50,
 ) -> ThreadOut:
     """A thread: its root (with reply count, latest reply and repliers) and a
     page of replies in order."""
@@ -152,6 +156,7 @@ async def follow(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, m
 @router.delete(MESSAGE + "/follow", status_code=204)
 async def unfollow(workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Mutator,
                    s: Svc) -> Response:
+    """Unfollow a thread; replying or being mentioned in it follows it again."""
     await messages.set_following(s, me, workspace_id, channel_id, message_id, False)
     return Response(status_code=204)
 
@@ -161,13 +166,14 @@ async def search_messages(
     workspace_id: IdPath, me: Auth, s: Svc,
     q: Annotated[str, Query(min_length=1, max_length=SEARCH_QUERY_MAX,
                             description="Words; \"quoted phrases\", `or`, `-excluded`")],
-    channel_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
+    channel_id: Annotated[int | None, Query(ge=1, le=INT64_MAX,
+                                            description="Only this channel")] = None,
     user_id: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="Author")] = None,
     since: Annotated[dt.datetime | None, Query(description="ISO 8601, inclusive")] = None,
     until: Annotated[dt.datetime | None, Query(description="ISO 8601, exclusive")] = None,
     cursor: Annotated[int | None, Query(ge=1, le=INT64_MAX,
                                         description="From next_cursor")] = None,
-    limit: Annotated[int, Query(ge=1, le=search.PAGE_MAX)] = 20,
+    limit: Annotated[int, Query(ge=1, le=search.PAGE_MAX, description="Page size")] = 20,
 ) -> SearchOut:
     """Full-text search over the messages you can read, newest first."""
     hits = await search.search(s, me, workspace_id, q, channel_id=channel_id, author_id=user_id,

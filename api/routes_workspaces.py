@@ -28,7 +28,7 @@ from parley.actions import accounts, workspaces
 
 router = APIRouter(tags=["workspaces"])
 Cursor = Annotated[int, Query(ge=0, le=INT64_MAX, description="From next_cursor")]
-Limit = Annotated[int, Query(ge=1, le=200)]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
 
 
 @router.post("/v1/workspaces", status_code=201, response_model=WorkspaceOut)

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from parley.actions import validate
 from parley.actions.messages import MessageView
@@ -30,7 +30,17 @@ from storage.interfaces import (
 
 INT64_MAX = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=INT64_MAX, description="A snowflake id")]
-IdStr = Annotated[str, Field(pattern=r"^[0-9]{1,19}$", description="A snowflake id")]
+
+
+def _positive_int64(value: str) -> str:
+    # The pattern admits 19-digit numbers above 2**63 - 1; the database does not.
+    if not 0 < int(value) <= INT64_MAX:
+        raise ValueError("an id is a positive 64-bit integer")
+    return value
+
+
+IdStr = Annotated[str, Field(pattern=r"^[0-9]{1,19}$", description="A snowflake id"),
+                  AfterValidator(_positive_int64)]
 
 
 def _ms(t: dt.datetime) -> int:

@@ -26,6 +26,7 @@ import multiprocessing as mp
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -94,6 +95,11 @@ def _factory(spec: WorkerSpec, stats: Stats, index: int) -> BenchConn:
     raise ValueError(f"unknown role {spec.role!r}")
 
 
+def _returning(conn: BenchConn) -> Callable[[], BenchConn]:
+    """A protocol factory that hands out ``conn``."""
+    return lambda: conn
+
+
 async def _connect_one(spec: WorkerSpec, stats: Stats, index: int,
                        sem: asyncio.Semaphore, errors: Counter[str]) -> BenchConn | None:
     loop = asyncio.get_running_loop()
@@ -101,8 +107,8 @@ async def _connect_one(spec: WorkerSpec, stats: Stats, index: int,
         for attempt in range(CONNECT_ATTEMPTS):
             conn = _factory(spec, stats, index)
             try:
-                await loop.create_connection(lambda c=conn: c, spec.host,
-                                             spec.targets[index].port or spec.port)  # type: ignore[misc]
+                await loop.create_connection(_returning(conn), spec.host,
+                                             spec.targets[index].port or spec.port)
                 await asyncio.wait_for(conn.opened, READY_TIMEOUT_S)
                 await asyncio.wait_for(conn.ready, READY_TIMEOUT_S)
                 return conn

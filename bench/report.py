@@ -75,7 +75,7 @@ def _ratio_to_parley(r: dict[str, Any], group: list[dict[str, Any]]) -> float | 
     base = next((x for x in group if x["server"] == "parley"), None)
     if base is None or not base["throughput"]:
         return None
-    return round(r["throughput"] / base["throughput"], 2)
+    return round(float(r["throughput"]) / float(base["throughput"]), 2)
 
 
 def tables(results: list[dict[str, Any]]) -> str:

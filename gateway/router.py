@@ -153,12 +153,21 @@ class Router:
         self._deliver(channel_id, ch, ch.stream.start(position + 1, time.monotonic()))
         ch.ready.set()
 
-    async def remove_channel(self, sub: Subscriber, channel_id: int) -> None:
+    def detach(self, sub: Subscriber, channel_id: int) -> None:
+        """Stop delivering the channel to ``sub`` now, synchronously: called
+        while handling ``channel.left`` so that no later hub event of the
+        channel reaches a user who was removed from it."""
         ch = self._channels.get(channel_id)
-        if ch is None or sub not in ch.sessions:
+        if ch is not None and sub in ch.sessions:
+            ch.sessions.discard(sub)
+            ch.invalidate()
+
+    async def remove_channel(self, sub: Subscriber, channel_id: int) -> None:
+        """Detach ``sub`` and drop the hub subscription if it was the last."""
+        self.detach(sub, channel_id)
+        ch = self._channels.get(channel_id)
+        if ch is None:
             return
-        ch.sessions.discard(sub)
-        ch.invalidate()
         if not ch.sessions:
             del self._channels[channel_id]
             self._gapped.discard(channel_id)

@@ -322,8 +322,14 @@ class GatewayApp:
             cmid = d.get("client_msg_id")
             if cmid is not None and not isinstance(cmid, str):
                 raise codecs.BadEnvelope("invalid_field", "'client_msg_id' must be a string")
+            root = d.get("thread_root_id")
+            root_id = None if root is None else codecs.as_id(root, "thread_root_id")
+            also = d.get("also_in_channel", False)
+            if not isinstance(also, bool):
+                raise codecs.BadEnvelope("invalid_field", "'also_in_channel' must be a boolean")
             msg = await messages.post_message(self.svc, session.ident, session.workspace_id,
-                                              channel_id, text, cmid, member_checked=True)
+                                              channel_id, text, cmid, root_id,
+                                              member_checked=True, also_in_channel=also)
         except codecs.BadEnvelope as exc:
             session.error(ref, exc.code, exc.message)
             return
@@ -447,6 +453,7 @@ class GatewayApp:
             cid = data.get("id")
             if isinstance(cid, int) and cid in session.channels:
                 session.channels.discard(cid)
+                self.router.detach(session, cid)  # at once, before any later event
                 self._spawn(self.router.remove_channel(session, cid))
         session.send(event)
 

@@ -181,6 +181,7 @@ class NewMessage:
     client_msg_id: str | None
     thread_root_id: int | None
     created_at: dt.datetime
+    also_in_channel: bool = False  # a thread reply also shown in the channel
 
 
 class AppendRejected(Exception):
@@ -441,8 +442,6 @@ class WorkspaceStore(Protocol):
     # -- messages beyond the append path ----------------------------------------
 
     async def message(self, workspace_id: int, message_id: int) -> Message | None: ...
-
-    async def set_also_in_channel(self, workspace_id: int, message_id: int) -> None: ...
 
     async def edit_message(self, workspace_id: int, message_id: int, text: str,
                            edited_at: dt.datetime) -> Message | None:

@@ -31,14 +31,6 @@ class MessageQueries:
             message_id, workspace_id)
         return None if row is None else message_from_row(row)
 
-    async def set_also_in_channel(self: Pools, workspace_id: int, message_id: int) -> None:
-        pool = await shard_pool(self, workspace_id)
-        await self._call(
-            pool.execute,
-            """UPDATE messages SET also_in_channel = true
-               WHERE id = $1 AND workspace_id = $2 AND thread_root_id IS NOT NULL""",
-            message_id, workspace_id)
-
     async def edit_message(self: Pools, workspace_id: int, message_id: int, text: str,
                            edited_at: dt.datetime) -> Message | None:
         """None when the message is missing or deleted."""

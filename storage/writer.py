@@ -215,19 +215,21 @@ class GroupCommitWriter:
             rows = [msgs[i] for i in to_write]
             await conn.execute(
                 """INSERT INTO messages (channel_id, seq, id, workspace_id, user_id, text,
-                                         client_msg_id, thread_root_id, created_at)
+                                         client_msg_id, thread_root_id, created_at,
+                                         also_in_channel)
                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
                                         $5::bigint[], $6::text[], $7::text[], $8::bigint[],
-                                        $9::timestamptz[])""",
+                                        $9::timestamptz[], $10::bool[])""",
                 [m.channel_id for m in rows], seqs, [m.id for m in rows],
                 [m.workspace_id for m in rows], [m.user_id for m in rows],
                 [m.text for m in rows], [m.client_msg_id for m in rows],
-                [m.thread_root_id for m in rows], [m.created_at for m in rows])
+                [m.thread_root_id for m in rows], [m.created_at for m in rows],
+                [m.also_in_channel for m in rows])
         for i, seq in zip(to_write, seqs, strict=True):
             m = msgs[i]
             results[i] = Message(
                 id=m.id, channel_id=m.channel_id, seq=seq, workspace_id=m.workspace_id,
                 user_id=m.user_id, text=m.text, client_msg_id=m.client_msg_id,
                 thread_root_id=m.thread_root_id, created_at=m.created_at, edited_at=None,
-                deleted=False)
+                deleted=False, also_in_channel=m.also_in_channel)
         return results, duplicates

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,10 +186,25 @@ class Measurement:
     host_busy_s: float  # every CPU of the machine, busy seconds (all processes, softirq too)
     peak_rss_mib: dict[str, float]
     rss_mib: dict[str, float]
+    #: /proc/pressure/cpu "some avg10": % of the last 10 s some task waited for a CPU.
+    cpu_pressure: float | None
     latencies_us: array[int] = field(default_factory=lambda: array("I"))
 
     def count(self, role: str | None = None) -> int:
         return sum(r["count"] for r in self.reports if role is None or r["role"] == role)
+
+
+def _cpu_pressure() -> float | None:
+    """PSI: the share of the last 10 s in which some runnable task waited for a CPU."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(f.split("=", 1) for f in line.split()[1:])
+    try:
+        return float(fields["avg10"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _host_busy_s() -> float:
@@ -198,7 +214,7 @@ def _host_busy_s() -> float:
                  + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0))
 
 
-def measure(run: Run, specs: list[WorkerSpec], servers: list[Monitored], *,
+def measure(run: Run, specs: list[WorkerSpec], servers: Sequence[Monitored], *,
             latency_roles: tuple[str, ...] | None = None,
             before_go: Any = None) -> Measurement:
     """Start the generator processes, run the window, return the readings.
@@ -233,6 +249,7 @@ def measure(run: Run, specs: list[WorkerSpec], servers: list[Monitored], *,
         host1 = _host_busy_s()
         window = time.monotonic() - w0
         rss = {s.name: round(s.rss_mib(), 1) for s in servers}
+        pressure = _cpu_pressure()
         reports = fleet.collect(timeout=opts.drain + 120.0)
     finally:
         fleet.stop()
@@ -245,7 +262,7 @@ def measure(run: Run, specs: list[WorkerSpec], servers: list[Monitored], *,
         server_cpu_s={k: round(cpu1[k] - cpu0[k], 3) for k in cpu0},
         db_cpu_s=round(db1 - db0, 3), host_busy_s=round(host1 - host0, 3),
         peak_rss_mib={s.name: round(s.peak_rss_mib(), 1) for s in servers},
-        rss_mib=rss, latencies_us=lat)
+        rss_mib=rss, cpu_pressure=pressure, latencies_us=lat)
 
 
 def build_result(run: Run, m: Measurement, *, scenario: str, server: str,
@@ -278,6 +295,7 @@ def build_result(run: Run, m: Measurement, *, scenario: str, server: str,
         "server_cpu_s_by_process": m.server_cpu_s,
         "server_cpu_cores": round(cpu / m.window_s, 3) if m.window_s else None,
         "db_cpu_s": m.db_cpu_s,
+        "cpu_pressure_some_avg10_pct": m.cpu_pressure,
         "host_busy_cores": round(m.host_busy_s / m.window_s, 3) if m.window_s else None,
         "other_busy_cores": round((m.host_busy_s - cpu - m.db_cpu_s - gen["total_cpu_s"])
                                   / m.window_s, 3) if m.window_s else None,

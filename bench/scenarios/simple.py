@@ -39,7 +39,7 @@ from bench.scenarios.base import (
     measure,
 )
 from bench.scenarios.population import peer_targets, populate
-from bench.servers import Monitored, ParleyProcess, RedisProcess
+from bench.servers import Monitored, ParleyProcess, PeerProcess, RedisProcess
 
 #: Client-side pace per socket, just under the gateway's 50 commands/s.
 COMMAND_RATE_PER_SOCKET = 45.0
@@ -115,6 +115,9 @@ def run_idle(opts: Options, args: argparse.Namespace) -> Result:
     n = args.connections
     with Run(opts, "idle") as run:
         transport_only = getattr(args, "transport_only", False)
+        servers: list[Monitored]
+        srv: ParleyProcess | PeerProcess | None
+        targets: list[ConnTarget]
         if opts.server == "parley" and transport_only:
             srv = run.parley("echo")
             servers, targets, wait_hello = [srv], peer_targets(n), False
@@ -212,7 +215,7 @@ def _command_calls(redis_url: str) -> int:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+        stats: dict[str, Any] = client.info("commandstats")
     finally:
         client.close()
     return sum(int(v["calls"]) for k, v in stats.items()

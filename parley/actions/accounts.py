@@ -70,7 +70,8 @@ async def login(svc: Services, email: str, password: str) -> tuple[str, float, U
 
 async def login_tokens(svc: Services, email: str, password: str) -> tuple[Tokens, User]:
     """A new auth session: an access token and the first refresh token of its family."""
-    user = await svc.store.user_by_email(email)
+    address = validate.lookup_email(email)
+    user = None if address is None else await svc.store.user_by_email(address)
     ok = await asyncio.to_thread(auth.verify_password,
                                  user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok:

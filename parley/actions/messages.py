@@ -20,7 +20,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +164,8 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     msg_id = svc.ids.next_id()
     new = NewMessage(id=msg_id, channel_id=channel_id, workspace_id=workspace_id,
                      user_id=ident.user_id, text=text, client_msg_id=client_msg_id,
-                     thread_root_id=thread_root_id, created_at=svc.ids.timestamp(msg_id))
+                     thread_root_id=thread_root_id, created_at=svc.ids.timestamp(msg_id),
+                     also_in_channel=also_in_channel)
     try:
         stored = await svc.writer.append(shard, new)
     except AppendRejected as exc:
@@ -178,10 +178,6 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
                           "the message store is unavailable; nothing was saved, retry") from exc
     if stored.id != msg_id:  # a retry: the first attempt published already
         return stored
-    if also_in_channel:
-        # The writer's INSERT does not carry the flag; set it before publishing.
-        await svc.store.set_also_in_channel(workspace_id, stored.id)
-        stored = dataclasses.replace(stored, also_in_channel=True)
     change = MentionChange((), ())
     if found.any:
         change = await svc.store.set_mentions(stored, found.user_ids, found.everyone)

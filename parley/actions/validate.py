@@ -18,9 +18,19 @@ _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 def email(value: str) -> str:
     value = value.strip()
-    if len(value) > EMAIL_MAX or not _EMAIL_RE.match(value):
+    if (len(value) > EMAIL_MAX or not _EMAIL_RE.match(value)
+            or any(unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in value)):
         raise InvalidInput("invalid_email", "not a valid e-mail address")
     return value
+
+
+def lookup_email(value: str) -> str | None:
+    """An address to look an account up by, or None when no account can have
+    it (PostgreSQL text cannot even hold a NUL, so never send one)."""
+    try:
+        return email(value)
+    except InvalidInput:
+        return None
 
 
 def password(value: str) -> str:

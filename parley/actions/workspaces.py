@@ -97,7 +97,8 @@ async def add_member(svc: Services, ident: Identity, workspace_id: int, email: s
         raise InvalidInput("invalid_role", "role must be admin, member or guest")
     if role == Role.ADMIN:
         require(actor, Perm.GRANT_ADMIN)
-    user = await svc.store.user_by_email(email)
+    address = validate.lookup_email(email)
+    user = None if address is None else await svc.store.user_by_email(address)
     if user is None or user.deactivated:
         raise NotFound("user_not_found", "no account with this e-mail address")
     before = await svc.store.member(workspace_id, user.id)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import websockets
 
 from parley.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login
@@ -116,12 +117,13 @@ async def make_team(running: Running) -> Team:
 
 
 async def drain(client: WsClient, quiet: float = 0.3) -> list[dict[str, Any]]:
-    """Every event that arrives until ``quiet`` seconds pass without one."""
+    """Every event that arrives until ``quiet`` seconds pass without one (or
+    the server closes the socket)."""
     out: list[dict[str, Any]] = []
     while True:
         try:
             out.append(await client.recv(timeout=quiet))
-        except TimeoutError:
+        except (TimeoutError, websockets.ConnectionClosed):
             return out
 
 

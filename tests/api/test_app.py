@@ -152,3 +152,21 @@ async def test_nul_characters_are_refused_not_500(parley: Running, text: str) ->
         json={"text": text})
     assert (r.status_code, _code(r)) == (400, "invalid_text")
     await ada.close()
+
+
+async def test_openapi_documents_every_parameter_and_error(parley: Running) -> None:
+    api = Api(parley)
+    spec = await api.call("GET", "/openapi.json", 200)
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            assert op.get("description"), f"{where} has no description"
+            for p in op.get("parameters", []):
+                if p["in"] != "header":
+                    assert p.get("description"), f"{where}: parameter {p['name']}"
+            for status in ("400", "401", "403", "404", "409", "413", "429", "503"):
+                ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                if where == "GET /readyz" and status == "503":
+                    continue  # not ready: the health body says which check failed
+                assert ref.endswith("/ErrorEnvelope"), (where, status)
+    await api.close()

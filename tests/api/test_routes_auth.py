@@ -116,3 +116,25 @@ async def test_login_is_rate_limited_per_address(parley: Running) -> None:
     codes = [(await anon.http.post("/v1/auth/login", json=body)).status_code for _ in range(3)]
     assert codes == [401, 401, 429]
     await anon.close()
+
+
+async def test_nul_and_oversized_ids_are_refused_not_500(parley: Running) -> None:
+    anon = Api(parley)
+    for body in ({"email": "a\x00@example.com", "password": PASSWORD, "display_name": "A"},):
+        r = await anon.http.post("/v1/auth/register", json=body)
+        assert r.status_code == 400, r.text
+    r = await anon.http.post("/v1/auth/login", json={"email": "a\x00@x.io", "password": "p" * 9})
+    assert r.status_code in {400, 401}, r.text
+    r = await anon.http.post("/v1/auth/refresh", json={"refresh_token": "a\x00b"})
+    assert r.status_code == 401, r.text
+    t = await make_team(parley)
+    for body in ({"user_ids": ["9999999999999999999"]}, {"user_ids": ["0"]}):
+        await expect(t.bob.api, "POST", t.w("/dms"), 400, "invalid_request", json=body)
+    await expect(t.bob.api, "POST", t.c(t.general, "/messages"), 400, "invalid_request",
+                 json={"text": "x", "thread_root_id": "9223372036854775808"})
+    await expect(t.bob.api, "POST", "/v1/invites/accept", 404, "invite_not_found",
+                 json={"token": "1.\x00" + "a" * 20})
+    await expect(t.ada.api, "POST", t.w("/members"), 404, "user_not_found",
+                 json={"email": "a\x00@example.com"})
+    await anon.close()
+    await t.close()

@@ -158,8 +158,6 @@ async def test_deactivated_member_stops_receiving_at_once(parley: Running) -> No
     await t.close()
 
 
-@pytest.mark.xfail(reason="needs the gateway hook: close with 4006 on membership.ended "
-                          "(see the issue 5 report)", strict=False)
 async def test_deactivation_closes_the_members_sockets_with_4006(parley: Running) -> None:
     t = await make_team(parley)
     ws = await t.connect(t.carol)
@@ -168,6 +166,18 @@ async def test_deactivation_closes_the_members_sockets_with_4006(parley: Running
         while True:
             await ws.recv(timeout=2)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4006
+    # Leaving closes them too; sockets of other workspaces stay open.
+    await expect(t.eve.api, "POST", t.w("/members", t.other), 201, json={"email": t.bob.email})
+    elsewhere = await t.connect(t.bob, t.other)
+    bob_ws = await t.connect(t.bob)
+    await expect(t.bob.api, "POST", t.w("/leave"), 204)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await bob_ws.recv(timeout=2)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4006
+    await elsewhere.send_cmd("heartbeat", {})
+    assert (await elsewhere.recv_type("heartbeat_ack"))["t"] == "heartbeat_ack"
+    await elsewhere.close()
     await t.close()
 
 
