@@ -50,18 +50,34 @@ async def history(
                                         description="Messages with seq < before")] = None,
     after: Annotated[int | None, Query(ge=0, le=INT64_MAX,
                                        description="Messages with seq > after")] = None,
+    around: Annotated[int | None, Query(ge=1, le=INT64_MAX,
+                                        description="A page centred on this seq (a jump to "
+                                                    "a message): up to limit/2 older "
+                                                    "messages, then this seq and newer ones")
+                      ] = None,
     limit: Annotated[int, Query(ge=1, le=messages.HISTORY_PAGE_MAX, description="Page size")] = 50,
 ) -> MessagePage:
     """A page of history in sequence order (oldest first), thread replies
-    included (they carry `thread_root_id`).  Without `before`/`after`: the
-    newest page."""
-    if before is not None and after is not None:
-        raise InvalidInput("invalid_request", "give before or after, not both")
-    page = await messages.history(s, me, workspace_id, channel_id, before=before, after=after,
-                                  limit=limit + 1)
-    has_more = len(page) > limit
-    if has_more:
-        page = page[:limit] if after is not None else page[1:]
+    included (they carry `thread_root_id`).  Without `before`/`after`/`around`:
+    the newest page.  `has_more` says whether more messages exist in the
+    direction paged (older ones for `before`, the newest page and `around`;
+    newer ones for `after`).  Each page is one index scan per direction."""
+    if sum(x is not None for x in (before, after, around)) > 1:
+        raise InvalidInput("invalid_request", "give one of before, after or around")
+    if around is not None:
+        older = await messages.history(s, me, workspace_id, channel_id, before=around,
+                                       after=None, limit=limit // 2 + 1)
+        has_more = len(older) > limit // 2
+        older = older[1:] if has_more else older
+        newer = await messages.history(s, me, workspace_id, channel_id, before=None,
+                                       after=around - 1, limit=limit - len(older))
+        page = older + newer
+    else:
+        page = await messages.history(s, me, workspace_id, channel_id, before=before,
+                                      after=after, limit=limit + 1)
+        has_more = len(page) > limit
+        if has_more:
+            page = page[:limit] if after is not None else page[1:]
     views = await messages.enrich(s, workspace_id, channel_id, page)
     return MessagePage(messages=[MessageOut.view(v) for v in views], has_more=has_more)
 

@@ -155,7 +155,9 @@ class GatewayApp:
         self.sessions: dict[WsTransport, Session] = {}
         self._per_user: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._sends: set[asyncio.Task[Any]] = set()  # in-flight `send` commands
         self._sweeper: asyncio.Task[None] | None = None
+        self.draining = False
 
     async def start(self) -> None:
         await self.svc.hub.start(self.router)
@@ -163,10 +165,19 @@ class GatewayApp:
         await self.presence.start()
         self._sweeper = asyncio.create_task(self._expire_forever())
 
+    async def quiesce(self, deadline_s: float) -> None:
+        """First step of a graceful drain: refuse new connections and commands,
+        and wait (up to ``deadline_s``) for in-flight sends to commit and
+        their acks to be queued, so nothing acknowledged is left unsaid."""
+        self.draining = True
+        pending = [t for t in self._sends if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=deadline_s)
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._sends]:
             task.cancel()
         await self.presence.close()
         await self.router.close()
@@ -179,6 +190,8 @@ class GatewayApp:
     # -- upgrade ---------------------------------------------------------------
 
     async def on_upgrade(self, request: Any) -> Accept | Reject:
+        if self.draining:
+            return Reject(503, "server_draining", "this server is shutting down; reconnect")
         if request.path != CONNECT_PATH:
             return Reject(404, "not_found", f"connect at {CONNECT_PATH}")
         subprotocol = next((p for p in request.subprotocols if p in SUBPROTOCOLS), None)
@@ -300,9 +313,15 @@ class GatewayApp:
                 session.error(ref, "rate_limited", "too many commands", retryable=True,
                               retry_after_ms=int(1000 / RATE_PER_S) + 1)
             return
+        if self.draining and op in ("send", "resume"):
+            session.error(ref, "server_draining", "this server is shutting down; reconnect",
+                          retryable=True)
+            return
         if op == "send":
             self.presence.on_heartbeat(session, time.monotonic())  # sending is activity
-            self._spawn(self._send(session, ref, d))
+            task = asyncio.create_task(self._send(session, ref, d))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
         elif op == "resume":
             self._spawn(self._resume(session, ref, d))
         elif op == "heartbeat":

@@ -96,9 +96,12 @@ class Running:
         return None if self.gateway_server is None else self.gateway_server.port
 
     async def stop(self, drain_deadline_s: float = DRAIN_DEADLINE_S) -> None:
+        if self.gateway_app is not None:
+            # In-flight sends commit and are acked before sockets close.
+            await self.gateway_app.quiesce(drain_deadline_s / 2)
         if self.gateway_server is not None:
             await self.gateway_server.drain(CloseCode.SERVER_DRAINING, _reconnect_hint,
-                                            drain_deadline_s)
+                                            drain_deadline_s / 2)
             self.gateway_server = None
         if self.uvicorn is not None and self.api_task is not None:
             self.uvicorn.should_exit = True

@@ -170,3 +170,20 @@ async def test_openapi_documents_every_parameter_and_error(parley: Running) -> N
                     continue  # not ready: the health body says which check failed
                 assert ref.endswith("/ErrorEnvelope"), (where, status)
     await api.close()
+
+
+async def test_history_around_a_message(parley: Running) -> None:
+    ada, _ = await register_and_login(parley, "ada@example.com")
+    ws = await ada.call("POST", "/v1/workspaces", 201, json={"name": "Acme"})
+    general = (await ada.call("GET", f"/v1/workspaces/{ws['id']}/channels", 200))["channels"][0]
+    msgs = f"/v1/workspaces/{ws['id']}/channels/{general['id']}/messages"
+    for i in range(20):
+        await ada.call("POST", msgs, 201, json={"text": f"m{i}"})
+    page = await ada.call("GET", msgs, 200, params={"around": 10, "limit": 6})
+    assert [m["seq"] for m in page["messages"]] == [7, 8, 9, 10, 11, 12]
+    assert page["has_more"]
+    edge = await ada.call("GET", msgs, 200, params={"around": 2, "limit": 6})
+    assert [m["seq"] for m in edge["messages"]] == [1, 2, 3, 4, 5, 6] and not edge["has_more"]
+    r = await ada.http.get(msgs, params={"around": 3, "after": 1})
+    assert r.status_code == 400
+    await ada.close()

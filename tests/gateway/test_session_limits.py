@@ -132,3 +132,21 @@ async def test_sigterm_drains_a_real_serve_process(tmp_path: Path, pg_dsn: str) 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_drain_acks_in_flight_sends_before_closing(parley: Running) -> None:
+    token, wid, _ = await _workspace(parley)
+    c = await WsClient.connect(parley, token, wid)
+    cid = c.hello["d"]["channels"][0]["id"]
+    writer = parley.rt.writer
+    writer._window_s = 0.3  # keep the send in flight while the drain starts
+    await c.send_cmd("send", {"channel_id": cid, "text": "last words"}, ref="last")
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(parley.stop(drain_deadline_s=4.0))
+    ack = await c.recv_type("ack", timeout=5)
+    assert ack["ref"] == "last" and ack["d"]["seq"] == 1
+    with pytest.raises(ConnectionClosed) as err:
+        while True:
+            await c.recv(timeout=5)
+    assert err.value.rcvd is not None and err.value.rcvd.code == 4005
+    await stopping
