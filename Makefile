@@ -14,7 +14,7 @@ PIP    := $(PY) -m pip
 # Re-install only when what the build depends on changed (idempotent, fast).
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard core_ext/*.pyx core_ext/*.pxd core_ext/*_py.py)
 
-.PHONY: serve test lint typecheck pytest autobahn debug bench fuzz clean install dev
+.PHONY: serve test lint typecheck pytest autobahn debug bench bench-check fuzz clean install dev
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ debug: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m pytest bench/micro --benchmark-only -p no:cacheprovider $(PYTEST_ARGS)
+
+# CI: every microbenchmark once (so none rots) and the compiled/Python ratio
+# targets, both implementations measured in the same run.
+bench-check: $(VENV)/.dev-installed
+	$(PY) -m pytest bench/micro --benchmark-disable -q -s -p no:cacheprovider
 
 clean:
 	rm -rf build $(VENV) core_ext/*.so core_ext/*.c core_ext/*.html .pytest_cache .mypy_cache
