@@ -128,7 +128,8 @@ async def build(settings: Settings, *, migrate: bool = True,
         hub = make_hub(settings)
         presence = make_presence_store(settings)
         writer = GroupCommitWriter(db, window_ms=settings.commit_window_ms,
-                                   max_batch=settings.commit_max_batch)
+                                   max_batch=settings.commit_max_batch,
+                                   lanes=settings.commit_lanes)
         tokens = TokenIssuer(load_secret(settings), settings.jwt_issuer, settings.jwt_audience,
                              settings.access_token_ttl_s)
     except BaseException:

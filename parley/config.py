@@ -67,6 +67,8 @@ class Settings:
     # Group commit: flush a batch after this many ms or this many messages.
     commit_window_ms: float = 1.0
     commit_max_batch: int = 512
+    # Concurrent group-commit transactions per shard (a channel uses one lane).
+    commit_lanes: int = 4
     log_level: str = "info"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -114,6 +116,7 @@ SETTINGS_DOC: dict[str, str] = {
     "pg_pool_max": "Connections per PostgreSQL pool",
     "commit_window_ms": "Group-commit window in milliseconds",
     "commit_max_batch": "Group-commit batch size limit (messages)",
+    "commit_lanes": "Concurrent group-commit transactions per shard (a channel uses one lane)",
     "log_level": "Logging level (debug, info, warning, error)",
 }
 
@@ -168,7 +171,8 @@ def _validate(s: Settings) -> None:
                           "large_channel_members >= 1")
     if s.max_message_chars < 1:
         raise ConfigError("max_message_chars must be positive")
-    if s.commit_max_batch < 1 or s.commit_window_ms < 0:
-        raise ConfigError("commit_max_batch must be >= 1 and commit_window_ms >= 0")
+    if s.commit_max_batch < 1 or s.commit_window_ms < 0 or s.commit_lanes < 1:
+        raise ConfigError(
+            "commit_max_batch and commit_lanes must be >= 1 and commit_window_ms >= 0")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
