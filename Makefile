@@ -14,7 +14,7 @@ PIP    := $(PY) -m pip
 # Re-install only when what the build depends on changed (idempotent, fast).
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard core_ext/*.pyx core_ext/*.pxd core_ext/*_py.py)
 
-.PHONY: serve test lint typecheck pytest autobahn debug bench bench-check fuzz clean install dev
+.PHONY: serve test lint typecheck pytest autobahn debug bench bench-check bench-smoke peers fuzz clean install dev
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,17 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.dev-installed
+# Node's `ws` peer for the benchmark comparisons (its smoke test skips
+# without node).
+NODE := $(shell command -v node 2>/dev/null)
+PEERS := $(if $(NODE),bench/peers/node_modules/.installed)
+
+peers: bench/peers/node_modules/.installed
+bench/peers/node_modules/.installed: bench/peers/package.json bench/peers/package-lock.json
+	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+pytest: $(VENV)/.dev-installed $(PEERS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -54,6 +64,9 @@ bench: $(VENV)/.dev-installed
 
 # CI: every microbenchmark once (so none rots) and the compiled/Python ratio
 # targets, both implementations measured in the same run.
+bench-smoke: $(VENV)/.dev-installed peers
+	$(PY) -m pytest tests/bench -q -p no:cacheprovider $(PYTEST_ARGS)
+
 bench-check: $(VENV)/.dev-installed
 	$(PY) -m pytest bench/micro --benchmark-disable -q -s -p no:cacheprovider
 

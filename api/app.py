@@ -10,10 +10,36 @@ rate limits) in ``api.deps``.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import errors, health, routes_auth, routes_channels, routes_messages, routes_workspaces
+from api import (
+    errors,
+    health,
+    routes_auth,
+    routes_channels,
+    routes_files,
+    routes_messages,
+    routes_workspaces,
+)
 from api.deps import ERRORS
 from parley.services import Services
+
+
+class _BodyLimitExceptUploads:
+    """``errors.BodyLimit`` for every request but the streamed uploads
+    (``routes_files.STREAMED_PATHS``), which bound their bodies by the
+    file's declared size while streaming."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.limited = errors.BodyLimit(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope.get("method") == "PUT"
+                and routes_files.STREAMED_PATHS.match(scope.get("path", ""))):
+            await self.app(scope, receive, send)
+        else:
+            await self.limited(scope, receive, send)
 
 
 def create_app(svc: Services) -> FastAPI:
@@ -21,9 +47,10 @@ def create_app(svc: Services) -> FastAPI:
                   docs_url="/docs", redoc_url=None)
     app.state.services = svc
     errors.install(app)
-    app.add_middleware(errors.BodyLimit)
+    app.add_middleware(_BodyLimitExceptUploads)
 
     app.include_router(health.router)
-    for module in (routes_auth, routes_workspaces, routes_channels, routes_messages):
+    for module in (routes_auth, routes_workspaces, routes_channels, routes_messages,
+                   routes_files):
         app.include_router(module.router)
     return app

@@ -20,7 +20,7 @@ from api.schemas import (
     SearchOut,
     ThreadOut,
 )
-from parley.actions import messages, reactions, search
+from parley.actions import files, messages, reactions, search
 from parley.actions.validate import SEARCH_QUERY_MAX
 from parley.errors import InvalidInput
 
@@ -36,11 +36,16 @@ async def post_message(workspace_id: IdPath, channel_id: IdPath, body: MessageIn
                        s: Svc) -> MessageOut:
     """Post a message or thread reply; answered once it is durable.  Retrying
     with the same `client_msg_id` returns the same message.  Mentions:
-    `<@user_id>`, `@channel`, `@here`."""
+    `<@user_id>`, `@channel`, `@here`.  `file_ids` shares ready files you
+    uploaded (then `text` may be empty)."""
     root = None if body.thread_root_id is None else int(body.thread_root_id)
-    return MessageOut.of(await messages.post_message(
+    file_ids = [int(f) for f in body.file_ids]
+    msg = await messages.post_message(
         s, me, workspace_id, channel_id, body.text, body.client_msg_id, root,
-        also_in_channel=body.also_in_channel))
+        also_in_channel=body.also_in_channel, file_ids=file_ids)
+    shared = ((await files.attachments(s, workspace_id, [msg.id])).get(msg.id, [])
+              if file_ids else [])
+    return MessageOut.of(msg, shared)
 
 
 @router.get(CHANNEL + "/messages", response_model=MessagePage)

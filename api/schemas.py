@@ -8,17 +8,19 @@ precision above 2**53 in most clients.  Path ids are validated as positive
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from parley.actions import validate
+from parley.actions import files, validate
 from parley.actions.messages import MessageView
 from storage.interfaces import (
     Channel,
     ChannelMember,
     ChannelView,
+    FileRecord,
     Invite,
     Member,
     Message,
@@ -277,13 +279,17 @@ class ChannelList(BaseModel):
 
 
 class MessageIn(Strict):
-    text: str = Field(min_length=1, max_length=1_000_000)
+    text: str = Field(default="", max_length=1_000_000,
+                      description="May be empty only when `file_ids` is not")
     client_msg_id: str | None = Field(default=None, min_length=1,
                                       max_length=validate.CLIENT_MSG_ID_MAX,
                                       description="Idempotency key chosen by the client")
     thread_root_id: IdStr | None = Field(default=None, description="Reply in this thread")
     also_in_channel: bool = Field(default=False,
                                   description="A reply also shown in the channel")
+    file_ids: list[IdStr] = Field(
+        default_factory=list, max_length=files.FILES_PER_MESSAGE,
+        description="Ready files you uploaded to this workspace, shared with the message")
 
 
 class MessagePatch(Strict):
@@ -294,6 +300,96 @@ class ReactionOut(BaseModel):
     emoji: str
     count: int
     user_ids: list[IdStr]
+
+
+class FileOut(BaseModel):
+    """A file.  A deleted one keeps only `id` and `state` ("removed")."""
+
+    id: IdStr
+    workspace_id: IdStr
+    user_id: IdStr = Field(description="The uploader")
+    name: str = Field(description="As the uploader named it (display only)")
+    size: int = Field(description="Bytes (declared while pending)")
+    content_type: str | None = Field(
+        description="Sniffed from the bytes when the upload completed; never the uploader's "
+                    "claim (null while pending)")
+    state: Literal["pending", "ready", "deleted"]
+    created_ts: int = Field(description="Unix milliseconds")
+    width: int | None = Field(default=None, description="Images: pixels")
+    height: int | None = None
+    has_thumbnail: bool = False
+    url: str | None = Field(default=None, description="Download path (ready files)")
+    thumbnail_url: str | None = None
+
+    @classmethod
+    def of(cls, f: FileRecord) -> FileOut:
+        base = f"/v1/workspaces/{f.workspace_id}/files/{f.id}"
+        if f.state == "deleted":
+            return cls(id=str(f.id), workspace_id=str(f.workspace_id),
+                       user_id=str(f.uploader_id), name="", size=0, content_type=None,
+                       state="deleted", created_ts=_ms(f.created_at))
+        ready = f.state == "ready"
+        return cls(id=str(f.id), workspace_id=str(f.workspace_id), user_id=str(f.uploader_id),
+                   name=f.name, size=f.size, content_type=f.content_type,
+                   state="ready" if ready else "pending", created_ts=_ms(f.created_at),
+                   width=f.width, height=f.height, has_thumbnail=f.thumbnail_key is not None,
+                   url=base + "/download" if ready else None,
+                   thumbnail_url=base + "/thumbnail" if f.thumbnail_key else None)
+
+
+class UploadIn(Strict):
+    name: str = Field(min_length=1, max_length=files.NAME_MAX * 4)
+    size: int = Field(ge=1, le=INT64_MAX, description="Exact size in bytes")
+    content_type: str = Field(default="application/octet-stream", max_length=255,
+                              description="What you claim; checked against the allowed "
+                                          "types now, and the sniffed type on completion")
+
+
+class UploadTicketOut(BaseModel):
+    method: Literal["POST", "PUT"] = Field(
+        description="POST: a multipart form with `fields` first, then the file as `file`; "
+                    "PUT: the raw bytes as the body, with `headers`")
+    url: str
+    fields: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    expires_ts: int = Field(description="Unix milliseconds")
+
+
+class UploadOut(BaseModel):
+    file: FileOut
+    upload: UploadTicketOut = Field(description="Upload straight to storage, then complete")
+    content_url: str = Field(description="Or PUT the raw bytes here (through the API, with "
+                                         "your token); that completes the upload too")
+    complete_url: str
+
+
+class FileList(BaseModel):
+    files: list[FileOut] = Field(description="Newest first")
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for older files")
+
+
+class FileLimitsIn(Strict):
+    max_file_bytes: int | None = Field(default=None, ge=1, le=INT64_MAX,
+                                       description="null: the server's limit")
+    allowed_types: list[str] | None = Field(
+        default=None, max_length=files.ALLOWED_TYPES_MAX,
+        description="MIME types or patterns (`image/*`, `*`); null: the server's list")
+
+
+class FileLimitsOut(BaseModel):
+    max_file_bytes: int = Field(description="The effective limit (the smaller of the two)")
+    server_allowed_types: list[str]
+    workspace_max_file_bytes: int | None
+    workspace_allowed_types: list[str] | None = Field(
+        description="A type must be allowed by both lists")
+
+    @classmethod
+    def of(cls, lim: files.EffectiveLimits) -> FileLimitsOut:
+        ws = lim.workspace
+        return cls(max_file_bytes=lim.max_file_bytes, server_allowed_types=list(lim.server_types),
+                   workspace_max_file_bytes=ws.max_file_bytes,
+                   workspace_allowed_types=None if ws.allowed_types is None
+                   else list(ws.allowed_types))
 
 
 class MessageOut(BaseModel):
@@ -313,19 +409,23 @@ class MessageOut(BaseModel):
     latest_reply_ts: int | None = None
     replier_ids: list[IdStr] = Field(default_factory=list)
     pinned: bool = False
+    files: list[FileOut] = Field(default_factory=list,
+                                 description="Shared files in order; a deleted one has "
+                                             "state `deleted`")
 
     @classmethod
-    def of(cls, m: Message) -> MessageOut:
+    def of(cls, m: Message, shared: Sequence[FileRecord] = ()) -> MessageOut:
         return cls(id=str(m.id), channel_id=str(m.channel_id), seq=m.seq, user_id=str(m.user_id),
                    text=m.text, client_msg_id=m.client_msg_id,
                    thread_root_id=None if m.thread_root_id is None else str(m.thread_root_id),
                    ts=int(m.created_at.timestamp() * 1000),
                    edited_ts=int(m.edited_at.timestamp() * 1000) if m.edited_at else None,
-                   deleted=m.deleted, also_in_channel=m.also_in_channel)
+                   deleted=m.deleted, also_in_channel=m.also_in_channel,
+                   files=[] if m.deleted else [FileOut.of(f) for f in shared])
 
     @classmethod
     def view(cls, v: MessageView) -> MessageOut:
-        out = cls.of(v.message)
+        out = cls.of(v.message, v.files)
         out.reactions = [ReactionOut(emoji=r.emoji, count=len(r.user_ids),
                                      user_ids=[str(u) for u in r.user_ids]) for r in v.reactions]
         if v.thread is not None:

@@ -39,6 +39,7 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     p = r["parameters"]
     return (r["scenario"], r["server"], p.get("subscribers"), p.get("size"),
             p.get("connections"), p.get("senders"), p.get("rate") or 0,
+            p.get("window") if r["scenario"] in ("fanout", "crossnode") else None,
             bool(p.get("transport_only")))
 
 
@@ -52,7 +53,7 @@ def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(best.values(), key=lambda r: (
         r["scenario"], r["parameters"].get("subscribers") or 0, r["parameters"].get("size") or 0,
         r["parameters"].get("connections") or 0, r["parameters"].get("rate") or 0,
-        _server_rank(r["server"])))
+        -(r["parameters"].get("window") or 0), _server_rank(r["server"])))
 
 
 def _server_rank(server: str) -> int:
@@ -69,6 +70,23 @@ def _gen(r: dict[str, Any]) -> str:
     g = r.get("generator", {})
     share = g.get("max_cpu_share")
     return f"{share:.2f}{' (saturated)' if g.get('saturated') else ''}" if share else "-"
+
+
+def _other(r: dict[str, Any]) -> float | None:
+    """Cores other processes used during the window (a busy machine's mark)."""
+    v = r.get("extra", {}).get("other_busy_cores")
+    return round(float(v), 2) if v is not None else None
+
+
+#: Notes that every row of a busy machine carries; the "other load" column says it.
+_ROUTINE_NOTES = ("other processes on the machine", "the machine was")
+
+
+def _label(r: dict[str, Any]) -> str:
+    """The parameters that tell a row apart, for the notes under a table."""
+    p = r["parameters"]
+    keys = ("subscribers", "size", "connections", "senders", "rate", "window", "transport_only")
+    return ", ".join(f"{k} {p[k]}" for k in keys if p.get(k))
 
 
 def _ratio_to_parley(r: dict[str, Any], group: list[dict[str, Any]]) -> float | None:
@@ -93,19 +111,22 @@ def tables(results: list[dict[str, Any]]) -> str:
             rows = []
             for r in rows_in:
                 p = r["parameters"]
-                group = [x for x in rows_in if x["parameters"].get("subscribers")
-                         == p.get("subscribers") and x["parameters"].get("size") == p.get("size")
+                group = [x for x in rows_in
+                         if all(x["parameters"].get(k) == p.get(k)
+                                for k in ("subscribers", "size", "window"))
                          and not x["parameters"].get("rate")]
                 lat = r["latency"]
-                offered = f"{p['rate']:,.0f} msg/s" if p.get("rate") else "max"
+                offered = (f"{p['rate']:,.0f} msg/s" if p.get("rate")
+                           else f"closed loop, window {p.get('window')}")
                 rows.append([r["server"], p.get("subscribers"), p.get("size"), offered,
                              r["throughput"],
                              _ratio_to_parley(r, group), lat.get("p50_ms"), lat.get("p99_ms"),
                              lat.get("p999_ms"), r["server_cpu_s"], r["cpu_s_per_million"],
-                             r["server_peak_rss_mib"], _gen(r)])
+                             r["server_peak_rss_mib"], _gen(r), _other(r)])
             out.append(_md(["server", "subscribers", "size B", "load", "deliveries/s", "x parley",
                             "p50 ms", "p99 ms", "p99.9 ms", "server CPU s",
-                            "CPU s / M deliveries", "peak RSS MiB", "generator max core"], rows))
+                            "CPU s / M deliveries", "peak RSS MiB", "generator max core",
+                            "other load (cores)"], rows))
         elif scenario == "idle":
             rows = [[r["server"] + (" (transport only)" if r["parameters"].get("transport_only")
                                     else ""), r["extra"].get("connected"),
@@ -116,11 +137,18 @@ def tables(results: list[dict[str, Any]]) -> str:
             out.append(_md(["server", "connections", "bytes / connection", "KB / connection",
                             "peak RSS MiB"], rows))
         elif scenario == "echo":
-            rows = [[r["server"], r["parameters"].get("connections"), r["parameters"].get("size"),
-                     r["throughput"], r["latency"].get("p50_ms"), r["latency"].get("p99_ms"),
-                     r["server_cpu_s"], r["cpu_s_per_million"], _gen(r)] for r in rows_in]
-            out.append(_md(["server", "connections", "size B", "round trips/s", "p50 ms",
-                            "p99 ms", "server CPU s", "CPU s / M", "generator max core"], rows))
+            rows = []
+            for r in rows_in:
+                p = r["parameters"]
+                group = [x for x in rows_in if x["parameters"].get("connections")
+                         == p.get("connections") and x["parameters"].get("size") == p.get("size")]
+                rows.append([r["server"], p.get("connections"), p.get("size"), r["throughput"],
+                             _ratio_to_parley(r, group), r["latency"].get("p50_ms"),
+                             r["latency"].get("p99_ms"), r["server_cpu_s"],
+                             r["cpu_s_per_million"], _gen(r), _other(r)])
+            out.append(_md(["server", "connections", "size B", "round trips/s", "x parley",
+                            "p50 ms", "p99 ms", "server CPU s", "CPU s / M",
+                            "generator max core", "other load (cores)"], rows))
         else:
             unit = rows_in[0]["throughput_unit"]
             rows = []
@@ -134,11 +162,12 @@ def tables(results: list[dict[str, Any]]) -> str:
                              r["latency"].get("p99_ms"), r["latency"].get("p999_ms"),
                              r["server_cpu_s"], r["cpu_s_per_million"],
                              r["extra"].get("db_cpu_s"), redis if scenario == "presence" else "-",
-                             _gen(r)])
+                             _gen(r), _other(r)])
             out.append(_md(["sockets", unit, "p50 ms", "p99 ms", "p99.9 ms", "server CPU s",
                             "CPU s / M", "PostgreSQL CPU s", "Redis cmds / 1000",
-                            "generator max core"], rows))
-        notes = sorted({n for r in rows_in for n in r.get("notes", [])})
+                            "generator max core", "other load (cores)"], rows))
+        notes = sorted({f"{r['server']} ({_label(r)}): {n}" for r in rows_in
+                        for n in r.get("notes", []) if not n.startswith(_ROUTINE_NOTES)})
         if notes:
             out.append("\nNotes recorded with these runs:\n")
             out += [f"- {n}" for n in notes]
@@ -163,12 +192,13 @@ def charts(results: list[dict[str, Any]], img_dir: Path) -> list[Path]:
             for size in sorted({r["parameters"]["size"] for r in fan}):
                 pts = sorted((r["parameters"]["subscribers"], r["throughput"]) for r in fan
                              if r["server"] == server and r["parameters"]["size"] == size
-                             and not r["parameters"].get("rate"))
+                             and not r["parameters"].get("rate")
+                             and r["parameters"].get("window", 32) == 32)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                             label=f"{server} {size} B")
         ax.set_xscale("log")
-        ax.set_xlabel("subscribers")
+        ax.set_xlabel("subscribers (closed loop, window 32)")
         ax.set_ylabel("deliveries / s")
         ax.set_title("fan-out throughput (2-core machine, generator on the same host)")
         ax.grid(True, alpha=0.3)
@@ -179,9 +209,11 @@ def charts(results: list[dict[str, Any]], img_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fan = [r for r in fan if r["parameters"]["subscribers"] == 1000] or fan
+        fig, ax = plt.subplots(figsize=(9, 4.5))
         labels = [f"{r['server']}\n{r['parameters']['subscribers']}/{r['parameters']['size']}B"
-                  + (f"\n@{r['parameters']['rate']:.0f}/s" if r["parameters"].get("rate") else "")
+                  + (f"\n@{r['parameters']['rate']:.0f}/s" if r["parameters"].get("rate")
+                     else f"\nw{r['parameters'].get('window')}")
                   for r in fan]
         xs = range(len(fan))
         width = 0.27
@@ -192,7 +224,7 @@ def charts(results: list[dict[str, Any]], img_dir: Path) -> list[Path]:
         ax.set_xticks(list(xs), labels, fontsize=7)
         ax.set_ylabel("ms (publisher send to delivery)")
         ax.set_yscale("log")
-        ax.set_title("fan-out latency percentiles")
+        ax.set_title("fan-out latency percentiles, 1,000 subscribers")
         ax.legend()
         fig.tight_layout()
         path = img_dir / "fanout-latency.png"

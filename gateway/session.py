@@ -37,10 +37,9 @@ from storage.interfaces import StoreUnavailable
 
 log = logging.getLogger("parley.gateway")
 
-MAX_CONNECTIONS_PER_USER = 32  # sockets one user may hold on one gateway
-RATE_PER_S = 50.0  # sustained commands per second per connection
-RATE_BURST = 200.0  # bucket size
-RATE_STRIKES_TO_CLOSE = 50  # rate-limited commands before the socket is closed
+# Connection and command limits come from Settings (ws_max_connections_per_user,
+# ws_commands_per_s, ws_command_burst); this one is fixed:
+RATE_STRIKES_TO_CLOSE = 50  # rate-limited commands in a row before the socket is closed
 EXPIRY_SWEEP_S = 5.0  # how often expired sessions are looked for
 MAX_HELD_EVENTS = 10_000  # live events queued for one session during its replay
 RESUME_WAIT_S = 10.0  # with ?resume=1, how long live events wait for the resume command
@@ -73,7 +72,7 @@ class Session:
         # channel, the seq already sent; live events up to it are dropped.
         self.floors: dict[int, int] | None = None
         self.expires_at = ident.expires_at
-        self.tokens = RATE_BURST
+        self.tokens = app.svc.settings.ws_command_burst
         self.tokens_at = time.monotonic()
         self.strikes = 0
 
@@ -122,9 +121,9 @@ class Session:
         self.send({"t": "error", "ref": ref,
                    "d": {"code": code, "message": message, "retryable": retryable, **extra}})
 
-    def take_token(self) -> bool:
+    def take_token(self, rate_per_s: float, burst: float) -> bool:
         now = time.monotonic()
-        self.tokens = min(RATE_BURST, self.tokens + (now - self.tokens_at) * RATE_PER_S)
+        self.tokens = min(burst, self.tokens + (now - self.tokens_at) * rate_per_s)
         self.tokens_at = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -208,9 +207,10 @@ class GatewayApp:
             return Reject(exc.status, exc.code, exc.message)
         except StoreUnavailable:
             return Reject(503, "store_unavailable", "the database is unavailable; retry")
-        if self._per_user.get(ident.user_id, 0) >= MAX_CONNECTIONS_PER_USER:
+        cap = self.svc.settings.ws_max_connections_per_user
+        if self._per_user.get(ident.user_id, 0) >= cap:
             return Reject(429, "too_many_connections",
-                          f"at most {MAX_CONNECTIONS_PER_USER} connections per user")
+                          f"at most {cap} connections per user")
         resume = request.query.get("resume") == "1"
         return Accept(subprotocol=subprotocol, context=(ident, workspace_id, resume))
 
@@ -275,7 +275,8 @@ class GatewayApp:
             "user_id": session.user_id,
             "workspace_id": session.workspace_id,
             "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
-            "limits": {"commands_per_s": RATE_PER_S, "burst": RATE_BURST,
+            "limits": {"commands_per_s": self.svc.settings.ws_commands_per_s,
+                       "burst": self.svc.settings.ws_command_burst,
                        "max_message_chars": self.svc.settings.max_message_chars},
             "channels": [{"id": c.id, "kind": c.kind, "name": c.name,
                           "last_seq": self.router.channel_position(c.id) or c.last_seq,
@@ -305,14 +306,16 @@ class GatewayApp:
         except codecs.BadEnvelope as exc:
             session.error(exc.ref, exc.code, exc.message)
             return
-        if not session.take_token():
+        settings = self.svc.settings
+        if not session.take_token(settings.ws_commands_per_s, settings.ws_command_burst):
             session.strikes += 1
             if session.strikes >= RATE_STRIKES_TO_CLOSE:
                 conn.close(CloseCode.RATE_LIMITED, '{"retry_after_ms":5000}')
             else:
                 session.error(ref, "rate_limited", "too many commands", retryable=True,
-                              retry_after_ms=int(1000 / RATE_PER_S) + 1)
+                              retry_after_ms=int(1000 / settings.ws_commands_per_s) + 1)
             return
+        session.strikes = 0
         if self.draining and op in ("send", "resume"):
             session.error(ref, "server_draining", "this server is shutting down; reconnect",
                           retryable=True)

@@ -77,12 +77,14 @@ class GatewayClient:
             raise UpgradeFailed(status, raw.decode("latin-1", "replace"))
         events = self._feed(rest) if rest else []
         deadline = time.monotonic() + self.timeout
-        while not events and time.monotonic() < deadline:
-            events = self.receive()
-        if not events or events[0].get("t") != "hello":
-            raise ConnectionError("no hello after the upgrade")
-        self.hello = events[0]
-        return events[0]
+        while True:
+            hello = next((e for e in events if e.get("t") == "hello"), None)
+            if hello is not None:
+                self.hello = hello
+                return hello
+            if time.monotonic() >= deadline:
+                raise ConnectionError("no hello after the upgrade")
+            events = self.receive()  # other events may come first; hello is what we wait for
 
     def send(self, command: dict[str, Any]) -> None:
         assert self.sock is not None, "not connected"

@@ -9,11 +9,19 @@ PostgreSQL       embedded server in data_dir/pg   ``database_url`` (one DSN per 
 hub              in-process                       Redis pub/sub / Redis Cluster
 snowflake ids    worker id 0                      worker id leased in PostgreSQL
 secret           data_dir/secret (generated)      ``jwt_secret``
+file bytes       local disk in data_dir/files     ``s3_bucket`` (+ ``s3_endpoint``): S3
 ===============  ===============================  ===================================
+
+Background work (``Runtime.start_maintenance``): the cleanup of uploads
+never completed.  ``parley/runner.py`` starts it in processes that serve the
+API; several processes running it at once is harmless (each step is a
+compare-and-set).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -26,6 +34,7 @@ from parley.ids import IdAllocator, LeasedIdAllocator
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
 from storage.interfaces import Hub
+from storage.interfaces_blobs import BlobStore
 from storage.interfaces_presence import PresenceStore
 from storage.postgres import PgDatabase
 from storage.writer import GroupCommitWriter
@@ -42,11 +51,28 @@ class Runtime:
     embedded: EmbeddedPostgres | None = None
     ids: IdAllocator | None = None
     notes: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_maintenance(self) -> None:
+        """Start the background tasks of an API process (idempotent)."""
+        if self.tasks:
+            return
+        from parley.actions.files import cleanup_loop
+
+        self.tasks.append(asyncio.create_task(cleanup_loop(self.services),
+                                              name="parley-upload-cleanup"))
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
         await self.writer.close()
         await self.services.hub.close()
         await self.services.presence.close()
+        await self.services.blobs.close()
         if isinstance(self.ids, LeasedIdAllocator):
             await self.ids.close()
         await self.db.close()
@@ -96,6 +122,21 @@ def make_presence_store(settings: Settings) -> PresenceStore:
     return RedisPresenceStore(urls[0])
 
 
+def make_blob_store(settings: Settings, secret: str) -> BlobStore:
+    """S3 (or an S3-compatible service) when a bucket is configured, else
+    local disk under data_dir/files with URLs signed by a key derived from
+    the server secret."""
+    if settings.s3_bucket:
+        from storage.blobs_s3 import S3BlobStore
+
+        return S3BlobStore(bucket=settings.s3_bucket, endpoint=settings.s3_endpoint,
+                           region=settings.s3_region, access_key=settings.s3_access_key,
+                           secret_key=settings.s3_secret_key)
+    from storage.blobs_local import LocalBlobStore
+
+    return LocalBlobStore(Path(settings.data_dir) / "files", secret.encode())
+
+
 async def build(settings: Settings, *, migrate: bool = True,
                 dsns: list[str] | None = None, serving: bool = True) -> Runtime:
     """Start every backend ``settings`` selects and return them wired up.
@@ -130,14 +171,18 @@ async def build(settings: Settings, *, migrate: bool = True,
         writer = GroupCommitWriter(db, window_ms=settings.commit_window_ms,
                                    max_batch=settings.commit_max_batch,
                                    lanes=settings.commit_lanes)
-        tokens = TokenIssuer(load_secret(settings), settings.jwt_issuer, settings.jwt_audience,
+        secret = load_secret(settings)
+        tokens = TokenIssuer(secret, settings.jwt_issuer, settings.jwt_audience,
                              settings.access_token_ttl_s)
+        blobs = make_blob_store(settings, secret)
+        notes.append(f"files in S3 bucket {settings.s3_bucket}" if settings.s3_bucket
+                     else f"files on local disk in {Path(settings.data_dir) / 'files'}")
     except BaseException:
         await db.close()
         if embedded is not None:
             embedded.stop()
         raise
     svc = Services(settings=settings, store=db, writer=writer, hub=hub, ids=ids, tokens=tokens,
-                   presence=presence)
+                   presence=presence, blobs=blobs)
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

@@ -60,6 +60,10 @@ class Settings:
     # without an Origin header (non-browser clients) are not affected.
     allowed_origins: str = "http://localhost,http://127.0.0.1"
     max_message_chars: int = 40_000
+    # Gateway limits per connection (token bucket) and per user and gateway.
+    ws_commands_per_s: float = 50.0
+    ws_command_burst: float = 200.0
+    ws_max_connections_per_user: int = 32
     # Most messages one channel replays on `resume`; beyond it the client is
     # sent channel.resync_required and pages through history over REST.
     resume_max_events: int = 1_000
@@ -70,6 +74,19 @@ class Settings:
     # Concurrent group-commit transactions per shard (a channel uses one lane).
     commit_lanes: int = 4
     log_level: str = "info"
+    # Files (issue 6).  Workspaces may tighten these limits, never loosen them.
+    max_file_bytes: int = 1 << 30  # 1 GiB
+    # Comma-separated MIME patterns (``image/*``, ``application/pdf``); ``*`` = any.
+    # Checked against the declared type on request and the sniffed type on completion.
+    allowed_file_types: str = "*"
+    upload_url_ttl_s: int = 900  # lifetime of a direct-upload ticket
+    download_url_ttl_s: int = 300  # lifetime of a download URL (at most 15 minutes)
+    pending_upload_ttl_s: int = 24 * 3600  # uploads never completed are removed after this
+    # Thumbnails run in a child process with these bounds, so a decompression
+    # bomb costs at most this much CPU time and memory.
+    thumbnail_max_pixels: int = 40_000_000
+    thumbnail_timeout_s: float = 10.0
+    thumbnail_memory_mb: int = 1024
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -79,6 +96,10 @@ class Settings:
     @property
     def redis_urls(self) -> list[str]:
         return [u.strip() for u in self.redis_url.split(",") if u.strip()]
+
+    @property
+    def file_types(self) -> tuple[str, ...]:
+        return tuple(t.strip().lower() for t in self.allowed_file_types.split(",") if t.strip())
 
     @property
     def origins(self) -> frozenset[str]:
@@ -95,8 +116,8 @@ SETTINGS_DOC: dict[str, str] = {
         "PostgreSQL DSN(s), comma-separated for shards; empty = embedded PostgreSQL",
     "redis_url":
         "Redis URL for the hub; several comma-separated = Redis Cluster; empty = in-process",
-    "s3_endpoint": "S3 endpoint URL; empty = files on local disk under data_dir",
-    "s3_bucket": "S3 bucket for files",
+    "s3_endpoint": "S3-compatible endpoint URL (MinIO, ...); empty = AWS S3 when s3_bucket is set",
+    "s3_bucket": "S3 bucket for files; empty = files on local disk under data_dir/files",
     "s3_region": "S3 region",
     "s3_access_key": "S3 access key id",
     "s3_secret_key": "S3 secret access key",
@@ -112,12 +133,24 @@ SETTINGS_DOC: dict[str, str] = {
         "Members above which @channel/@here needs the mention_channel_large permission",
     "allowed_origins": "Browser origins allowed to open gateway connections (comma-separated)",
     "max_message_chars": "Longest message text accepted, in characters",
+    "ws_commands_per_s": "Gateway commands per second per connection (sustained)",
+    "ws_command_burst": "Gateway command burst per connection (token bucket size)",
+    "ws_max_connections_per_user": "WebSockets one user may hold on one gateway",
     "resume_max_events": "Most messages a channel replays on resume before resync_required",
     "pg_pool_max": "Connections per PostgreSQL pool",
     "commit_window_ms": "Group-commit window in milliseconds",
     "commit_max_batch": "Group-commit batch size limit (messages)",
     "commit_lanes": "Concurrent group-commit transactions per shard (a channel uses one lane)",
     "log_level": "Logging level (debug, info, warning, error)",
+    "max_file_bytes": "Largest file accepted, in bytes (workspaces may set less)",
+    "allowed_file_types":
+        "File types accepted: comma-separated MIME patterns such as image/*; * = any",
+    "upload_url_ttl_s": "Lifetime of a direct-upload URL, in seconds (at most 3600)",
+    "download_url_ttl_s": "Lifetime of a file download URL, in seconds (at most 900)",
+    "pending_upload_ttl_s": "Uploads not completed within this many seconds are removed",
+    "thumbnail_max_pixels": "Images with more pixels than this get no thumbnail (bomb guard)",
+    "thumbnail_timeout_s": "Wall-clock limit of one thumbnail, in seconds",
+    "thumbnail_memory_mb": "Address-space limit of the thumbnail worker process, in MiB",
 }
 
 
@@ -169,10 +202,24 @@ def _validate(s: Settings) -> None:
     if s.rest_rate_per_s <= 0 or s.rest_burst < 1 or s.large_channel_members < 1:
         raise ConfigError("rest_rate_per_s must be > 0, rest_burst and "
                           "large_channel_members >= 1")
+    if s.ws_commands_per_s <= 0 or s.ws_command_burst < 1 or s.ws_max_connections_per_user < 1:
+        raise ConfigError("ws_commands_per_s must be > 0, ws_command_burst and "
+                          "ws_max_connections_per_user >= 1")
     if s.max_message_chars < 1:
         raise ConfigError("max_message_chars must be positive")
     if s.commit_max_batch < 1 or s.commit_window_ms < 0 or s.commit_lanes < 1:
         raise ConfigError(
             "commit_max_batch and commit_lanes must be >= 1 and commit_window_ms >= 0")
+    if s.s3_endpoint and not s.s3_bucket:
+        raise ConfigError("s3_endpoint needs s3_bucket")
+    if s.max_file_bytes < 1 or not 60 <= s.upload_url_ttl_s <= 3600:
+        raise ConfigError("max_file_bytes must be >= 1 and upload_url_ttl_s 60..3600")
+    if not 1 <= s.download_url_ttl_s <= 900 or s.pending_upload_ttl_s < s.upload_url_ttl_s:
+        raise ConfigError("download_url_ttl_s must be 1..900 and pending_upload_ttl_s >= "
+                          "upload_url_ttl_s")
+    if (s.thumbnail_max_pixels < 1 or s.thumbnail_timeout_s <= 0
+            or s.thumbnail_memory_mb < 64):
+        raise ConfigError("thumbnail_max_pixels must be >= 1, thumbnail_timeout_s > 0 and "
+                          "thumbnail_memory_mb >= 64")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
-from storage.interfaces import Channel, Message, ReadState, ThreadSummary
+from storage.interfaces import Channel, FileRecord, Message, ReadState, ThreadSummary
 
 # Event types (server to client).  Nouns, past tense.  Documented in
 # docs/protocol.md; tests check every type listed here is documented.
@@ -72,14 +73,30 @@ def user_topic(user_id: int) -> str:
     return f"u:{user_id}"
 
 
-def message_data(m: Message) -> dict[str, Any]:
-    return {
+def message_data(m: Message, files: Sequence[FileRecord] | None = None) -> dict[str, Any]:
+    """A message as clients see it.  ``files`` (its attachments, in order)
+    is present only when the caller knows them: a message read back without
+    them (the gateway's backfill) has no ``files`` key, never a wrong one."""
+    data = {
         "id": m.id, "channel_id": m.channel_id, "seq": m.seq, "workspace_id": m.workspace_id,
         "user_id": m.user_id, "text": m.text, "client_msg_id": m.client_msg_id,
         "thread_root_id": m.thread_root_id, "ts": int(m.created_at.timestamp() * 1000),
         "edited_ts": int(m.edited_at.timestamp() * 1000) if m.edited_at else None,
         "deleted": m.deleted, "also_in_channel": m.also_in_channel,
     }
+    if files is not None and not m.deleted:
+        data["files"] = [file_data(f) for f in files]
+    return data
+
+
+def file_data(f: FileRecord) -> dict[str, Any]:
+    """A file attached to a message; a deleted one keeps only its id
+    (``removed``), so clients show "file removed" in its place."""
+    if f.state == "deleted":
+        return {"id": f.id, "removed": True}
+    return {"id": f.id, "name": f.name, "size": f.size, "content_type": f.content_type,
+            "has_thumbnail": f.thumbnail_key is not None, "width": f.width, "height": f.height,
+            "removed": False}
 
 
 def ms(t: dt.datetime | None) -> int | None:

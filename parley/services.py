@@ -10,6 +10,7 @@ from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
 from storage.interfaces import Hub, MessageAppender, Store
+from storage.interfaces_blobs import BlobStore
 from storage.interfaces_presence import PresenceStore
 
 log = logging.getLogger("parley.services")
@@ -24,6 +25,7 @@ class Services:
     ids: IdAllocator
     tokens: TokenIssuer
     presence: PresenceStore
+    blobs: BlobStore  # file bytes (local disk or S3); the index lives in ``store``
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Best-effort publish: the database already holds the truth, and

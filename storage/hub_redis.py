@@ -237,7 +237,9 @@ class PublishBatcher:
 
 
 class HubCore(abc.ABC):
-    """What both Redis hubs share: reference counts, dispatch, health and resets.
+    """What both Redis hubs share: the ``Hub`` methods, reference counts, publish
+    batching, dispatch, health and resets.  A hub supplies its links and how to
+    connect, publish one batch and disconnect.
 
     Invariants:
 

@@ -184,6 +184,44 @@ class NewMessage:
     also_in_channel: bool = False  # a thread reply also shown in the channel
 
 
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An uploaded file.  ``state``: 'pending' (created, bytes not checked yet)
+    | 'ready' (size checked, type sniffed; attachable) | 'deleted'."""
+
+    id: int
+    workspace_id: int
+    uploader_id: int
+    key: str  # the blob key, under the workspace's prefix; never from the name
+    name: str  # declared by the uploader; display only
+    size: int  # declared while pending, the stored size once ready
+    declared_type: str  # the uploader's claim: never served
+    content_type: str | None  # sniffed from the bytes (None while pending)
+    state: str
+    created_at: dt.datetime
+    thumbnail_key: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileShare:
+    """A channel in which a live (not deleted) message shares a file, and
+    whether a given user is a member of it."""
+
+    channel_id: int
+    kind: str
+    is_member: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    """A workspace's own limits; None means the server's setting."""
+
+    max_file_bytes: int | None = None
+    allowed_types: tuple[str, ...] | None = None
+
+
 class AppendRejected(Exception):
     """One message of a batch was refused; ``code`` is machine-readable."""
 
@@ -503,6 +541,64 @@ class WorkspaceStore(Protocol):
         is in (plus public ones with ``include_public``), newest first."""
 
 
+class FileStore(Protocol):
+    """Files and their attachment to messages, on the workspace's shard.
+
+    Contract: every method is workspace-scoped like ``WorkspaceStore``; state
+    changes are atomic compare-and-set (``pending`` -> ``ready`` happens once;
+    ``deleted`` is final); a deleted file keeps its ``message_files`` rows so
+    its messages can show it as removed.
+    """
+
+    async def create_file(self, file: FileRecord) -> FileRecord:
+        """Insert a new pending file (its ``state`` is ignored)."""
+
+    async def file(self, workspace_id: int, file_id: int) -> FileRecord | None: ...
+
+    async def files_by_id(self, workspace_id: int,
+                          file_ids: Sequence[int]) -> list[FileRecord]: ...
+
+    async def mark_file_ready(self, workspace_id: int, file_id: int, *, key: str, size: int,
+                              content_type: str, thumbnail_key: str | None,
+                              width: int | None, height: int | None) -> FileRecord | None:
+        """pending -> ready with the key holding the checked bytes, their size
+        and sniffed type; None when the file is not pending (completed or
+        deleted meanwhile)."""
+
+    async def mark_file_deleted(self, workspace_id: int, file_id: int, *,
+                                only_pending: bool = False
+                                ) -> tuple[FileRecord, list[tuple[int, int]]] | None:
+        """-> deleted (only from pending with ``only_pending``); the record and
+        the (channel id, message id) of live messages sharing it, or None when
+        there was nothing to change."""
+
+    async def attach_files(self, workspace_id: int, channel_id: int, message_id: int,
+                           file_ids: Sequence[int], uploader_id: int) -> list[FileRecord]:
+        """Attach those of ``file_ids`` that are ready and uploaded by
+        ``uploader_id``, in order; idempotent.  The files attached."""
+
+    async def message_files(self, workspace_id: int,
+                            message_ids: Sequence[int]) -> dict[int, list[FileRecord]]:
+        """Files of each message (deleted ones included, to show as removed)."""
+
+    async def file_shares(self, workspace_id: int, file_id: int, user_id: int,
+                          limit: int) -> list[FileShare]:
+        """Channels where a live message shares the file, members' ones first."""
+
+    async def channel_files(self, workspace_id: int, channel_id: int, before_id: int | None,
+                            limit: int) -> list[FileRecord]:
+        """Ready files shared by live messages of the channel, newest first."""
+
+    async def stale_uploads(self, created_before: dt.datetime,
+                            limit: int) -> list[FileRecord]:
+        """Pending files created before the given time, on every shard (the
+        cleanup task's scan; the only query that is not workspace-scoped)."""
+
+    async def file_limits(self, workspace_id: int) -> FileLimits: ...
+
+    async def set_file_limits(self, workspace_id: int, limits: FileLimits) -> FileLimits: ...
+
+
 class LeaseStore(Protocol):
     """Snowflake worker-id leases: at most one live holder per id."""
 
@@ -513,7 +609,7 @@ class LeaseStore(Protocol):
     async def release_worker_id(self, worker_id: int, holder: str) -> None: ...
 
 
-class Store(AccountStore, WorkspaceStore, LeaseStore, Protocol):
+class Store(AccountStore, WorkspaceStore, FileStore, LeaseStore, Protocol):
     """Everything the domain reads and writes outside the message writer."""
 
     async def ping(self) -> bool:

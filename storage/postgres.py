@@ -30,6 +30,7 @@ from storage.pg_common import (
     member_from_row,
     message_from_row,
 )
+from storage.pg_files import FileQueries
 from storage.pg_messages import MessageQueries
 from storage.shards import HashRing, shard_name
 
@@ -45,7 +46,7 @@ def ticket_hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
-class PgDatabase(AccountQueries, ChannelQueries, MessageQueries):
+class PgDatabase(AccountQueries, ChannelQueries, MessageQueries, FileQueries):
     """Pools for the directory and every shard, plus the queries on them."""
 
     def __init__(self, dsns: Sequence[str], *, pool_max: int = 16) -> None:

@@ -16,16 +16,22 @@ Rules:
   not an error.
 * Archived channels are read-only: no posts (the writer refuses them), edits,
   deletions, pins or reactions.
+* Files: a message may share up to ``files.FILES_PER_MESSAGE`` ready files
+  its author uploaded in the workspace (then its text may be empty).  They
+  are attached right after the writer commits, before ``message.created`` is
+  published with them (a gateway that backfills in that window replays the
+  message without its ``files``, as with ``also_in_channel``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from parley import events, mentions
-from parley.actions import validate
+from parley.actions import files, validate
 from parley.actions.channels import member_channel, visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
@@ -35,6 +41,7 @@ from parley.services import Services
 from storage.interfaces import (
     AppendRejected,
     Channel,
+    FileRecord,
     MentionChange,
     Message,
     NewMessage,
@@ -62,6 +69,7 @@ class MessageView:
     reactions: tuple[Reaction, ...] = ()
     thread: ThreadSummary | None = None  # roots only (None: no replies)
     pinned: bool = False
+    files: tuple[FileRecord, ...] = ()  # in order; deleted ones show as removed
 
 
 def _message_not_found() -> NotFound:
@@ -138,19 +146,24 @@ async def _check_thread_root(svc: Services, ident: Identity, workspace_id: int,
 async def post_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
                        text: str, client_msg_id: str | None = None,
                        thread_root_id: int | None = None, *, member_checked: bool = False,
-                       also_in_channel: bool = False) -> Message:
+                       also_in_channel: bool = False,
+                       file_ids: Sequence[int] = ()) -> Message:
     """Store a message durably, then publish it; returns the stored message.
 
     ``member_checked`` lets the gateway skip the workspace-membership read it
     already did at connect time; channel membership is always checked inside
     the write transaction.  Idempotent per (sender, client_msg_id): a retry
-    returns the stored message and publishes nothing again.
+    returns the stored message and publishes nothing again.  ``file_ids``:
+    ready files the sender uploaded (see the module rules).
     """
-    text = validate.message_text(text, svc.settings.max_message_chars)
+    if not (file_ids and text == ""):
+        text = validate.message_text(text, svc.settings.max_message_chars)
     client_msg_id = validate.client_msg_id(client_msg_id)
-    if not member_checked:
+    if not member_checked or file_ids:
         member = await require_member(svc, ident, workspace_id)
         require(member, Perm.POST_MESSAGE)
+    if file_ids:
+        file_ids = await files.attachable(svc, ident, workspace_id, file_ids)
     if also_in_channel and thread_root_id is None:
         raise InvalidInput("invalid_thread_root", "also_in_channel needs a thread_root_id")
     if thread_root_id is not None:
@@ -176,13 +189,17 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     except StoreUnavailable as exc:
         raise Unavailable("store_unavailable",
                           "the message store is unavailable; nothing was saved, retry") from exc
+    attached: list[FileRecord] | None = None
+    if file_ids:  # idempotent: a retry attaches what a failed first attempt did not
+        attached = await svc.store.attach_files(workspace_id, channel_id, stored.id,
+                                                file_ids, ident.user_id)
     if stored.id != msg_id:  # a retry: the first attempt published already
         return stored
     change = MentionChange((), ())
     if found.any:
         change = await svc.store.set_mentions(stored, found.user_ids, found.everyone)
     items = [(events.channel_topic(channel_id),
-              events.encode(events.MESSAGE_CREATED, events.message_data(stored)))]
+              events.encode(events.MESSAGE_CREATED, events.message_data(stored, attached)))]
     root_id = thread_root_id if thread_root_id is not None else stored.id
     followed: list[int] = []
     if thread_root_id is not None:
@@ -222,9 +239,10 @@ async def edit_message(svc: Services, ident: Identity, workspace_id: int, channe
     if edited is None:
         raise Conflict("message_deleted", "the message was deleted")
     change = await svc.store.set_mentions(edited, found.user_ids, found.everyone)
+    shared = (await files.attachments(svc, workspace_id, [edited.id])).get(edited.id, [])
     items = [(events.channel_topic(channel_id), events.encode(
         events.MESSAGE_UPDATED, {"workspace_id": workspace_id, "channel_id": channel_id,
-                                 "message": events.message_data(edited)}))]
+                                 "message": events.message_data(edited, shared)}))]
     if change.added:
         root_id = edited.thread_root_id if edited.thread_root_id is not None else edited.id
         followed = await svc.store.follow_thread(workspace_id, channel_id, root_id,
@@ -292,7 +310,7 @@ async def list_pins(svc: Services, ident: Identity, workspace_id: int,
 
 async def enrich(svc: Services, workspace_id: int, channel_id: int,
                  msgs: list[Message]) -> list[MessageView]:
-    """Reactions, thread summaries and pins for a page: three queries."""
+    """Reactions, thread summaries, pins and files for a page: four queries."""
     live = [m.id for m in msgs if not m.deleted]
     by_message: dict[int, list[Reaction]] = {}
     for r in await svc.store.reactions_of(workspace_id, live):
@@ -300,8 +318,9 @@ async def enrich(svc: Services, workspace_id: int, channel_id: int,
     summaries = await svc.store.thread_summaries(
         workspace_id, [m.id for m in msgs if m.thread_root_id is None])
     pinned = await svc.store.pinned_ids(workspace_id, channel_id, live)
-    return [MessageView(m, tuple(by_message.get(m.id, ())), summaries.get(m.id), m.id in pinned)
-            for m in msgs]
+    shared = await files.attachments(svc, workspace_id, live)
+    return [MessageView(m, tuple(by_message.get(m.id, ())), summaries.get(m.id), m.id in pinned,
+                        tuple(shared.get(m.id, ()))) for m in msgs]
 
 
 async def history(svc: Services, ident: Identity, workspace_id: int, channel_id: int, *,

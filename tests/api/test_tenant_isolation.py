@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from parley.runner import Running
-from tests.api.helpers import Team, expect, make_team
+from tests.api.helpers import Team, User, expect, make_team
 
 Ids = dict[str, str]
 Body = Callable[[Ids], dict[str, Any] | None]
@@ -47,6 +47,10 @@ UNSCOPED: dict[str, str] = {
     "POST /v1/workspaces": "creates a new tenant",
     "POST /v1/invites/accept": "the token names its workspace; knowing it is the grant "
                                "(a forged token is checked below)",
+    "GET /v1/blobs/{key}": "a signed URL of the local blob store: the signature is the grant, "
+                           "issued only after authorization (tests/api/test_routes_files.py)",
+    "PUT /v1/blobs/{key}": "a signed upload URL of the local blob store: the signature is the "
+                           "grant for one key (tests/api/test_routes_files.py)",
 }
 
 # Workspace-scoped routes: the request body to send (with Acme's ids where
@@ -100,6 +104,17 @@ MATRIX: dict[str, Body] = {
     "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/follow":
         _none,
     "GET /v1/workspaces/{workspace_id}/search": _none,
+    "GET /v1/workspaces/{workspace_id}/file-limits": _none,
+    "PUT /v1/workspaces/{workspace_id}/file-limits": lambda i: {"max_file_bytes": 1},
+    "POST /v1/workspaces/{workspace_id}/files":
+        lambda i: {"name": "x.txt", "size": 1, "content_type": "text/plain"},
+    "GET /v1/workspaces/{workspace_id}/files/{file_id}": _none,
+    "DELETE /v1/workspaces/{workspace_id}/files/{file_id}": _none,
+    "POST /v1/workspaces/{workspace_id}/files/{file_id}/complete": _none,
+    "PUT /v1/workspaces/{workspace_id}/files/{file_id}/content": _none,
+    "GET /v1/workspaces/{workspace_id}/files/{file_id}/download": _none,
+    "GET /v1/workspaces/{workspace_id}/files/{file_id}/thumbnail": _none,
+    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/files": _none,
 }
 
 # Query parameters that carry ids, per route (sent with Acme's ids).
@@ -117,22 +132,36 @@ def _fill(path: str, ids: Ids) -> str:
     return _PARAM.sub(lambda m: ids[m.group(1)], path)
 
 
+async def _file(user: User, ws: str, data: bytes) -> str:
+    """A ready file, uploaded through the API."""
+    started = await expect(user.api, "POST", f"/v1/workspaces/{ws}/files", 201,
+                           json={"name": "plan.txt", "size": len(data),
+                                 "content_type": "text/plain"})
+    await expect(user.api, "PUT", started["content_url"], 200, content=data)
+    fid: str = started["file"]["id"]
+    return fid
+
+
 async def _acme(t: Team) -> Ids:
     secret = await t.channel(t.bob, "secret", "private", members=(t.carol,))
     msg = await t.post(t.bob, secret, "classified")
     await t.post(t.bob, t.general, "classified general")
     invite = await expect(t.ada.api, "POST", t.w("/invites"), 201, json={})
+    file_id = await _file(t.bob, t.ws, b"classified file")
+    await t.post(t.bob, secret, "the file", file_ids=[file_id])
     return {"workspace_id": t.ws, "channel_id": secret, "message_id": msg["id"],
             "user_id": t.bob.id, "invite_id": invite["invite"]["id"], "emoji": "tada",
-            "general": t.general, "token": invite["token"]}
+            "general": t.general, "token": invite["token"], "file_id": file_id}
 
 
 async def _eve(t: Team) -> Ids:
     msg = await expect(t.eve.api, "POST", t.c(t.other_general, "/messages", t.other), 201,
                        json={"text": "eve's own"})
     invite = await expect(t.eve.api, "POST", t.w("/invites", t.other), 201, json={})
+    file_id = await _file(t.eve, t.other, b"eve's file")
     return {"workspace_id": t.other, "channel_id": t.other_general, "message_id": msg["id"],
-            "user_id": t.eve.id, "invite_id": invite["invite"]["id"], "emoji": "tada"}
+            "user_id": t.eve.id, "invite_id": invite["invite"]["id"], "emoji": "tada",
+            "file_id": file_id}
 
 
 async def _snapshot(t: Team, acme: Ids) -> Any:
@@ -144,6 +173,10 @@ async def _snapshot(t: Team, acme: Ids) -> Any:
         await expect(t.bob.api, "GET", t.c(acme["channel_id"], "/pins"), 200),
         await expect(t.ada.api, "GET", t.w("/members"), 200),
         await expect(t.ada.api, "GET", t.w("/invites"), 200),
+        await expect(t.bob.api, "GET", t.w(f"/files/{acme['file_id']}"), 200),
+        (await t.bob.api.http.get(t.w(f"/files/{acme['file_id']}/download"))).content,
+        await expect(t.bob.api, "GET", t.c(acme["channel_id"], "/files"), 200),
+        await expect(t.ada.api, "GET", t.w("/file-limits"), 200),
         sorted(c["name"] for c in (await expect(t.ada.api, "GET", t.w("/channels"), 200,
                                                 params={"include_public": "true"}))["channels"]),
     )

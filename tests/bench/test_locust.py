@@ -7,15 +7,20 @@ boto3/urllib3 are loaded in this process.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bench.servers import Databases, ParleyProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("locust") is None,  # looked up, not imported
+                    reason="locust is not installed (see docs/benchmarks.md, Set-up)")
 def test_locust_headless_reports_websocket_request_types(tmp_path: Path,
                                                           pg_admin_dsn: str) -> None:
     dbs = Databases(admin_url=pg_admin_dsn)
@@ -29,7 +34,9 @@ def test_locust_headless_reports_websocket_request_types(tmp_path: Path,
                "JitteredStormUser"]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60,
                               check=False)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        failures = tmp_path / "locust_failures.csv"
+        detail = failures.read_text() if failures.exists() else ""
+        assert proc.returncode == 0, f"{detail}\n{proc.stderr[-3000:]}"
     finally:
         srv.stop()
         dbs.close()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench import report
 from bench.common import Result, latency_summary, percentile
@@ -20,10 +23,12 @@ def _result(scenario: str, server: str, throughput: float, **params: Any) -> Res
                   extra={"bytes_per_connection": 5000, "connected": 100})
 
 
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="matplotlib is not installed (see docs/benchmarks.md, Set-up)")
 def test_report_writes_tables_and_charts_and_keeps_prose(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    for res in (_result("fanout", "parley", 400_000.0, subscribers=1000, size=100),
-                _result("fanout", "picows", 200_000.0, subscribers=1000, size=100),
+    for res in (_result("fanout", "parley", 400_000.0, subscribers=1000, size=100, window=32),
+                _result("fanout", "picows", 200_000.0, subscribers=1000, size=100, window=32),
                 _result("idle", "parley", 100, connections=100),
                 _result("echo", "parley", 30_000, connections=64, size=256)):
         res.save(results)
@@ -35,8 +40,8 @@ def test_report_writes_tables_and_charts_and_keeps_prose(tmp_path: Path) -> None
     assert report.main(args) == 0
     text = doc.read_text()
     assert "prose before" in text and "prose after" in text and "\nold\n" not in text
-    assert "| parley | 1,000 | 100 | max | 400,000.0 | 1.0 |" in text
-    assert "| picows | 1,000 | 100 | max | 200,000.0 | 0.5 |" in text
+    assert "| parley | 1,000 | 100 | closed loop, window 32 | 400,000.0 | 1.0 |" in text
+    assert "| picows | 1,000 | 100 | closed loop, window 32 | 200,000.0 | 0.5 |" in text
     for name in ("fanout-throughput", "fanout-latency", "idle-memory", "echo"):
         png = tmp_path / "img" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

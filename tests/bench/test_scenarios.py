@@ -7,6 +7,7 @@ they keep ``python -m bench`` from rotting.  The servers, the database
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def test_fanout_on_parley_times_every_delivery(results_dir: Path, pg_admin_dsn: 
     assert r["extra"]["delivery_ratio"] == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("picows") is None,
+                    reason="picows is not installed (see docs/benchmarks.md, Set-up)")
 def test_fanout_on_the_picows_peer(results_dir: Path, pg_admin_dsn: str) -> None:
     r = run_bench(["fanout", "--server", "picows", "--subscribers", "5"], results_dir,
                   pg_admin_dsn)

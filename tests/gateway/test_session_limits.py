@@ -4,6 +4,7 @@ live socket, the per-user connection cap, command rate limits, SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -58,8 +59,9 @@ async def test_socket_is_closed_when_its_token_expires(parley: Running) -> None:
     assert time.monotonic() - started < 2 + session_mod.EXPIRY_SWEEP_S + 2
 
 
-async def test_per_user_connection_cap(parley: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_mod, "MAX_CONNECTIONS_PER_USER", 3)
+async def test_per_user_connection_cap(parley: Running) -> None:
+    svc = parley.rt.services
+    svc.settings = dataclasses.replace(svc.settings, ws_max_connections_per_user=3)
     token, wid, _ = await _workspace(parley)
     clients = [await WsClient.connect(parley, token, wid) for _ in range(3)]
     with pytest.raises(InvalidStatus) as err:
@@ -76,8 +78,10 @@ async def test_per_user_connection_cap(parley: Running, monkeypatch: pytest.Monk
 
 async def test_command_flood_is_rate_limited_then_closed(parley: Running,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_mod, "RATE_BURST", 10.0)
-    monkeypatch.setattr(session_mod, "RATE_PER_S", 0.01)  # no refill during the test
+    svc = parley.rt.services
+    # Burst of 10 and no refill during the test.
+    svc.settings = dataclasses.replace(svc.settings, ws_command_burst=10.0,
+                                       ws_commands_per_s=0.01)
     monkeypatch.setattr(session_mod, "RATE_STRIKES_TO_CLOSE", 20)
     token, wid, _ = await _workspace(parley)
     c = await WsClient.connect(parley, token, wid)
