@@ -62,7 +62,8 @@ router = APIRouter(tags=["files"], responses={
 
 Cursor = Annotated[int | None, Query(ge=1, le=INT64_MAX, description="From next_cursor")]
 Key = Annotated[str, Path(min_length=1, max_length=256, description="A blob key")]
-Signed = Annotated[str | None, Query(max_length=512)]
+Signed = Annotated[str | None, Query(max_length=512,
+                                     description="Part of the signed URL, as issued")]
 
 
 def _absolute(request: Request, url: str) -> str:
@@ -225,7 +226,9 @@ async def signed_download(key: Key, s: Svc, op: Signed = None, exp: Signed = Non
             dependencies=[Depends(limit_by_address)])
 async def signed_upload(key: Key, s: Svc, request: Request, op: Signed = None,
                         exp: Signed = None,
-                        max_size: Annotated[str | None, Query(alias="max", max_length=32)] = None,
+                        max_size: Annotated[str | None, Query(
+                            alias="max", max_length=32,
+                            description="Part of the signed URL, as issued")] = None,
                         sig: Signed = None) -> Response:
     """A signed, expiring upload URL of the local store: the raw bytes as the
     body, at most the signed size.  Then complete the upload."""

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from parley import events
 from parley.actions import files, validate
 from parley.actions.messages import MessageView
 from storage.interfaces import (
@@ -303,7 +304,8 @@ class ReactionOut(BaseModel):
 
 
 class FileOut(BaseModel):
-    """A file.  A deleted one keeps only `id` and `state` ("removed")."""
+    """A file (the same fields as in events).  A deleted one keeps only its
+    ids, `created_ts` and `state` `deleted`: show it as removed."""
 
     id: IdStr
     workspace_id: IdStr
@@ -323,18 +325,8 @@ class FileOut(BaseModel):
 
     @classmethod
     def of(cls, f: FileRecord) -> FileOut:
-        base = f"/v1/workspaces/{f.workspace_id}/files/{f.id}"
-        if f.state == "deleted":
-            return cls(id=str(f.id), workspace_id=str(f.workspace_id),
-                       user_id=str(f.uploader_id), name="", size=0, content_type=None,
-                       state="deleted", created_ts=_ms(f.created_at))
-        ready = f.state == "ready"
-        return cls(id=str(f.id), workspace_id=str(f.workspace_id), user_id=str(f.uploader_id),
-                   name=f.name, size=f.size, content_type=f.content_type,
-                   state="ready" if ready else "pending", created_ts=_ms(f.created_at),
-                   width=f.width, height=f.height, has_thumbnail=f.thumbnail_key is not None,
-                   url=base + "/download" if ready else None,
-                   thumbnail_url=base + "/thumbnail" if f.thumbnail_key else None)
+        # One shape for REST and events: built from the event data.
+        return cls.model_validate(events.jsonable(events.file_data(f)))
 
 
 class UploadIn(Strict):

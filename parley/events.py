@@ -74,9 +74,9 @@ def user_topic(user_id: int) -> str:
 
 
 def message_data(m: Message, files: Sequence[FileRecord] | None = None) -> dict[str, Any]:
-    """A message as clients see it.  ``files`` (its attachments, in order)
-    is present only when the caller knows them: a message read back without
-    them (the gateway's backfill) has no ``files`` key, never a wrong one."""
+    """A message as clients see it.  ``files``: its attachments in order
+    (``file_data``; empty for a tombstone).  Every message event passes
+    them; a caller that omits them leaves the key out rather than say []."""
     data = {
         "id": m.id, "channel_id": m.channel_id, "seq": m.seq, "workspace_id": m.workspace_id,
         "user_id": m.user_id, "text": m.text, "client_msg_id": m.client_msg_id,
@@ -84,19 +84,29 @@ def message_data(m: Message, files: Sequence[FileRecord] | None = None) -> dict[
         "edited_ts": int(m.edited_at.timestamp() * 1000) if m.edited_at else None,
         "deleted": m.deleted, "also_in_channel": m.also_in_channel,
     }
-    if files is not None and not m.deleted:
-        data["files"] = [file_data(f) for f in files]
+    if files is not None:
+        data["files"] = [] if m.deleted else [file_data(f) for f in files]
     return data
 
 
 def file_data(f: FileRecord) -> dict[str, Any]:
-    """A file attached to a message; a deleted one keeps only its id
-    (``removed``), so clients show "file removed" in its place."""
-    if f.state == "deleted":
-        return {"id": f.id, "removed": True}
-    return {"id": f.id, "name": f.name, "size": f.size, "content_type": f.content_type,
-            "has_thumbnail": f.thumbnail_key is not None, "width": f.width, "height": f.height,
-            "removed": False}
+    """A file as clients see it, in events and over REST alike (``FileOut``).
+    A deleted one keeps only its identity and ``state: "deleted"``, so
+    clients show "file removed" in its place."""
+    base = f"/v1/workspaces/{f.workspace_id}/files/{f.id}"
+    data: dict[str, Any] = {
+        "id": f.id, "workspace_id": f.workspace_id, "user_id": f.uploader_id,
+        "name": "", "size": 0, "content_type": None, "state": f.state,
+        "created_ts": int(f.created_at.timestamp() * 1000), "width": None, "height": None,
+        "has_thumbnail": False, "url": None, "thumbnail_url": None,
+    }
+    if f.state != "deleted":
+        ready = f.state == "ready"
+        data.update(name=f.name, size=f.size, content_type=f.content_type, width=f.width,
+                    height=f.height, has_thumbnail=f.thumbnail_key is not None,
+                    url=base + "/download" if ready else None,
+                    thumbnail_url=base + "/thumbnail" if f.thumbnail_key else None)
+    return data
 
 
 def ms(t: dt.datetime | None) -> int | None:

@@ -238,9 +238,11 @@ class SubscribeOutcome(enum.Enum):
 
 
 class OpKind(enum.Enum):
-    SUBSCRIBE = "subscribe"
-    UNSUBSCRIBE = "unsubscribe"
-    PING = "ping"
+    """What an ``Op`` asks of the server; each gets exactly one reply."""
+
+    SUBSCRIBE = "subscribe"  # (S)SUBSCRIBE of one topic
+    UNSUBSCRIBE = "unsubscribe"  # (S)UNSUBSCRIBE of one topic
+    PING = "ping"  # keep-alive after a silent interval
 
 
 @dataclass(slots=True, eq=False)

@@ -8,8 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OURS = {"core_ext", "gateway", "api", "storage", "parley", "bench", "loadtest"}
 CONCRETE = {"storage.postgres", "storage.writer", "storage.embedded", "storage.hub_memory",
-            "storage.hub_redis", "storage.hub_redis_cluster", "storage.blobs_s3",
-            "storage.blobs_local", "storage.presence_redis", "storage.presence_memory"}
+            "storage.hub_redis", "storage.hub_redis_cluster", "storage.redis_conn",
+            "storage.blobs_s3", "storage.blobs_local", "storage.presence_redis",
+            "storage.presence_memory", "storage.pg_common", "storage.pg_accounts",
+            "storage.pg_channels", "storage.pg_messages", "storage.pg_files"}
 COMPOSITION = {"parley/composition.py", "parley/runner.py", "parley/cli.py"}
 
 

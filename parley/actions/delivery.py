@@ -23,7 +23,9 @@ async def events_after(svc: Services, workspace_id: int, channel_id: int, after_
                        limit: int = BACKFILL_PAGE) -> list[tuple[int, bytes]]:
     """(seq, encoded message.created event) for seq > after_seq, in order."""
     page = await svc.store.history(workspace_id, channel_id, after=after_seq, limit=limit)
-    return [(m.seq, events.encode(events.MESSAGE_CREATED, events.message_data(m)))
+    shared = await svc.store.message_files(workspace_id, [m.id for m in page if not m.deleted])
+    return [(m.seq, events.encode(events.MESSAGE_CREATED,
+                                  events.message_data(m, shared.get(m.id, []))))
             for m in page]
 
 

@@ -38,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -390,12 +391,14 @@ async def _finish(svc: Services, f: FileRecord, key: str) -> FileRecord:
     finally:
         if ready is None:  # refused, failed, or another completion won
             await _forget(svc, key, thumb)
-    if ready is None:
-        now = await svc.store.file(f.workspace_id, f.id)
-        if now is None or now.state != "ready":
-            raise _not_found()
-        return now
-    return ready
+    if ready is not None:
+        # Bytes a still-valid ticket wrote besides the streamed upload.
+        await _forget(svc, staging_key(f.workspace_id, f.id))
+        return ready
+    now = await svc.store.file(f.workspace_id, f.id)
+    if now is None or now.state != "ready":
+        raise _not_found()
+    return now
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -453,11 +456,19 @@ async def make_thumbnail(svc: Services, key: str) -> tuple[bytes, int, int] | No
         finally:
             stdin.close()
 
+    async def collect() -> bytes:
+        out = bytearray()
+        while chunk := await stdout.read(64 * 1024):
+            out += chunk
+            if len(out) > THUMBNAIL_OUTPUT_MAX + 8:
+                break  # refused below; the worker is killed
+        return bytes(out)
+
     feeder = asyncio.create_task(feed())
     try:
         async with asyncio.timeout(s.thumbnail_timeout_s):
-            out = await stdout.read(THUMBNAIL_OUTPUT_MAX + 9)
-            code = await proc.wait()
+            out = await collect()
+            code = await proc.wait() if len(out) <= THUMBNAIL_OUTPUT_MAX + 8 else -1
             await feeder
     except TimeoutError:
         log.warning("thumbnail of %s took over %.1f s; none made", key, s.thumbnail_timeout_s)
@@ -471,7 +482,9 @@ async def make_thumbnail(svc: Services, key: str) -> tuple[bytes, int, int] | No
             await proc.wait()
         if not feeder.done():
             feeder.cancel()
-    if code != 0 or len(out) < 9 or len(out) > THUMBNAIL_OUTPUT_MAX + 8:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+    if code != 0 or len(out) < 9:
         if code == _EXIT_TOO_MANY_PIXELS:
             log.info("no thumbnail for %s: more than %d pixels", key, s.thumbnail_max_pixels)
         return None

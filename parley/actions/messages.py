@@ -199,7 +199,8 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     if found.any:
         change = await svc.store.set_mentions(stored, found.user_ids, found.everyone)
     items = [(events.channel_topic(channel_id),
-              events.encode(events.MESSAGE_CREATED, events.message_data(stored, attached)))]
+              events.encode(events.MESSAGE_CREATED,
+                            events.message_data(stored, attached or [])))]
     root_id = thread_root_id if thread_root_id is not None else stored.id
     followed: list[int] = []
     if thread_root_id is not None:
@@ -268,7 +269,7 @@ async def delete_message(svc: Services, ident: Identity, workspace_id: int, chan
     tomb, unmentioned = result
     items = [(events.channel_topic(channel_id), events.encode(
         events.MESSAGE_DELETED, {"workspace_id": workspace_id, "channel_id": channel_id,
-                                 "message": events.message_data(tomb)}))]
+                                 "message": events.message_data(tomb, [])}))]
     if tomb.thread_root_id is not None:
         items.append(await _thread_event(svc, tomb, tomb.thread_root_id))
     items += _mention_events(tomb, MentionChange((), unmentioned))

@@ -22,7 +22,7 @@ from tests.fixtures.parley import WsClient
 
 State = dict[str, Any]
 _MESSAGE_FIELDS = ("id", "channel_id", "seq", "user_id", "text", "client_msg_id",
-                   "thread_root_id", "ts", "edited_ts", "deleted", "also_in_channel")
+                   "thread_root_id", "ts", "edited_ts", "deleted", "also_in_channel", "files")
 _CHANNEL_FIELDS = ("id", "workspace_id", "kind", "name", "topic", "purpose", "archived",
                    "last_seq")
 

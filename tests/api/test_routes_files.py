@@ -456,7 +456,9 @@ async def test_deleting_a_file_shows_it_removed_in_its_messages(app: Running) ->
     await expect(t.bob.api, "DELETE", t.w(f"/files/{f['id']}"), 204)
     await expect(t.bob.api, "DELETE", t.w(f"/files/{f['id']}"), 204)  # twice is fine
     evs = [e for e in await drain(ws) if e["t"] == "message.updated"]
-    assert evs and evs[0]["d"]["message"]["files"] == [{"id": int(f["id"]), "removed": True}]
+    removed = evs[0]["d"]["message"]["files"]
+    assert [(x["id"], x["state"], x["name"], x["url"]) for x in removed] == [
+        (int(f["id"]), "deleted", "", None)]
     got = await expect(t.carol.api, "GET", t.m(t.general, msg["id"]), 200)
     assert got["text"] == "look"
     assert [(x["id"], x["state"], x["name"]) for x in got["files"]] == [(f["id"], "deleted", "")]
@@ -512,12 +514,22 @@ async def test_uploads_never_completed_are_removed(app: Running) -> None:
     await t.close()
 
 
-def test_the_cleanup_task_is_started_by_the_runtime() -> None:
-    import inspect
-
-    from parley.composition import Runtime
-
-    assert "cleanup_loop" in inspect.getsource(Runtime.start_maintenance)
+async def test_the_runtime_runs_the_cleanup_task(parley: Running) -> None:
+    t = await make_team(parley)
+    svc = parley.rt.services
+    stale = await request_upload(t, t.bob, 5, "s.txt", "text/plain")
+    svc.settings = dataclasses.replace(svc.settings, pending_upload_ttl_s=0)
+    parley.rt.start_maintenance()  # what parley/runner.py calls in API processes
+    parley.rt.start_maintenance()  # idempotent
+    assert len(parley.rt.tasks) == 1
+    for _ in range(100):
+        record = await svc.store.file(int(t.ws), int(stale["file"]["id"]))
+        if record is not None and record.state == "deleted":
+            break
+        await settle(0.05)
+    else:
+        raise AssertionError("the cleanup task did not remove the stale upload")
+    await t.close()
 
 
 # -- the presigned and signed URLs ---------------------------------------------------

@@ -19,12 +19,14 @@ Three layers:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -33,7 +35,6 @@ from hypothesis import strategies as st
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, parse_url
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from storage.redis_conn import (
     PLAIN,
@@ -54,14 +55,11 @@ from storage.redis_conn import (
     enforced_connection_kwargs,
     redact_url,
 )
-from tests.fixtures.redis import free_ports
 
-#: Bound on waiting for a real server to deliver or report something.
+#: Bound on waiting for anything the link should do or a server should deliver.
 TIMEOUT_S = 10.0
-#: Event-loop turns a fake exchange may take before it counts as stuck.
-MAX_SPINS = 1000
-#: Poll period of ``eventually``.
-POLL_S = 0.001
+#: Loop turns a fake exchange may take before it counts as stuck.
+SPINS = 1000
 
 
 @dataclass(frozen=True)
@@ -104,22 +102,17 @@ class Listener:
                 await self.changed.wait()
 
 
-async def spin_until(predicate: Callable[[], bool], what: str) -> None:
-    """Let the loop run until ``predicate`` holds (fake I/O needs only loop turns)."""
-    for _ in range(MAX_SPINS):
+async def eventually(predicate: Callable[[], bool], what: str, *, spins: int = 0) -> None:
+    """Let the loop run until ``predicate`` holds: for at most ``spins`` turns if
+    given (fake I/O needs nothing else, so more means stuck), else ``TIMEOUT_S``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_S
+    for turn in itertools.count(1):
         if predicate():
             return
+        if turn == spins or loop.time() > deadline:
+            raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
-
-
-async def eventually(predicate: Callable[[], bool], what: str) -> None:
-    """Poll ``predicate`` until it holds (for waits that include a real backoff sleep)."""
-    for _ in range(int(TIMEOUT_S / POLL_S)):
-        if predicate():
-            return
-        await asyncio.sleep(POLL_S)
-    raise AssertionError(f"never happened within {TIMEOUT_S} s: {what}")
 
 
 def outcome(waiter: asyncio.Future[SubscribeOutcome]) -> SubscribeOutcome | None:
@@ -129,11 +122,8 @@ def outcome(waiter: asyncio.Future[SubscribeOutcome]) -> SubscribeOutcome | None
 # --------------------------------------------------------------------------- fakes
 
 
-class _Silence:
-    """Fed to ``FakeConnection``: its read times out once (``read_response`` -> None)."""
-
-
-SILENCE = _Silence()
+#: Fed to ``FakeConnection``: that read times out (``read_response`` returns None).
+SILENCE = object()
 
 
 class FakeConnection:
@@ -197,6 +187,23 @@ def dial_from(conns: list[FakeConnection], refusals: int = 0) -> Dial:
     return dial
 
 
+@contextlib.asynccontextmanager
+async def started_link(
+    dial: Dial, dialect: Dialect = PLAIN, tuning: Tuning | None = None,
+    listener: Listener | None = None, *, settle: bool = True,
+) -> AsyncIterator[tuple[PubSubLink, Listener]]:
+    """A started link (first attempt settled, unless not ``settle``); closed on exit."""
+    listener = listener or Listener()
+    link = PubSubLink("test", dial, dialect, listener, tuning or Tuning())
+    link.start()
+    try:
+        if settle:
+            await link.wait_settled()
+        yield link, listener
+    finally:
+        await link.close()
+
+
 class FakeServer:
     """The frames a Redis server sends on one pub/sub connection (RESP2, via redis-py).
 
@@ -241,14 +248,10 @@ def new_waiter() -> asyncio.Future[SubscribeOutcome]:
 
 
 def test_commands_are_packed_in_the_dialect() -> None:
-    plain, sharded = PubSubSession(PLAIN), PubSubSession(SHARDED)
-    sub, unsub, ping = Op(OpKind.SUBSCRIBE, "t"), Op(OpKind.UNSUBSCRIBE, "t"), Op(OpKind.PING, "")
-    assert [plain.pack(op) for op in (sub, unsub, ping)] == [
-        ("SUBSCRIBE", "t"), ("UNSUBSCRIBE", "t"), ("PING",)
-    ]
-    assert [sharded.pack(op) for op in (sub, unsub, ping)] == [
-        ("SSUBSCRIBE", "t"), ("SUNSUBSCRIBE", "t"), ("PING",)
-    ]
+    ops = [Op(OpKind.SUBSCRIBE, "t"), Op(OpKind.UNSUBSCRIBE, "t"), Op(OpKind.PING, "")]
+    plain, shard = PubSubSession(PLAIN), PubSubSession(SHARDED)
+    assert [plain.pack(op) for op in ops] == [("SUBSCRIBE", "t"), ("UNSUBSCRIBE", "t"), ("PING",)]
+    assert [shard.pack(op) for op in ops] == [("SSUBSCRIBE", "t"), ("SUNSUBSCRIBE", "t"), ("PING",)]
 
 
 async def test_each_ack_resolves_the_waiter_of_its_own_command() -> None:
@@ -262,31 +265,29 @@ async def test_each_ack_resolves_the_waiter_of_its_own_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "frame",
+    ("in_flight", "arrives"),
     [
-        [b"subscribe", b"b", 1],  # answers a command that is not the oldest
-        [b"ssubscribe", b"a", 1],  # another dialect's ack
-        [b"unsubscribe"],  # too short
-        [b"subscribe", "a", 1],  # channel not bytes
-        b"OK",
-        42,
+        ("sub a", [b"subscribe", b"b", 1]),  # answers a command that is not the oldest
+        ("sub a", [b"ssubscribe", b"a", 1]),  # another dialect's ack
+        ("sub a", [b"unsubscribe"]),  # too short
+        ("sub a", [b"subscribe", "a", 1]),  # channel not bytes
+        ("sub a", b"OK"),
+        ("sub a", 42),
+        ("", [b"subscribe", b"a", 1]),  # nothing in flight
+        ("", b"PONG"),
+        ("", NOPERM),
+        ("ping", ResponseError("ERR unknown")),  # PING is never refused
     ],
 )
-async def test_a_frame_that_answers_nothing_sent_is_a_desync(frame: object) -> None:
+async def test_a_reply_to_nothing_sent_is_a_desync(in_flight: str, arrives: object) -> None:
     session = PubSubSession(PLAIN)
-    session.sent([Op(OpKind.SUBSCRIBE, "a", new_waiter())])
+    ops = {"sub a": [Op(OpKind.SUBSCRIBE, "a", new_waiter())], "ping": [Op(OpKind.PING, "")]}
+    session.sent(ops.get(in_flight, []))
     with pytest.raises(ProtocolDesync):
-        session.on_frame(frame)
-
-
-async def test_replies_with_nothing_in_flight_are_a_desync() -> None:
-    session = PubSubSession(PLAIN)
-    with pytest.raises(ProtocolDesync):
-        session.on_frame([b"subscribe", b"a", 1])
-    with pytest.raises(ProtocolDesync):
-        session.on_frame(b"PONG")
-    with pytest.raises(ProtocolDesync):
-        session.on_error(NOPERM)
+        if isinstance(arrives, ResponseError):
+            session.on_error(arrives)
+        else:
+            session.on_frame(arrives)
 
 
 async def test_both_pong_shapes_answer_ping() -> None:
@@ -309,34 +310,24 @@ async def test_an_unsubscribe_frame_nobody_asked_for_is_a_lost_subscription() ->
 
 
 @pytest.mark.parametrize(
-    ("error", "reply", "expected"),
+    ("kind", "error", "reply", "expected"),
     [
-        (MOVED, Reply.MOVED, SubscribeOutcome.MOVED),
-        (AskError("1234 127.0.0.1:7001"), Reply.MOVED, SubscribeOutcome.MOVED),
-        (NOPERM, Reply.REFUSED, SubscribeOutcome.REFUSED),
+        (OpKind.SUBSCRIBE, MOVED, Reply.MOVED, SubscribeOutcome.MOVED),
+        (OpKind.SUBSCRIBE, AskError("1234 127.0.0.1:7001"), Reply.MOVED, SubscribeOutcome.MOVED),
+        (OpKind.SUBSCRIBE, NOPERM, Reply.REFUSED, SubscribeOutcome.REFUSED),
+        # E.g. SUNSUBSCRIBE on a node that lost the slot: not subscribed either way.
+        (OpKind.UNSUBSCRIBE, MOVED, Reply.UNSUBSCRIBED, None),
     ],
 )
-async def test_an_error_answers_the_oldest_subscribe(
-    error: ResponseError, reply: Reply, expected: SubscribeOutcome
+async def test_an_error_answers_the_oldest_command(
+    kind: OpKind, error: ResponseError, reply: Reply, expected: SubscribeOutcome | None
 ) -> None:
     session = PubSubSession(SHARDED)
     first, second = new_waiter(), new_waiter()
-    session.sent([Op(OpKind.SUBSCRIBE, "a", first), Op(OpKind.SUBSCRIBE, "b", second)])
+    waiter = first if kind is OpKind.SUBSCRIBE else None
+    session.sent([Op(kind, "a", waiter), Op(OpKind.SUBSCRIBE, "b", second)])
     assert session.on_error(error) == (reply, "a")
     assert outcome(first) is expected and not second.done()
-
-
-async def test_an_error_answering_unsubscribe_means_unsubscribed() -> None:
-    session = PubSubSession(SHARDED)
-    session.sent([Op(OpKind.UNSUBSCRIBE, "a")])
-    assert session.on_error(MOVED) == (Reply.UNSUBSCRIBED, "a")
-
-
-async def test_an_error_answering_ping_is_a_desync() -> None:
-    session = PubSubSession(PLAIN)
-    session.sent([Op(OpKind.PING, "")])
-    with pytest.raises(ProtocolDesync):
-        session.on_error(ResponseError("ERR unknown"))
 
 
 async def test_synced_once_every_resubscribe_is_answered_whatever_the_answer() -> None:
@@ -384,9 +375,9 @@ class LinkModel:
     expected_commands: list[tuple[str, ...]] = field(default_factory=list)
     unanswered: deque[Sent] = field(default_factory=deque)
     resync_left: int = 0
-    # (waiter, the outcome it must end with; None: still unanswered)
-    waiters: list[tuple[asyncio.Future[SubscribeOutcome], SubscribeOutcome | None]] = field(
-        default_factory=list
+    # Each waiter -> the outcome it must have (None: its command is unanswered).
+    waiters: dict[asyncio.Future[SubscribeOutcome], SubscribeOutcome | None] = field(
+        default_factory=dict
     )
     delivered: list[tuple[str, bytes]] = field(default_factory=list)
     lost: list[tuple[str, Reply]] = field(default_factory=list)
@@ -394,7 +385,8 @@ class LinkModel:
 
     def settle_waiter(self, waiter: asyncio.Future[SubscribeOutcome] | None,
                       result: SubscribeOutcome) -> None:
-        self.waiters = [(w, result if w is waiter else r) for w, r in self.waiters]
+        if waiter is not None:
+            self.waiters[waiter] = result
 
     def forget(self, topic: str, reply: Reply) -> None:
         """The link must drop a still-wanted ``topic`` and tell its listener."""
@@ -411,7 +403,9 @@ async def exchange(link: PubSubLink, conn: FakeConnection, model: LinkModel,
     """Wait until the link sent ``expected`` and read everything fed; record both."""
     already = len(model.expected_commands)
     want = already + len(expected)
-    await spin_until(lambda: len(conn.received) >= want and conn.idle, "the link to go quiet")
+    await eventually(
+        lambda: len(conn.received) >= want and conn.idle, "the link to go quiet", spins=SPINS
+    )
     for _ in range(5):  # anything extra would show up within a few turns
         await asyncio.sleep(0)
     new = conn.received[already:]
@@ -444,7 +438,7 @@ async def step(data: st.DataObject, link: PubSubLink, conn: FakeConnection,
         topic = data.draw(st.sampled_from(topics), label="add")
         waiter = link.add(topic)
         model.wanted.add(topic)
-        model.waiters.append((waiter, None))
+        model.waiters[waiter] = None
         sent.append(Sent((server.dialect.subscribe, topic), waiter))
     elif action == "discard":
         topic = data.draw(st.sampled_from(topics), label="discard")
@@ -504,7 +498,7 @@ def check(link: PubSubLink, conn: FakeConnection, model: LinkModel, listener: Li
     assert link.wanted == model.wanted
     assert listener.messages == model.delivered  # each wanted push once, in order
     assert listener.lost == model.lost
-    assert [outcome(w) for w, _ in model.waiters] == [r for _, r in model.waiters]
+    assert {w: outcome(w) for w in model.waiters} == model.waiters
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -514,18 +508,15 @@ async def test_random_interleavings_are_matched_and_pushes_delivered_in_order(
 ) -> None:
     dialect = data.draw(st.sampled_from([PLAIN, SHARDED]), label="dialect")
     topics = ["a", "b", "c"]
-    listener = Listener()
     conns: list[FakeConnection] = []
-    link = PubSubLink("fake", dial_from(conns), dialect, listener, Tuning())
     model = LinkModel(FakeServer(dialect))
     # Topics wanted before the link connects are re-subscribed when it does.
-    for topic in data.draw(st.lists(st.sampled_from(topics), unique=True), label="initial"):
-        assert outcome(link.add(topic)) is SubscribeOutcome.DROPPED
-        model.wanted.add(topic)
-    model.resync_left = len(model.wanted)
-    link.start()
-    try:
-        await spin_until(lambda: bool(conns), "the link to dial")
+    initial = data.draw(st.lists(st.sampled_from(topics), unique=True), label="initial")
+    model.wanted, model.resync_left = set(initial), len(initial)
+    async with started_link(dial_from(conns), dialect, settle=False) as (link, listener):
+        for topic in initial:
+            assert outcome(link.add(topic)) is SubscribeOutcome.DROPPED  # not connected yet
+        await eventually(lambda: bool(conns), "the link to dial", spins=SPINS)
         conn = conns[0]
         resync = [Sent((dialect.subscribe, t), None, True) for t in model.wanted]
         await exchange(link, conn, model, resync)
@@ -533,74 +524,57 @@ async def test_random_interleavings_are_matched_and_pushes_delivered_in_order(
         for _ in range(data.draw(st.integers(0, 40), label="steps")):
             await step(data, link, conn, model, topics, payloads)
             check(link, conn, model, listener)
-    finally:
-        await link.close()
     assert link.state is LinkState.CLOSED
     # Whatever was still waiting is released by the close.
-    pending = [w for w, r in model.waiters if r is None]
+    pending = [w for w, r in model.waiters.items() if r is None]
     assert all(outcome(w) is SubscribeOutcome.DROPPED for w in pending)
     assert len(conns) == 1
 
 
 async def test_a_desync_drops_the_connection_and_resubscribes_on_a_new_one() -> None:
-    listener = Listener()
     conns: list[FakeConnection] = []
-    link = PubSubLink("fake", dial_from(conns), PLAIN, listener, Tuning())
-    link.start()
-    try:
-        await link.wait_settled()
+    async with started_link(dial_from(conns)) as (link, listener):
         first = conns[0]
         waiter = link.add("a")
-        await spin_until(lambda: first.received == [("SUBSCRIBE", "a")], "SUBSCRIBE a")
+        await eventually(lambda: first.received == [("SUBSCRIBE", "a")], "SUBSCRIBE a")
         first.feed([b"subscribe", b"b", 1])  # answers a command never sent
         assert await waiter is SubscribeOutcome.DROPPED
         await eventually(lambda: len(conns) == 2, "a second connection")
         second = conns[1]
         assert first.disconnected
-        await spin_until(lambda: second.received == [("SUBSCRIBE", "a")], "the resubscribe")
+        await eventually(lambda: second.received == [("SUBSCRIBE", "a")], "the resubscribe")
         assert link.state is LinkState.SYNCING
         second.feed([b"subscribe", b"a", 1])
-        await spin_until(lambda: link.state is LinkState.READY, "READY")
+        await eventually(lambda: link.state is LinkState.READY, "READY")
         assert listener.states == [
             LinkState.CONNECTING, LinkState.SYNCING, LinkState.READY,  # nothing to resubscribe
             LinkState.BACKOFF,
             LinkState.CONNECTING, LinkState.SYNCING, LinkState.READY,
         ]
         assert link.ready_count == 2 and link.failures == 0
-    finally:
-        await link.close()
 
 
 async def test_two_silent_intervals_declare_the_connection_dead() -> None:
-    listener = Listener()
     conns: list[FakeConnection] = []
-    link = PubSubLink("fake", dial_from(conns), PLAIN, listener, Tuning())
-    link.start()
-    try:
-        await link.wait_settled()
+    async with started_link(dial_from(conns)) as (_, listener):
         first = conns[0]
         first.feed(SILENCE)
-        await spin_until(lambda: first.received == [("PING",)], "a PING")
+        await eventually(lambda: first.received == [("PING",)], "a PING")
         first.feed(b"PONG")  # answered: still alive
         first.feed(SILENCE)
-        await spin_until(lambda: len(first.received) == 2, "a second PING")
+        await eventually(lambda: len(first.received) == 2, "a second PING")
         assert not first.disconnected
         first.feed(SILENCE)  # and that one is not answered
         await eventually(lambda: len(conns) == 2, "a new connection")
         assert first.disconnected
         assert LinkState.BACKOFF in listener.states
-    finally:
-        await link.close()
 
 
 async def test_failed_dials_back_off_until_one_succeeds() -> None:
-    listener = Listener()
     conns: list[FakeConnection] = []
-    link = PubSubLink("fake", dial_from(conns, refusals=3), PLAIN, listener, Tuning())
-    assert outcome(link.add("a")) is SubscribeOutcome.DROPPED  # not connected yet
-    link.start()
-    try:
-        await link.wait_settled()  # the first attempt failed
+    async with started_link(dial_from(conns, refusals=3)) as (link, listener):
+        # The first attempt failed: wanted now, subscribed on reconnect.
+        assert outcome(link.add("a")) is SubscribeOutcome.DROPPED
         assert listener.states[:2] == [LinkState.CONNECTING, LinkState.BACKOFF]
         assert link.failures >= 1  # (the next attempt may already have failed too)
         await eventually(
@@ -611,8 +585,6 @@ async def test_failed_dials_back_off_until_one_succeeds() -> None:
         await listener.until(lambda: link.state is LinkState.READY)
         assert link.failures == 0 and link.ready_count == 1
         assert listener.states.count(LinkState.BACKOFF) == 3
-    finally:
-        await link.close()
 
 
 async def test_pushes_for_unwanted_topics_and_listener_errors_do_not_stop_the_reader() -> None:
@@ -621,23 +593,17 @@ async def test_pushes_for_unwanted_topics_and_listener_errors_do_not_stop_the_re
             super().on_link_message(topic, payload)
             raise RuntimeError("handler bug")
 
-    listener = Failing()
     conns: list[FakeConnection] = []
-    link = PubSubLink("fake", dial_from(conns), PLAIN, listener, Tuning())
-    link.start()
-    try:
-        await link.wait_settled()
+    async with started_link(dial_from(conns), listener=Failing()) as (link, listener):
         conn = conns[0]
         link.add("a")
         conn.feed([b"subscribe", b"a", 1])
         conn.feed([b"message", b"a", b"1"])
         conn.feed([b"message", b"zz", b"not wanted"])
         conn.feed([b"message", b"a", b"2"])
-        await spin_until(lambda: conn.idle, "the reader to drain")
+        await eventually(lambda: conn.idle, "the reader to drain")
         assert listener.messages == [("a", b"1"), ("a", b"2")]
         assert not conn.disconnected and link.state is LinkState.READY
-    finally:
-        await link.close()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -652,10 +618,8 @@ def test_backoff_doubles_up_to_the_cap_and_resets(monkeypatch: pytest.MonkeyPatc
 
 
 def test_backoff_is_jittered_within_its_ceiling() -> None:
-    backoff = Backoff(1.0, 4.0)
-    delays = [backoff.next_delay_s() for _ in range(200)]
-    assert all(0.0 <= d <= 4.0 for d in delays)
-    assert len(set(delays)) > 100  # full jitter, not a fixed schedule
+    delays = [Backoff(1.0, 4.0).next_delay_s() for _ in range(200)]  # each the first: <= 1
+    assert all(0.0 <= d <= 1.0 for d in delays) and len(set(delays)) > 100
 
 
 @pytest.mark.parametrize(
@@ -680,7 +644,7 @@ def test_enforced_kwargs_pin_what_correctness_depends_on() -> None:
     assert kwargs["health_check_interval"] == 0
 
 
-def test_connection_factory_layers_later_wins_and_enforced_wins_over_all() -> None:
+async def test_connection_factory_layers_later_wins_and_enforced_wins_over_all() -> None:
     tuning = Tuning(client_name="hub")
     factory = ConnectionFactory.merge(
         {"password": "from-options", "protocol": 3, "username": "u"},
@@ -693,13 +657,9 @@ def test_connection_factory_layers_later_wins_and_enforced_wins_over_all() -> No
     assert factory.kwargs["protocol"] == 2 and factory.kwargs["client_name"] == "hub"
     assert "connection_class" not in factory.kwargs
     plain = ConnectionFactory.merge(parse_url("redis://h:1/2"), options=tuning)
-    assert plain.connection_class is Connection and plain.connect_timeout_s == 1.0
-
-
-async def test_connection_factory_client_is_given_the_server_address() -> None:
-    factory = ConnectionFactory.merge({}, options=Tuning())
-    client = factory.client(host="10.0.0.7", port=7001)
-    try:
+    assert plain.connection_class is Connection and plain.kwargs["db"] == 2
+    client = ConnectionFactory.merge(options=tuning).client(host="10.0.0.7", port=7001)
+    try:  # a cluster node's address is given per client
         kwargs = client.connection_pool.connection_kwargs
         assert (kwargs["host"], kwargs["port"], kwargs["protocol"]) == ("10.0.0.7", 7001, 2)
     finally:
@@ -722,59 +682,34 @@ async def test_dial_gives_up_after_its_timeout_and_closes_the_connection() -> No
     assert conn.disconnected
 
 
-async def test_dial_to_a_closed_port_fails_promptly() -> None:
-    (port,) = free_ports(1)
-    dial = ConnectionFactory.merge({"host": "127.0.0.1", "port": port}, options=Tuning()).dialer()
-    with pytest.raises(RedisConnectionError):
-        await dial()
-
-
 # --------------------------------------------------------------------------- real server
 
 
-def client_name(key_prefix: str) -> str:
-    """A CLIENT SETNAME unique to the test, to find (and kill) only its connections."""
-    return f"conn-{key_prefix.rstrip(':')}"
+def real_tuning(key_prefix: str, **changes: float) -> Tuning:
+    """Tuning whose CLIENT SETNAME is unique to the test, to find only its connections."""
+    return dataclasses.replace(Tuning(client_name=f"conn-{key_prefix.rstrip(':')}"), **changes)
 
 
-async def kill_named(url: str, name: str) -> int:
-    """``CLIENT KILL ID`` for each connection named ``name`` (and no other)."""
-    admin = aioredis.Redis.from_url(url, protocol=2)
-    killed = 0
-    try:
-        listing = (await admin.execute_command("CLIENT", "LIST")).decode()
-        for line in listing.splitlines():
-            fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-            if fields.get("name") == name:
-                killed += int(await admin.execute_command("CLIENT", "KILL", "ID", fields["id"]))
-    finally:
-        await admin.aclose()
-    return killed
+async def subscribed(link: PubSubLink, topic: str) -> SubscribeOutcome:
+    return await asyncio.wait_for(link.add(topic), TIMEOUT_S)
 
 
-async def last_command(url: str, name: str) -> str:
-    """The ``cmd`` field of CLIENT LIST for the one connection named ``name``."""
+async def named_clients(url: str, name: str) -> list[dict[str, str]]:
+    """CLIENT LIST fields of the connections named ``name`` (and no other)."""
     admin = aioredis.Redis.from_url(url, protocol=2)
     try:
         listing = (await admin.execute_command("CLIENT", "LIST")).decode()
     finally:
         await admin.aclose()
-    commands = [
-        fields["cmd"]
-        for fields in (
-            dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-            for line in listing.splitlines()
-        )
-        if fields.get("name") == name
-    ]
-    assert len(commands) == 1, commands
-    return commands[0]
+    rows = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in
+            listing.splitlines()]
+    return [row for row in rows if row.get("name") == name]
 
 
-async def numsub(url: str, topic: str) -> int:
+async def command(url: str, *args: object) -> Any:
     admin = aioredis.Redis.from_url(url, protocol=2)
     try:
-        return int((await admin.execute_command("PUBSUB", "NUMSUB", topic))[1])
+        return await admin.execute_command(*args)
     finally:
         await admin.aclose()
 
@@ -786,62 +721,47 @@ async def test_fake_server_speaks_like_redis(
     """The frames ``FakeServer`` makes are the ones a real server sends."""
     topic, other = f"{key_prefix}t", f"{key_prefix}never"
     publish = "PUBLISH" if dialect is PLAIN else "SPUBLISH"
-    conn = Connection(**parse_url(redis_url), protocol=2)
-    admin = aioredis.Redis.from_url(redis_url, protocol=2)
-    fake = FakeServer(dialect)
     script: list[tuple[str, ...]] = [
-        ("PING",),
-        (dialect.subscribe, topic),
-        ("PING",),
-        (publish, topic, "hello"),
-        (dialect.unsubscribe, topic),
-        ("PING",),
-        (dialect.unsubscribe, other),
+        ("PING",), (dialect.subscribe, topic), ("PING",), (publish, topic, "hello"),
+        (dialect.unsubscribe, topic), ("PING",), (dialect.unsubscribe, other),
     ]
+    conn = Connection(**parse_url(redis_url), protocol=2)
+    fake = FakeServer(dialect)
     real: list[object] = []
     expected: list[object] = []
     try:
         await conn.connect()  # type: ignore[no-untyped-call]
-        for command in script:
-            if command[0] == publish:
-                await admin.execute_command(*command)
+        for line in script:
+            if line[0] == publish:
+                await command(redis_url, *line)
                 expected.append(fake.message(topic, b"hello"))
             else:
-                await conn.send_command(*command)
-                expected.append(fake.answer(command))
+                await conn.send_command(*line)
+                expected.append(fake.answer(line))
             real.append(await conn.read_response(timeout=TIMEOUT_S))
     finally:
         await conn.disconnect()
-        await admin.aclose()
     assert real == expected
 
 
 async def test_link_subscribes_delivers_in_order_and_unsubscribes(
     redis_url: str, key_prefix: str
 ) -> None:
-    tuning = Tuning(client_name=client_name(key_prefix))
+    tuning = real_tuning(key_prefix)
     dial = ConnectionFactory.merge(parse_url(redis_url), options=tuning).dialer()
-    listener = Listener()
-    link = PubSubLink("real", dial, PLAIN, listener, tuning)
     topic = f"{key_prefix}c:1"
-    publisher = aioredis.Redis.from_url(redis_url)
-    link.start()
-    try:
-        await link.wait_settled()
+    async with started_link(dial, PLAIN, tuning) as (link, listener):
         assert link.state is LinkState.READY
-        assert await asyncio.wait_for(link.add(topic), TIMEOUT_S) is SubscribeOutcome.ACKED
+        assert await subscribed(link, topic) is SubscribeOutcome.ACKED
         for i in range(50):
-            await publisher.publish(topic, b"%d" % i)
+            await command(redis_url, "PUBLISH", topic, b"%d" % i)
         await listener.until(lambda: len(listener.messages) == 50)
         assert listener.messages == [(topic, b"%d" % i) for i in range(50)]
         link.discard(topic)
         async with asyncio.timeout(TIMEOUT_S):
-            while await numsub(redis_url, topic):  # noqa: ASYNC110 - polling the server
+            while (await command(redis_url, "PUBSUB", "NUMSUB", topic))[1]:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert link.state is LinkState.READY and link.failures == 0
-    finally:
-        await publisher.aclose()
-        await link.close()
 
 
 async def test_link_pings_a_quiet_connection_in_and_out_of_subscribed_mode(
@@ -849,52 +769,35 @@ async def test_link_pings_a_quiet_connection_in_and_out_of_subscribed_mode(
 ) -> None:
     # PING is answered "PONG" with no subscription and ["pong", ""] with one;
     # a mismatch would be a desync, i.e. a reconnect.
-    name = client_name(key_prefix)
-    tuning = Tuning(client_name=name, ping_interval_s=0.1)
+    tuning = real_tuning(key_prefix, ping_interval_s=0.1)
     dial = ConnectionFactory.merge(parse_url(redis_url), options=tuning).dialer()
-    listener = Listener()
-    link = PubSubLink("real", dial, PLAIN, listener, tuning)
-    link.start()
-    try:
-        await link.wait_settled()
+    async with started_link(dial, PLAIN, tuning) as (link, _):
         await asyncio.sleep(0.35)  # a few intervals, unsubscribed
-        assert await last_command(redis_url, name) == "ping"
-        waiter = link.add(f"{key_prefix}c:1")
-        assert await asyncio.wait_for(waiter, TIMEOUT_S) is SubscribeOutcome.ACKED
+        assert [c["cmd"] for c in await named_clients(redis_url, tuning.client_name)] == ["ping"]
+        assert await subscribed(link, f"{key_prefix}c:1") is SubscribeOutcome.ACKED
         await asyncio.sleep(0.35)  # a few intervals, subscribed
-        assert await last_command(redis_url, name) == "ping"
+        assert [c["cmd"] for c in await named_clients(redis_url, tuning.client_name)] == ["ping"]
         assert link.state is LinkState.READY
         assert link.ready_count == 1 and link.failures == 0, "no ping was mismatched"
-    finally:
-        await link.close()
 
 
 async def test_link_reconnects_and_resubscribes_after_its_connection_is_killed(
     redis_url: str, key_prefix: str
 ) -> None:
-    name = client_name(key_prefix)
-    tuning = Tuning(client_name=name)
+    tuning = real_tuning(key_prefix)
     dial = ConnectionFactory.merge(parse_url(redis_url), options=tuning).dialer()
-    listener = Listener()
-    link = PubSubLink("real", dial, PLAIN, listener, tuning)
     topics = [f"{key_prefix}c:{i}" for i in range(3)]
-    publisher = aioredis.Redis.from_url(redis_url)
-    link.start()
-    try:
-        await link.wait_settled()
+    async with started_link(dial, PLAIN, tuning) as (link, listener):
         for topic in topics:
-            assert await asyncio.wait_for(link.add(topic), TIMEOUT_S) is SubscribeOutcome.ACKED
-        assert await kill_named(redis_url, name) == 1
+            assert await subscribed(link, topic) is SubscribeOutcome.ACKED
+        (ours,) = await named_clients(redis_url, tuning.client_name)
+        assert await command(redis_url, "CLIENT", "KILL", "ID", ours["id"]) == 1
         await listener.until(lambda: link.ready_count == 2)
         assert LinkState.BACKOFF in listener.states and link.state is LinkState.READY
-        assert [await numsub(redis_url, t) for t in topics] == [1, 1, 1]
         for topic in topics:
-            await publisher.publish(topic, b"after")
+            assert await command(redis_url, "PUBLISH", topic, b"after") == 1  # once, not twice
         await listener.until(lambda: len(listener.messages) == len(topics))
         assert sorted(listener.messages) == sorted((t, b"after") for t in topics)
-    finally:
-        await publisher.aclose()
-        await link.close()
 
 
 async def test_sharded_subscribe_on_a_node_not_owning_the_slot_meets_moved(
@@ -902,26 +805,16 @@ async def test_sharded_subscribe_on_a_node_not_owning_the_slot_meets_moved(
 ) -> None:
     topic = f"{key_prefix}c:1"
     slot = key_slot(topic.encode())
-    probe = aioredis.Redis.from_url(f"redis://{redis_cluster_nodes[0]}", protocol=2)
-    try:
-        owner = next(
-            f"{e[2][0].decode()}:{int(e[2][1])}"
-            for e in await probe.execute_command("CLUSTER", "SLOTS")
-            if int(e[0]) <= slot <= int(e[1])
-        )
-    finally:
-        await probe.aclose()
+    owner = next(
+        f"{e[2][0].decode()}:{int(e[2][1])}"
+        for e in await command(f"redis://{redis_cluster_nodes[0]}", "CLUSTER", "SLOTS")
+        if int(e[0]) <= slot <= int(e[1])
+    )
     host, port = next(a for a in redis_cluster_nodes if a != owner).rsplit(":", 1)
-    tuning = Tuning(client_name=client_name(key_prefix))
+    tuning = real_tuning(key_prefix)
     dial = ConnectionFactory.merge(options=tuning).dialer(host=host, port=int(port))
-    listener = Listener()
-    link = PubSubLink("wrong-node", dial, SHARDED, listener, tuning)
-    link.start()
-    try:
-        await link.wait_settled()
-        assert await asyncio.wait_for(link.add(topic), TIMEOUT_S) is SubscribeOutcome.MOVED
+    async with started_link(dial, SHARDED, tuning) as (link, listener):
+        assert await subscribed(link, topic) is SubscribeOutcome.MOVED
         assert listener.lost == [(topic, Reply.MOVED)]
         assert topic not in link.wanted
         assert link.state is LinkState.READY and link.failures == 0  # not a desync
-    finally:
-        await link.close()
