@@ -28,7 +28,7 @@ from gateway.presence import PresenceService
 from gateway.router import Router
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
-from parley.actions import accounts, delivery, messages
+from parley.actions import accounts, delivery, files, messages
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import DomainError
@@ -349,9 +349,15 @@ class GatewayApp:
             also = d.get("also_in_channel", False)
             if not isinstance(also, bool):
                 raise codecs.BadEnvelope("invalid_field", "'also_in_channel' must be a boolean")
+            raw_files = d.get("file_ids", [])
+            if not isinstance(raw_files, list) or len(raw_files) > files.FILES_PER_MESSAGE:
+                raise codecs.BadEnvelope("invalid_field", "'file_ids' is a list of at most "
+                                         f"{files.FILES_PER_MESSAGE} ids")
+            file_ids = [codecs.as_id(f, "file_ids") for f in raw_files]
             msg = await messages.post_message(self.svc, session.ident, session.workspace_id,
                                               channel_id, text, cmid, root_id,
-                                              member_checked=True, also_in_channel=also)
+                                              member_checked=True, also_in_channel=also,
+                                              file_ids=file_ids)
         except codecs.BadEnvelope as exc:
             session.error(ref, exc.code, exc.message)
             return

@@ -146,6 +146,8 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
                 await asyncio.sleep(0.005)  # uvicorn exposes no "started" event to wait on
             if running.api_task.done():
                 running.api_task.result()
+            if api:
+                rt.start_maintenance()  # stale-upload cleanup; Runtime.close() cancels it
     except BaseException:
         await running.stop(drain_deadline_s=0.1)
         raise

@@ -572,3 +572,19 @@ async def test_local_signed_urls_are_checked(parley: Running) -> None:
         assert resp.status_code in (403, 404)
         assert (await http.put(parts.path, params=q, content=b"0123456789")).status_code == 204
     await t.close()
+
+
+async def test_files_can_be_attached_over_the_gateway(parley: Running) -> None:
+    t = await make_team(parley)
+    done = await upload(t, t.bob, png())
+    ws = await t.connect(t.bob)
+    await ws.send_cmd("send", {"channel_id": t.general, "text": "look",
+                               "file_ids": [done["id"]]}, ref="f")
+    ack = await ws.recv_type("ack")
+    assert ack["ref"] == "f"
+    created = await ws.recv_type("message.created")
+    assert [f["id"] for f in created["d"]["files"]] == [int(done["id"])]
+    await ws.send_cmd("send", {"channel_id": t.general, "text": "x", "file_ids": "nope"})
+    assert (await ws.recv_type("error"))["d"]["code"] == "invalid_field"
+    await ws.close()
+    await t.close()
