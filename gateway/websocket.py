@@ -48,6 +48,14 @@ from typing import Any, Final
 
 import core_ext
 from core_ext import FrameError, Kernels
+from core_ext.defs_py import (  # the one definition of the opcodes
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+)
 
 __all__ = [
     "VALID_CLOSE_CODES",
@@ -67,12 +75,6 @@ __all__ = [
 ]
 
 _MiB: Final = 1024 * 1024
-OP_CONTINUATION: Final = 0x0
-OP_TEXT: Final = 0x1
-OP_BINARY: Final = 0x2
-OP_CLOSE: Final = 0x8
-OP_PING: Final = 0x9
-OP_PONG: Final = 0xA
 
 CLOSE_NORMAL: Final = 1000
 CLOSE_NO_STATUS: Final = 1005  # never sent: "the close frame had no code"
