@@ -33,7 +33,12 @@ class Mentions:
         return self.everyone or bool(self.user_ids)
 
 
+_NONE = Mentions(user_ids=(), everyone=False)
+
+
 def parse(text: str) -> Mentions:
+    if "@" not in text:  # most messages: one C-level scan instead of two regex passes
+        return _NONE
     seen: dict[int, None] = {}
     for m in _USER_RE.finditer(text):
         uid = int(m.group(1))
