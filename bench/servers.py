@@ -153,7 +153,8 @@ class ParleyProcess(Monitored):
                  redis_url: str = "", jwt_secret: str = "", name: str | None = None,
                  extra_env: dict[str, str] | None = None) -> None:
         self.mode = mode
-        self.api_port = free_port() if mode in ("serve", "api") else None
+        # A gateway-only process serves /healthz and /readyz on its API port.
+        self.api_port = free_port() if mode in ("serve", "api", "gateway") else None
         self.gateway_port = free_port() if mode in ("serve", "gateway", "echo") else None
         label = name or f"parley-{mode}"
         data_dir = workdir / label
