@@ -25,7 +25,14 @@ import psutil
 
 from bench.common import Result, latency_summary
 from bench.generator import Fleet, WorkerSpec, summarize
-from bench.servers import Databases, Monitored, ParleyProcess, PeerProcess, postgres_cpu_s
+from bench.servers import (
+    Databases,
+    Monitored,
+    ParleyProcess,
+    PeerProcess,
+    RedisProcess,
+    postgres_cpu_s,
+)
 
 SUBPROTOCOL = "parley.msgpack.v1"
 #: Busy cores outside the server, its database and the generator above which a
@@ -120,6 +127,16 @@ class Run:
 
     def add(self, srv: Monitored) -> None:
         self.servers.append(srv)
+
+    def redis(self) -> tuple[str, list[Monitored]]:
+        """The Redis to use: ``--redis-url`` if given, else a private server
+        started (and closed) with the run.  Returns its URL and the processes
+        to monitor (the private server, if one was started)."""
+        if self.opts.redis_url:
+            return self.opts.redis_url, []
+        srv = RedisProcess(self.workdir)
+        self.add(srv)
+        return srv.url, [srv]
 
     def close(self) -> None:
         for srv in reversed(self.servers):

@@ -40,7 +40,7 @@ from bench.scenarios.base import (
     measure,
 )
 from bench.scenarios.population import peer_targets, populate
-from bench.servers import Monitored, ParleyProcess, RedisProcess
+from bench.servers import Monitored, ParleyProcess
 
 #: Client-side pace per publisher socket: just under the gateway's 50/s.
 PUBLISH_RATE_PER_SOCKET = 48.0
@@ -145,13 +145,7 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
 def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
     n = args.subscribers
     with Run(opts, "crossnode") as run:
-        if opts.redis_url:
-            redis_url = opts.redis_url
-            redis: RedisProcess | None = None
-        else:
-            redis = RedisProcess(run.workdir)
-            run.add(redis)
-            redis_url = redis.url
+        redis_url, redis_procs = run.redis()
         dbs = run.databases(shared=True)
         secret = secrets.token_urlsafe(32)
         run.log(f"starting gateway A (serve) and gateway B (database: {dbs.kind})")
@@ -173,7 +167,7 @@ def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
         specs[0] = WorkerSpec("publisher", "publisher", "127.0.0.1", a.gateway_port,
                               SUBPROTOCOL, [*pop.extra_targets(0, publishers), sentinel], True,
                               specs[0].params)
-        servers: list[Monitored] = [a, b] + ([redis] if redis is not None else [])
+        servers: list[Monitored] = [a, b, *redis_procs]
         m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
         return _finish(run, m, scenario="crossnode", server="parley", n=n, args=args,
                        publishers=publishers,

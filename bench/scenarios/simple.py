@@ -39,7 +39,7 @@ from bench.scenarios.base import (
     measure,
 )
 from bench.scenarios.population import peer_targets, populate
-from bench.servers import Monitored, ParleyProcess, PeerProcess, RedisProcess
+from bench.servers import Monitored, ParleyProcess, PeerProcess
 
 #: Client-side pace per socket, just under the gateway's 50 commands/s.
 COMMAND_RATE_PER_SOCKET = 45.0
@@ -239,13 +239,7 @@ def presence_implemented() -> bool:
 def run_presence(opts: Options, args: argparse.Namespace) -> Result:
     n = args.connections
     with Run(opts, "presence") as run:
-        if opts.redis_url:
-            redis_url = opts.redis_url
-            redis: RedisProcess | None = None
-        else:
-            redis = RedisProcess(run.workdir)
-            run.add(redis)
-            redis_url = redis.url
+        redis_url, redis_procs = run.redis()
         servers, api, srv = _parley(run, opts, redis_url=redis_url)
         pop = populate(api, n)
         run.log(f"provisioned {len(pop.members)} accounts in {pop.setup_s:.1f} s")
@@ -258,7 +252,7 @@ def run_presence(opts: Options, args: argparse.Namespace) -> Result:
         def before(r: Run) -> None:
             calls["before"] = _command_calls(redis_url)
 
-        m = measure(run, specs, servers + ([redis] if redis is not None else []),
+        m = measure(run, specs, [*servers, *redis_procs],
                     before_go=before)
         calls["after"] = _command_calls(redis_url)
         beats = m.count()
