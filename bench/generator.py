@@ -17,19 +17,38 @@ Protocol between the parent (``Fleet``) and a generator process, over a pipe:
 Each child measures its own CPU share: a share above
 ``bench.common.SATURATION_SHARE`` means the generator, not the server, may
 have been the bottleneck, and the result says so.
+
+The fan-out closed loop (``Publisher``'s window) is closed around *every*
+receiver process, not around one socket in the lightly loaded publisher
+process: each receiver process picks one of its sockets as its sentinel and
+reports every timed message that socket reads, as a datagram (its index and
+how many timed messages it has read so far), to a Unix socket the publisher
+process binds (``sentinel_path``).  A message counts as delivered for the
+window once every sentinel has reported it (they all see the channel in the
+same order).  Counts are cumulative, so a datagram dropped on a full queue
+(``sentinel_reports_dropped``; Linux queues only ``max_dgram_qlen``, 10 by
+default) only delays the window, and the sentinel resends its count 1 ms
+later.  Otherwise the loop would
+only bound what the *server* holds: a receiver process starved of CPU would
+fall seconds behind, unread bytes piling up in its kernel buffers, while a
+sentinel in an idle process kept the publisher going.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
+import os
+import socket
+import struct
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from bench.common import SATURATION_SHARE, raise_nofile_limit
 from bench.roles import (
@@ -48,6 +67,10 @@ from bench.wsclient import HandshakeRejected, upgrade_request
 CONNECT_ATTEMPTS = 4
 #: How long one socket may take from TCP connect to ready.
 READY_TIMEOUT_S = 60.0
+#: A sentinel's report: its process index and its count of timed messages read.
+_REPORT = struct.Struct("<BI")
+#: When a report could not be queued, send the count again after this long.
+REPORT_RETRY_S = 0.001
 
 
 @dataclass
@@ -57,7 +80,7 @@ class ConnTarget:
     path: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     channel_id: int = 0  # the channel a sender writes to (ingest)
-    port: int = 0  # another port than the spec's (crossnode's sentinel), 0: the spec's
+    port: int = 0  # another port than the spec's; 0: the spec's
 
 
 @dataclass
@@ -80,7 +103,7 @@ def _factory(spec: WorkerSpec, stats: Stats, index: int) -> BenchConn:
     req = upgrade_request(spec.host, target.port or spec.port, target.path, spec.subprotocol,
                           target.headers)
     p = spec.params
-    if spec.role == "receiver" or (spec.role == "publisher" and index == len(spec.targets) - 1):
+    if spec.role == "receiver":
         return Receiver(req, stats, spec.wait_hello)
     if spec.role == "publisher":
         return PublisherConn(req, stats, spec.wait_hello)
@@ -93,6 +116,78 @@ def _factory(spec: WorkerSpec, stats: Stats, index: int) -> BenchConn:
     if spec.role == "idle":
         return IdleConn(req, stats, spec.wait_hello)
     raise ValueError(f"unknown role {spec.role!r}")
+
+
+class SentinelRelay:
+    """The publisher's end of the closed loop (see the module docstring).
+
+    Stands in for the sentinel ``Receiver`` that ``Publisher`` expects: it
+    calls ``on_delivery()`` once per message every one of ``sources``
+    receiver processes has reported.
+    """
+
+    def __init__(self, path: str, sources: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.on_delivery: Callable[[], None] | None = None
+        self.path = path
+        self._counts = [0] * sources
+        self._done = 0
+        self._loop = loop
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._sock.bind(path)
+        self._sock.setblocking(False)
+        loop.add_reader(self._sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        counts = self._counts
+        while True:
+            try:
+                data = self._sock.recv(64)
+            except (BlockingIOError, InterruptedError):
+                break
+            if len(data) == _REPORT.size:
+                source, seen = _REPORT.unpack(data)
+                if source < len(counts) and seen > counts[source]:
+                    counts[source] = seen
+        complete = min(counts)
+        while self._done < complete:
+            self._done += 1
+            if self.on_delivery is not None:
+                self.on_delivery()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _sentinel_reporter(path: str, index: int, stats: Stats) -> Callable[[], None]:
+    """A receiver process's side of the closed loop: a datagram per message."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect(path)  # the publisher bound it before reporting ready
+    seen = 0
+    retry: asyncio.TimerHandle | None = None
+
+    def send() -> None:
+        nonlocal retry
+        retry = None
+        try:
+            sock.send(_REPORT.pack(index, seen))
+        except OSError:  # the publisher's queue is full: the next report, or a retry, tells
+            stats.extra["sentinel_reports_dropped"] += 1
+            retry = loop.call_later(REPORT_RETRY_S, send)
+
+    def report() -> None:
+        nonlocal seen
+        seen += 1
+        if retry is None:
+            send()
+
+    return report
 
 
 def _returning(conn: BenchConn) -> Callable[[], BenchConn]:
@@ -130,6 +225,10 @@ async def _run(spec: WorkerSpec, pipe: Connection) -> None:
     errors: Counter[str] = Counter()
     sem = asyncio.Semaphore(spec.connect_concurrency)
     started = time.monotonic()
+    p = spec.params
+    relay: SentinelRelay | None = None
+    if spec.role == "publisher":
+        relay = SentinelRelay(p["sentinel_path"], p["sentinel_sources"], loop)
     results = await asyncio.gather(*(_connect_one(spec, stats, i, sem, errors)
                                      for i in range(len(spec.targets))))
     conns = [c for c in results if c is not None]
@@ -143,15 +242,17 @@ async def _run(spec: WorkerSpec, pipe: Connection) -> None:
     stats.t_from, stats.t_to = t_from, t_to
 
     publisher: Publisher | None = None
-    if spec.role == "publisher" and results[-1] is not None:
-        pub_conns = [c for c in results[:-1] if isinstance(c, PublisherConn)]
-        sentinel = results[-1]
-        assert isinstance(sentinel, Receiver)
-        p = spec.params
-        publisher = Publisher(pub_conns, sentinel, stats, dialect=p["dialect"],
+    if relay is not None:
+        pub_conns = [c for c in conns if isinstance(c, PublisherConn)]
+        publisher = Publisher(pub_conns, cast(Receiver, relay), stats, dialect=p["dialect"],
                               channel_id=p.get("channel_id", 0), size=p["size"],
                               window=p["window"], rate=p.get("rate", 0.0),
                               burst=p.get("burst", 1.0), pace=p.get("pace", 0.0))
+    elif "sentinel_path" in p and conns:
+        sentinel = conns[0]
+        assert isinstance(sentinel, Receiver)
+        sentinel.on_delivery = _sentinel_reporter(p["sentinel_path"], p["sentinel_index"],
+                                                  stats)
 
     def now() -> int:
         return time.monotonic_ns()
@@ -171,6 +272,8 @@ async def _run(spec: WorkerSpec, pipe: Connection) -> None:
     if publisher is not None:
         publisher.stop()
     await asyncio.sleep(max(0.0, (t_end - now()) / 1e9))
+    if relay is not None:
+        relay.close()
     cpu_s = cpu1 - cpu0
     wall_s = max(wall1 - wall0, 1e-9)
     pipe.send(("done", {

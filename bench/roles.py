@@ -14,8 +14,10 @@ Roles:
                   messages not yet seen by its sentinel receiver, spread over
                   one or more sockets each paced by a token bucket (Parley
                   limits commands per connection).
-``CommandConn``   a paced closed loop of commands with replies: ``send`` ->
-                  ``ack`` (ingest) or ``heartbeat`` -> ``heartbeat_ack`` (presence).
+``CommandConn``   a paced closed loop of ``send`` commands -> ``ack`` (ingest);
+                  built with ``op="heartbeat"`` it is a ``HeartbeatConn``.
+``HeartbeatConn`` presence: paced ref-less heartbeats (no reply), then one
+                  heartbeat with a ref whose ``heartbeat_ack`` confirms them.
 ``EchoConn``      round trips: send, wait for the echo, send again.
 ``IdleConn``      holds the socket (answers pings).
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from array import array
 from collections import Counter
@@ -32,7 +35,8 @@ from typing import Any
 
 import msgpack
 
-from bench.wsclient import WsClient, read_timestamp, timed_text
+from bench.wsclient import OP_BINARY, WsClient, read_timestamp, timed_text
+from core_ext import build_frame
 
 #: Latencies are stored as unsigned 32-bit microseconds (up to ~71 minutes).
 _MAX_US = 2**32 - 1
@@ -368,7 +372,16 @@ class EchoConn(PacedConn):
 
 
 class CommandConn(PacedConn):
-    """Parley commands with replies: ``send`` (ingest) or ``heartbeat`` (presence)."""
+    """Parley commands with replies: ``send`` (ingest).
+
+    ``CommandConn(..., op="heartbeat")`` returns a ``HeartbeatConn`` (the
+    generator builds every ``command`` socket through this class).
+    """
+
+    def __new__(cls, *args: Any, op: str = "send", **kwargs: Any) -> CommandConn:
+        if cls is CommandConn and op in HEARTBEAT_MODES:
+            cls = HeartbeatConn
+        return super().__new__(cls)
 
     def __init__(self, request: bytes, stats: Stats, wait_hello: bool, *, op: str,
                  channel_id: int, size: int, window: int, rate: float, burst: float) -> None:
@@ -417,3 +430,108 @@ class CommandConn(PacedConn):
                 self.done_one()
         else:
             self.stats.extra[f"other:{kind}"] += 1
+
+
+#: The ``ref`` of the final heartbeat of a ``HeartbeatConn``.
+FINAL_REF = 1
+#: The ``ref`` of every other heartbeat in the ``heartbeat+ack`` mode.
+PACED_REF = 0
+#: ``op`` values that make a ``HeartbeatConn``: ref-less heartbeats, or (for
+#: comparison, the client pattern before ref-less heartbeats) every heartbeat
+#: with a ref and acknowledged.  The mode rides on ``op`` because the
+#: generator passes a fixed set of parameters to command sockets.
+HEARTBEAT_MODES = ("heartbeat", "heartbeat+ack")
+
+
+class HeartbeatConn(CommandConn):
+    """Presence as clients do it: ref-less heartbeats, evenly paced, no reply.
+
+    One heartbeat every ``1 / rate`` seconds (the first at a random phase, so
+    sockets do not beat in step), each a pre-built masked frame and one
+    write: the generator spends as little per heartbeat as it can, since it
+    shares the machine with the server.  The server answers nothing, so
+    nothing is counted as it goes.  Once the senders stop, the next tick sends
+    one heartbeat *with* a ref; the server handles a connection's frames in
+    order, so its ``heartbeat_ack`` proves every earlier heartbeat on the
+    socket was absorbed.  Then, and only then, the socket's heartbeats count:
+    those sent in the window go to ``stats.count``, all of them to
+    ``stats.total``, minus any the server rejected (an ``error`` without a
+    ref).  A socket whose ack never arrives counts nothing: the scenario
+    reports the shortfall (``stats.sent`` counts every heartbeat sent in the
+    window).  Latency samples are the final heartbeat's round trips, one
+    per socket: how far behind the server was when the load stopped.
+
+    With ``op="heartbeat+ack"`` every heartbeat carries ``ref`` 0, so the
+    server decodes it and answers each one (``extra.paced_acks`` counts the
+    answers): the cost of replying, measured the same way.
+    """
+
+    def __init__(self, request: bytes, stats: Stats, wait_hello: bool, *, op: str,
+                 channel_id: int, size: int, window: int, rate: float, burst: float) -> None:
+        super().__init__(request, stats, wait_hello, op=op, channel_id=channel_id, size=size,
+                         window=window, rate=rate, burst=burst)
+        if rate <= 0:
+            raise ValueError("heartbeats need a rate > 0 per socket")
+        self.interval = 1.0 / rate
+        self.frame = b""  # the ref-less heartbeat, masked with this socket's key
+        self.beats = 0  # heartbeats sent
+        self.in_window = 0  # ... of them in the window
+        self.rejected = 0  # error replies without a ref (rejected heartbeats)
+        self.rejected_in_window = 0  # ... of them received in the window
+        self.final_sent_ns = 0  # when the final heartbeat (with a ref) left; 0: not yet
+
+    def start(self) -> None:
+        cmd: dict[str, Any] = {"op": "heartbeat"}
+        if self.op == "heartbeat+ack":
+            cmd["ref"] = PACED_REF
+        self.frame = build_frame(OP_BINARY, msgpack.packb(cmd), True, self.mask_key)
+        self.timer = self.loop.call_later(random.uniform(0.0, self.interval), self._beat)
+
+    def _beat(self) -> None:
+        self.timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        stats = self.stats
+        if not stats.running:
+            if self.beats and not self.final_sent_ns:
+                self.final_sent_ns = time.monotonic_ns()
+                self.send(msgpack.packb({"op": "heartbeat", "ref": FINAL_REF, "d": {}}))
+            return
+        transport.write(self.frame)
+        self.beats += 1
+        now = time.monotonic_ns()
+        if stats.t_from <= now < stats.t_to:
+            self.in_window += 1
+            stats.sent += 1
+        self.timer = self.loop.call_later(self.interval, self._beat)
+
+    def handle(self, payload: bytes, now_ns: int) -> None:
+        try:
+            event = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except Exception:
+            self.stats.errors["undecodable"] += 1
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("t")
+        ref = event.get("ref")
+        stats = self.stats
+        if kind == "heartbeat_ack" and ref == FINAL_REF and self.final_sent_ns:
+            stats.count += self.in_window - self.rejected_in_window
+            stats.total += self.beats - self.rejected
+            stats.extra["final_acks"] += 1
+            us = (now_ns - self.final_sent_ns) // 1000
+            stats.latencies.append(us if 0 <= us < _MAX_US else _MAX_US)
+        elif kind == "heartbeat_ack" and ref == PACED_REF:
+            stats.extra["paced_acks"] += 1
+        elif kind == "error":
+            code = (event.get("d") or {}).get("code", "?")
+            stats.errors[str(code)] += 1
+            if ref is None or ref == PACED_REF:
+                self.rejected += 1
+                if stats.t_from <= now_ns < stats.t_to:
+                    self.rejected_in_window += 1
+                    stats.extra["rejected_in_window"] += 1
+        else:
+            stats.extra[f"other:{kind}"] += 1

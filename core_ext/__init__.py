@@ -8,7 +8,8 @@ Kernels (name -> compiled module / Python twin):
   and builder (one source compiled with ``frames_c.pxd``).  ``frames_c``
   calls ``_mask`` at C level, so it only loads when ``_mask`` does.
 * ``fanout``    -> ``core_ext.fanout_c`` / ``core_ext.fanout_py``: one frame to
-  many transports.
+  many transports, and the per-connection outbound queue (``Outbound``,
+  ``OutboundQueue``) that the gateway's connections are built on.
 
 Selection, once, at import time, per kernel:
 
@@ -53,6 +54,8 @@ __all__ = [
     "FrameError",
     "FrameParser",
     "Kernels",
+    "Outbound",
+    "OutboundQueue",
     "SnowflakeGenerator",
     "build_frame",
     "fanout_write",
@@ -136,6 +139,8 @@ class Kernels:
     FrameParser: Any
     build_frame: Any
     fanout_write: Any
+    Outbound: Any
+    OutboundQueue: Any
 
 
 def kernels(name: Implementation) -> Kernels:
@@ -162,6 +167,8 @@ def kernels(name: Implementation) -> Kernels:
         FrameParser=mods["frames"].FrameParser,
         build_frame=mods["frames"].build_frame,
         fanout_write=mods["fanout"].fanout_write,
+        Outbound=mods["fanout"].Outbound,
+        OutboundQueue=mods["fanout"].OutboundQueue,
     )
 
 
@@ -170,7 +177,7 @@ def kernels(name: Implementation) -> Kernels:
 if TYPE_CHECKING:
     from core_ext._mask_py import mask, mask_slice
     from core_ext._snowflake_py import SnowflakeGenerator, snowflake_parts
-    from core_ext.fanout_py import FanoutTarget, fanout_write
+    from core_ext.fanout_py import FanoutTarget, Outbound, OutboundQueue, fanout_write
     from core_ext.frames_py import Frame, FrameParser, build_frame
 else:
     from core_ext.fanout_py import FanoutTarget
@@ -183,3 +190,5 @@ else:
     FrameParser = _chosen["frames"].FrameParser
     build_frame = _chosen["frames"].build_frame
     fanout_write = _chosen["fanout"].fanout_write
+    Outbound = _chosen["fanout"].Outbound
+    OutboundQueue = _chosen["fanout"].OutboundQueue

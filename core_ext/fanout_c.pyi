@@ -3,5 +3,7 @@
 from collections.abc import Sequence
 
 from core_ext.fanout_py import FanoutTarget as FanoutTarget
+from core_ext.fanout_py import Outbound as Outbound
+from core_ext.fanout_py import OutboundQueue as OutboundQueue
 
 def fanout_write(targets: Sequence[FanoutTarget], frame: bytes, limit_bytes: int) -> list[int]: ...

@@ -9,18 +9,28 @@ Both carry the same envelopes (docs/protocol.md):
 
 In JSON every id (key ``id`` or ending in ``_id``/``_ids``) is a decimal
 string; in msgpack it is an integer.  Decoding accepts either on input.
+
+Each codec also carries ``heartbeats``: the exact frames (bytes for msgpack,
+str for JSON) of a ref-less ``heartbeat`` as common encoders write them,
+mapped to the command's ``active`` flag.  The gateway looks a frame up there
+before decoding it (``GatewayApp.on_message``), so the commonest command of
+all costs one dict lookup instead of an envelope decode.  Every key is
+checked at import against ``decode``: the table can only ever say what
+decoding would have said.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Final
 
 import msgpack
 
 from parley import events
 
 MAX_REF_LEN = 64  # characters of a string ref echoed back to the client
+HEARTBEAT_OP = "heartbeat"
 
 
 class BadEnvelope(ValueError):
@@ -54,6 +64,8 @@ def _check(obj: Any) -> tuple[str, Any, dict[str, Any]]:
 class MsgpackCodec:
     name = "msgpack"
     binary = True
+    #: Ref-less heartbeat frames -> ``active`` (see the module docstring).
+    heartbeats: ClassVar[Mapping[bytes | str, bool]]
 
     @staticmethod
     def decode(frame: bytes | str) -> tuple[str, Any, dict[str, Any]]:
@@ -82,6 +94,8 @@ class MsgpackCodec:
 class JsonCodec:
     name = "json"
     binary = False
+    #: Ref-less heartbeat frames -> ``active`` (see the module docstring).
+    heartbeats: ClassVar[Mapping[bytes | str, bool]]
 
     @staticmethod
     def decode(frame: bytes | str) -> tuple[str, Any, dict[str, Any]]:
@@ -103,6 +117,46 @@ class JsonCodec:
 
 
 Codec = MsgpackCodec | JsonCodec
+
+
+def _heartbeat_envelopes() -> list[dict[str, Any]]:
+    """A ref-less heartbeat as clients write it: ``op`` alone, or with ``d``
+    empty or carrying ``active``; ``op`` first or last."""
+    out: list[dict[str, Any]] = [{"op": HEARTBEAT_OP}]
+    for d in ({}, {"active": True}, {"active": False}):
+        out += [{"op": HEARTBEAT_OP, "d": d}, {"d": d, "op": HEARTBEAT_OP}]
+    return out
+
+
+def _heartbeat_table(decode: Callable[[Any], tuple[str, Any, dict[str, Any]]],
+                     frames: Iterable[bytes | str]) -> dict[bytes | str, bool]:
+    """``frames`` -> their ``active`` flag, as the generic path reads it.
+
+    RuntimeError (at import) if a frame is not a ref-less heartbeat whose
+    ``d`` holds at most a boolean ``active``: the fast path must never
+    disagree with ``decode``.
+    """
+    table: dict[bytes | str, bool] = {}
+    for frame in frames:
+        op, ref, d = decode(frame)
+        active = d.get("active", True)
+        if op != HEARTBEAT_OP or ref is not None or set(d) - {"active"} or not isinstance(
+                active, bool):
+            raise RuntimeError(f"not a plain ref-less heartbeat: {frame!r}")
+        table[frame] = active
+    return table
+
+
+MsgpackCodec.heartbeats = _heartbeat_table(
+    MsgpackCodec.decode, [msgpack.packb(env) for env in _heartbeat_envelopes()])
+# json.dumps' default separators (Python) and compact ones (JSON.stringify).
+JsonCodec.heartbeats = _heartbeat_table(
+    JsonCodec.decode, [json.dumps(env, separators=seps) for env in _heartbeat_envelopes()
+                       for seps in ((", ", ": "), (",", ":"))])
+#: The longest frame in either table (characters = bytes: they are ASCII).
+#: Look a frame up only if it is no longer: hashing a 40 KB ``send`` just to
+#: miss would cost more than decoding a heartbeat.
+HEARTBEAT_MAX_LEN: Final = max(len(f) for c in (MsgpackCodec, JsonCodec) for f in c.heartbeats)
 
 
 def codec_for(subprotocol: str) -> type[MsgpackCodec] | type[JsonCodec]:

@@ -398,6 +398,7 @@ class PresenceService:
         self._visible = visible
         self._clock = clock
         self.local = LocalPresence(opts.idle_after_s, opts.idle_check_s, opts.offline_grace_s)
+        self._users_by_conn = self.local._conns  # the same dict (never rebound): on_heartbeat
         self.typing = TypingGate(opts.typing_throttle_s)
         self.stats = PresenceStats()
         self._conns: dict[PresenceSession, _Conn] = {}
@@ -466,8 +467,13 @@ class PresenceService:
 
         Local memory only: O(1), allocation-free unless the user was idle.
         """
-        if active:
-            self.local.activity(session, now)
+        if active:  # local.activity, inlined but for the rare IDLE -> ACTIVE change
+            user = self._users_by_conn.get(session)
+            if user is not None:
+                if user.idle:
+                    self.local.activity(session, now)
+                else:
+                    user.last_active = now
 
     # -- commands --------------------------------------------------------------
 

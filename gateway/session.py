@@ -9,10 +9,11 @@ and its user's own events.  See docs/protocol.md for the wire contract.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from core_ext import build_frame
@@ -33,7 +34,7 @@ from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import DomainError
 from parley.services import Services
-from storage.interfaces import StoreUnavailable
+from storage.interfaces import Message, StoreUnavailable
 
 log = logging.getLogger("parley.gateway")
 
@@ -121,13 +122,24 @@ class Session:
         self.send({"t": "error", "ref": ref,
                    "d": {"code": code, "message": message, "retryable": retryable, **extra}})
 
-    def take_token(self, rate_per_s: float, burst: float) -> bool:
-        now = time.monotonic()
-        self.tokens = min(burst, self.tokens + (now - self.tokens_at) * rate_per_s)
+    def take_token(self, rate_per_s: float, burst: float, now: float | None = None) -> bool:
+        """Take one command token; False when the bucket is empty.
+
+        ``now`` is ``time.monotonic()`` seconds, read here when not given (the
+        heartbeat fast path passes the reading it also gives presence).
+        """
+        if now is None:
+            now = time.monotonic()
+        # The same arithmetic as min(burst, ...), without a builtin call: this
+        # runs once per command, heartbeats included.
+        tokens = self.tokens + (now - self.tokens_at) * rate_per_s
+        if tokens > burst:
+            tokens = burst
         self.tokens_at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False
 
 
@@ -135,6 +147,42 @@ def _frames(payload: bytes) -> tuple[bytes, Callable[[], bytes]]:
     """The binary frame of a stored event and a lazy JSON frame for it."""
     binary = build_frame(OP_BINARY, payload)
     return binary, lambda: build_frame(OP_TEXT, events.to_json(events.decode(payload)).encode())
+
+
+class _SendFields(NamedTuple):  # a tuple: built once per send, cheaper than a dataclass
+    channel_id: int
+    text: str
+    cmid: str | None
+    root_id: int | None
+    also: bool
+    file_ids: list[int]
+
+
+def _send_fields(d: dict[str, Any]) -> _SendFields:
+    """The ``send`` command's fields, type-checked (``BadEnvelope`` if not)."""
+    channel_id = codecs.as_id(d.get("channel_id"), "channel_id")
+    text = d.get("text")
+    if not isinstance(text, str):
+        raise codecs.BadEnvelope("invalid_field", "'text' must be a string")
+    cmid = d.get("client_msg_id")
+    if cmid is not None and not isinstance(cmid, str):
+        raise codecs.BadEnvelope("invalid_field", "'client_msg_id' must be a string")
+    root = d.get("thread_root_id")
+    root_id = None if root is None else codecs.as_id(root, "thread_root_id")
+    also = d.get("also_in_channel", False)
+    if not isinstance(also, bool):
+        raise codecs.BadEnvelope("invalid_field", "'also_in_channel' must be a boolean")
+    raw_files = d.get("file_ids", [])
+    if not isinstance(raw_files, list) or len(raw_files) > files.FILES_PER_MESSAGE:
+        raise codecs.BadEnvelope("invalid_field", "'file_ids' is a list of at most "
+                                 f"{files.FILES_PER_MESSAGE} ids")
+    file_ids = [codecs.as_id(f, "file_ids") for f in raw_files]
+    return _SendFields(channel_id, text, cmid, root_id, also, file_ids)
+
+
+def _ack_data(msg: Message) -> dict[str, Any]:
+    return {"id": msg.id, "channel_id": msg.channel_id, "seq": msg.seq,
+            "ts": int(msg.created_at.timestamp() * 1000), "client_msg_id": msg.client_msg_id}
 
 
 class GatewayApp:
@@ -154,7 +202,10 @@ class GatewayApp:
         self.sessions: dict[WsTransport, Session] = {}
         self._per_user: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._sends: set[asyncio.Task[Any]] = set()  # in-flight `send` commands
+        self._sends: set[asyncio.Task[Any]] = set()  # in-flight `send` commands (full path)
+        self._inflight = 0  # in-flight `send` commands on the nowait path
+        self._idle: asyncio.Event | None = None  # set when _inflight drops to 0 (drain)
+        self._shards: dict[int, str] = {}  # workspace id -> shard, of open sessions
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
 
@@ -169,9 +220,15 @@ class GatewayApp:
         and wait (up to ``deadline_s``) for in-flight sends to commit and
         their acks to be queued, so nothing acknowledged is left unsaid."""
         self.draining = True
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
         pending = [t for t in self._sends if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=deadline_s)
+        if self._inflight > 0:  # nowait sends: acked from commit callbacks
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, end - loop.time()))
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -262,6 +319,12 @@ class GatewayApp:
         if rows is None:
             session.conn.close(CloseCode.MEMBERSHIP_ENDED, "not a member of this workspace")
             return
+        if session.workspace_id not in self._shards:
+            # Placement never changes for a workspace: cache it for the hot path.
+            with contextlib.suppress(StoreUnavailable):
+                shard = await self.svc.store.shard_of(session.workspace_id)
+                if shard is not None:
+                    self._shards[session.workspace_id] = shard
         await self.router.add_user(session)
         for channel, _ in rows:
             session.channels.add(channel.id)
@@ -301,6 +364,20 @@ class GatewayApp:
         session = self.sessions.get(conn)
         if session is None:
             return
+        if len(data) <= codecs.HEARTBEAT_MAX_LEN and (
+                active := session.codec.heartbeats.get(data)) is not None:
+            # Heartbeat fast path: a ref-less heartbeat in one of its common
+            # encodings (codec.heartbeats), handled exactly as the generic
+            # path below would (token bucket, strikes, no reply) without
+            # decoding the envelope.  Draining does not refuse heartbeats.
+            settings = self.svc.settings
+            now = time.monotonic()
+            if session.take_token(settings.ws_commands_per_s, settings.ws_command_burst, now):
+                session.strikes = 0
+                self.presence.on_heartbeat(session, now, active)
+            else:
+                self._rate_limited(session, conn, None)
+            return
         try:
             op, ref, d = session.codec.decode(data)
         except codecs.BadEnvelope as exc:
@@ -308,12 +385,7 @@ class GatewayApp:
             return
         settings = self.svc.settings
         if not session.take_token(settings.ws_commands_per_s, settings.ws_command_burst):
-            session.strikes += 1
-            if session.strikes >= RATE_STRIKES_TO_CLOSE:
-                conn.close(CloseCode.RATE_LIMITED, '{"retry_after_ms":5000}')
-            else:
-                session.error(ref, "rate_limited", "too many commands", retryable=True,
-                              retry_after_ms=int(1000 / settings.ws_commands_per_s) + 1)
+            self._rate_limited(session, conn, ref)
             return
         session.strikes = 0
         if self.draining and op in ("send", "resume"):
@@ -322,54 +394,94 @@ class GatewayApp:
             return
         if op == "send":
             self.presence.on_heartbeat(session, time.monotonic())  # sending is activity
-            task = asyncio.create_task(self._send(session, ref, d))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            self._start_send(session, ref, d)
         elif op == "resume":
             self._spawn(self._resume(session, ref, d))
-        elif op == "heartbeat":
-            self.presence.on_heartbeat(session, time.monotonic(), d.get("active") is not False)
-            session.send({"t": "heartbeat_ack", "ref": ref, "d": {"ts": int(time.time() * 1000)}})
+        elif op == codecs.HEARTBEAT_OP:
+            self._heartbeat(session, ref, d)
         elif self.presence.handle(session, op, ref, d):
             pass
         else:
             session.error(ref, "unknown_op", f"unknown command {op!r}")
 
-    async def _send(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
+    def _rate_limited(self, session: Session, conn: WsTransport, ref: Any) -> None:
+        """A command found the token bucket empty (the heartbeat fast path's
+        copy of the generic path's answer: tests/gateway/test_session_heartbeats.py
+        checks that the two agree)."""
+        settings = self.svc.settings
+        session.strikes += 1
+        if session.strikes >= RATE_STRIKES_TO_CLOSE:
+            conn.close(CloseCode.RATE_LIMITED, '{"retry_after_ms":5000}')
+        else:
+            session.error(ref, "rate_limited", "too many commands", retryable=True,
+                          retry_after_ms=int(1000 / settings.ws_commands_per_s) + 1)
+
+    def _heartbeat(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
+        """A ``heartbeat`` through the generic path.  Without a ``ref`` it is
+        fire-and-forget (the server's WebSocket pings and idle timeout already
+        cover liveness); with one it gets ``heartbeat_ack``, which the client
+        may use to measure round trips or to know every earlier command on
+        this socket was handled."""
+        active = d.get("active")
+        if active is not None and not isinstance(active, bool):
+            session.error(ref, "invalid_field", "'active' is a boolean")
+            return
+        self.presence.on_heartbeat(session, time.monotonic(), active is not False)
+        if ref is not None:
+            session.send({"t": "heartbeat_ack", "ref": ref,
+                          "d": {"ts": int(time.time() * 1000)}})
+
+    def _start_send(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
+        """A ``send``: a plain message takes ``post_message_nowait`` (no Task;
+        the ack is written from the writer's commit callback), anything else
+        a Task running ``post_message``."""
         try:
-            channel_id = codecs.as_id(d.get("channel_id"), "channel_id")
-            text = d.get("text")
-            if not isinstance(text, str):
-                raise codecs.BadEnvelope("invalid_field", "'text' must be a string")
-            cmid = d.get("client_msg_id")
-            if cmid is not None and not isinstance(cmid, str):
-                raise codecs.BadEnvelope("invalid_field", "'client_msg_id' must be a string")
-            root = d.get("thread_root_id")
-            root_id = None if root is None else codecs.as_id(root, "thread_root_id")
-            also = d.get("also_in_channel", False)
-            if not isinstance(also, bool):
-                raise codecs.BadEnvelope("invalid_field", "'also_in_channel' must be a boolean")
-            raw_files = d.get("file_ids", [])
-            if not isinstance(raw_files, list) or len(raw_files) > files.FILES_PER_MESSAGE:
-                raise codecs.BadEnvelope("invalid_field", "'file_ids' is a list of at most "
-                                         f"{files.FILES_PER_MESSAGE} ids")
-            file_ids = [codecs.as_id(f, "file_ids") for f in raw_files]
-            msg = await messages.post_message(self.svc, session.ident, session.workspace_id,
-                                              channel_id, text, cmid, root_id,
-                                              member_checked=True, also_in_channel=also,
-                                              file_ids=file_ids)
+            f = _send_fields(d)
         except codecs.BadEnvelope as exc:
             session.error(ref, exc.code, exc.message)
             return
+        shard = self._shards.get(session.workspace_id)
+        if shard is not None and f.root_id is None and not f.file_ids:
+            try:
+                started = messages.post_message_nowait(
+                    self.svc, session.ident, session.workspace_id, f.channel_id, f.text,
+                    f.cmid, shard=shard, done=lambda res: self._sent(session, ref, res))
+            except DomainError as exc:
+                session.error(ref, exc.code, exc.message, retryable=exc.retryable)
+                return
+            except StoreUnavailable:
+                session.error(ref, "store_unavailable", "nothing was saved; retry",
+                              retryable=True)
+                return
+            if started:
+                self._inflight += 1
+                return
+        task = asyncio.create_task(self._send(session, ref, f))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    def _sent(self, session: Session, ref: Any, res: Message | DomainError) -> None:
+        self._inflight -= 1
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()
+        if isinstance(res, DomainError):
+            session.error(ref, res.code, res.message, retryable=res.retryable)
+        else:
+            session.reply(ref, _ack_data(res))
+
+    async def _send(self, session: Session, ref: Any, f: _SendFields) -> None:
+        try:
+            msg = await messages.post_message(self.svc, session.ident, session.workspace_id,
+                                              f.channel_id, f.text, f.cmid, f.root_id,
+                                              member_checked=True, also_in_channel=f.also,
+                                              file_ids=f.file_ids)
         except DomainError as exc:
             session.error(ref, exc.code, exc.message, retryable=exc.retryable)
             return
         except StoreUnavailable:
             session.error(ref, "store_unavailable", "nothing was saved; retry", retryable=True)
             return
-        session.reply(ref, {"id": msg.id, "channel_id": msg.channel_id, "seq": msg.seq,
-                            "ts": int(msg.created_at.timestamp() * 1000),
-                            "client_msg_id": msg.client_msg_id})
+        session.reply(ref, _ack_data(msg))
 
     # -- resume --------------------------------------------------------------------
 

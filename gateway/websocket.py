@@ -29,6 +29,15 @@ Rules:
    discarded; CLOSED ignores all input.
 7. Events are returned in stream order.  A failure is the last event of the
    call that detected it; frames complete before it are still delivered.
+8. One fast path, for the commonest read of all (one complete, small, final
+   text or binary frame, nothing buffered, no message in progress, OPEN):
+   ``receive_data`` checks the header bytes itself and unmasks the payload
+   without the parser.  The checks are the parser's for that shape: FIN set,
+   RSV bits clear, opcode 1 or 2 (the whole first byte is 0x81 or 0x82), the
+   mask bit set, and a 7-bit length (minimal by definition, and within every
+   frame cap, which is never below 125) equal to what follows the mask key.
+   Anything else, including text that is not UTF-8, takes the general path,
+   so the fast path can only ever return what the general path would.
 
 State transitions (``state``)::
 
@@ -42,9 +51,10 @@ from __future__ import annotations
 
 import codecs
 import enum
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import core_ext
 from core_ext import FrameError, Kernels
@@ -91,6 +101,16 @@ VALID_CLOSE_CODES: Final = frozenset(
 )
 _MAX_CONTROL_PAYLOAD: Final = 125
 _MAX_CLOSE_REASON_BYTES: Final = _MAX_CONTROL_PAYLOAD - 2
+# Rule 8, the one-frame fast path: a masked frame with a 7-bit length, i.e.
+# 2 header bytes, the 4-byte mask key (bytes 2-5, the 6 and 2:6 in
+# receive_data) and 0..125 payload bytes (125: the largest 7-bit length;
+# every frame cap is >= 125).
+_FAST_MIN_BYTES: Final = 6
+_FAST_MAX_BYTES: Final = 6 + 125
+#: Second byte of such a frame of ``n`` bytes: the mask bit | (n - 6).
+_FAST_B1_BASE: Final = 0x80 - 6
+_FIN_TEXT: Final = 0x80 | OP_TEXT  # first byte: FIN, no RSV bits, the opcode
+_FIN_BINARY: Final = 0x80 | OP_BINARY
 
 
 class ConnectionState(enum.Enum):
@@ -104,6 +124,14 @@ class ConnectionState(enum.Enum):
     #: The closing handshake completed or the connection failed; the adapter
     #: must close the TCP connection after sending ``data_to_send()``.
     CLOSED = "closed"
+
+
+# The members as module globals: in Python 3.11 ``ConnectionState.OPEN`` is a
+# lookup through the enum's metaclass (~10x a global read), and these are
+# compared once or more per frame.
+_OPEN: Final = ConnectionState.OPEN
+_CLOSING: Final = ConnectionState.CLOSING
+_CLOSED: Final = ConnectionState.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,18 +152,33 @@ class WsLimits:
             raise ValueError("max_message_bytes must be >= 0 and max_fragments >= 1")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TextMessage:
     """A complete text message (valid UTF-8, reassembled)."""
 
     text: str
 
+    def __init__(self, text: str) -> None:
+        # A frozen dataclass's generated __init__ goes through
+        # object.__setattr__; the slot descriptor is cheaper, and this runs
+        # once per message received (docs/benchmarks.md, "Presence").
+        _set_text(self, text)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class BinaryMessage:
     """A complete binary message (reassembled)."""
 
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        _set_data(self, data)  # see TextMessage.__init__
+
+
+_set_text: Final = TextMessage.__dict__["text"].__set__
+_set_data: Final = BinaryMessage.__dict__["data"].__set__
+#: With a setter above: an event built without running a Python __init__.
+_new_event: Final = object.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +262,7 @@ class ServerConnection:
         "_decoder",
         "_fragments",
         "_limits",
+        "_mask_slice",
         "_message_bytes",
         "_message_opcode",
         "_outbound",
@@ -233,10 +277,13 @@ class ServerConnection:
         self._build: Callable[[int, bytes], bytes] = (
             kernels.build_frame if kernels is not None else core_ext.build_frame
         )
+        self._mask_slice: Callable[[bytes, int, int, bytes], bytes] = (
+            kernels.mask_slice if kernels is not None else core_ext.mask_slice
+        )
         # No frame larger than a whole message is ever buffered.
         frame_cap = min(self._limits.max_frame_bytes, self._limits.max_message_bytes)
         self._parser = parser_cls(max(frame_cap, _MAX_CONTROL_PAYLOAD), True)
-        self._state = ConnectionState.OPEN
+        self._state = _OPEN
         # Fragmented message in progress: opcode (0: none), parts, sizes.
         self._message_opcode = 0
         self._parts: list[Any] | None = None  # str parts for text, bytes for binary
@@ -248,10 +295,14 @@ class ServerConnection:
         self._close_reason = ""
 
     # --- state -------------------------------------------------------------
-    @property
-    def state(self) -> ConnectionState:
-        """OPEN, CLOSING or CLOSED (see ConnectionState)."""
-        return self._state
+    if TYPE_CHECKING:
+        @property
+        def state(self) -> ConnectionState:
+            """OPEN, CLOSING or CLOSED (see ConnectionState)."""
+    else:
+        # The adapter reads it after every read: a C getter spares a Python frame.
+        state = property(operator.attrgetter("_state"),
+                         doc="OPEN, CLOSING or CLOSED (see ConnectionState).")
 
     @property
     def close_code(self) -> int | None:
@@ -270,12 +321,33 @@ class ServerConnection:
     def _is_closed(self) -> bool:
         # A method, not an inline check: mypy would keep the narrowing of
         # _state across the _handle() calls that change it.
-        return self._state is ConnectionState.CLOSED
+        return self._state is _CLOSED
 
     # --- input --------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; return the resulting events in order."""
-        if self._state is ConnectionState.CLOSED:
+        state = self._state
+        if state is _OPEN:
+            # Rule 8: one whole small data frame (a command) is the usual read.
+            n = len(data)
+            if (_FAST_MIN_BYTES <= n <= _FAST_MAX_BYTES and data[1] == _FAST_B1_BASE + n
+                    and not self._message_opcode and type(data) is bytes
+                    and not self._parser.buffered_bytes):
+                b0 = data[0]
+                if b0 == _FIN_BINARY:
+                    event: Event = _new_event(BinaryMessage)  # BinaryMessage(payload),
+                    _set_data(event, self._mask_slice(data, 6, n, data[2:6]))  # no frame
+                    return [event]
+                if b0 == _FIN_TEXT:
+                    try:
+                        text = self._mask_slice(data, 6, n, data[2:6]).decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass  # the general path fails the connection (1007)
+                    else:
+                        event = _new_event(TextMessage)
+                        _set_text(event, text)
+                        return [event]
+        elif state is _CLOSED:
             return []
         events: list[Event] = []
         try:
@@ -299,14 +371,14 @@ class ServerConnection:
         if opcode >= OP_CLOSE:
             if opcode == OP_CLOSE:
                 self._on_close_frame(payload, events)
-            elif self._state is ConnectionState.OPEN:
+            elif self._state is _OPEN:
                 if opcode == OP_PING:
                     self._queue(self._build(OP_PONG, payload))
                     events.append(PingReceived(payload))
                 else:
                     events.append(PongReceived(payload))
             return
-        if self._state is not ConnectionState.OPEN:
+        if self._state is not _OPEN:
             return  # rule 6: data after a close frame is discarded
         if opcode != OP_CONTINUATION:
             if self._message_opcode:
@@ -383,12 +455,12 @@ class ServerConnection:
             except UnicodeDecodeError:
                 self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in the close reason", events)
                 return
-        if self._state is ConnectionState.OPEN:
+        if self._state is _OPEN:
             # RFC 6455 5.5.1: answer with a close frame, echoing the code.
             self._queue(self._close_bytes(code))
             self._close_code = code if code is not None else CLOSE_NO_STATUS
             self._close_reason = reason
-        self._state = ConnectionState.CLOSED
+        self._state = _CLOSED
         self._reset_message()
         events.append(CloseReceived(code, reason))
 
@@ -398,11 +470,11 @@ class ServerConnection:
         return self._build(OP_CLOSE, code.to_bytes(2, "big") + _encode_reason(reason))
 
     def _fail(self, code: int, reason: str, events: list[Event]) -> None:
-        if self._state is ConnectionState.OPEN:
+        if self._state is _OPEN:
             self._queue(self._close_bytes(code, reason))
             self._close_code = code
             self._close_reason = reason
-        self._state = ConnectionState.CLOSED
+        self._state = _CLOSED
         self._reset_message()
         events.append(ProtocolFailure(code, reason))
 
@@ -431,10 +503,10 @@ class ServerConnection:
         """
         if code not in VALID_CLOSE_CODES:
             raise ValueError(f"close code {code} may not be sent")
-        if self._state is not ConnectionState.OPEN:
+        if self._state is not _OPEN:
             return self.data_to_send()
         self._queue(self._close_bytes(code, reason))
-        self._state = ConnectionState.CLOSING
+        self._state = _CLOSING
         self._close_code = code
         self._close_reason = reason
         self._reset_message()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -154,6 +155,29 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
     return running
 
 
+def tune_gc(gen0_threshold: int) -> None:
+    """Garbage-collector settings for a long-running server process.
+
+    Why: a gateway holds thousands of long-lived objects per thousand
+    sockets, and each message allocates a few dozen short-lived ones.  At
+    Python's default (a young collection every 700 net allocations, an older
+    one every 10 of those) the collector ran so often that it took a third of
+    the gateway's CPU under ingest load (py-spy --native: ``gc_collect_main``
+    33% of samples).  So: collect once, freeze what start-up built (modules,
+    the app, pools: never garbage) out of the collector's sight, and collect
+    the young generation every ``gen0_threshold`` allocations instead.
+    Reference counting still frees almost everything at once; the collector
+    only finds cycles, and finds them later.  ``gen0_threshold`` 0 changes
+    nothing.
+    """
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
 async def run(settings: Settings, *, api: bool = True, gateway: bool = True) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -161,6 +185,7 @@ async def run(settings: Settings, *, api: bool = True, gateway: bool = True) -> 
         loop.add_signal_handler(sig, stop.set)
     rt = await build(settings)
     running = await start(rt, api=api, gateway=gateway)
+    tune_gc(settings.gc_gen0_threshold)
     try:
         print(banner(settings, rt, running.api_port, running.gateway_port, api), flush=True)
         await stop.wait()

@@ -3,8 +3,9 @@ root.  Typed by interfaces only: nothing here names a concrete backend."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parley.auth import TokenIssuer
 from parley.config import Settings
@@ -26,6 +27,10 @@ class Services:
     tokens: TokenIssuer
     presence: PresenceStore
     blobs: BlobStore  # file bytes (local disk or S3); the index lives in ``store``
+    # publish_soon's outbox: events queued in this loop iteration, and the one
+    # task that hands them to the hub (one at a time, so they stay in order).
+    _outbox: list[tuple[str, bytes]] = field(default_factory=list, init=False, repr=False)
+    _outbox_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Best-effort publish: the database already holds the truth, and
@@ -41,3 +46,21 @@ class Services:
         except Exception:
             log.warning("hub publish of %d events failed; gateways will backfill", len(items),
                         exc_info=True)
+
+    def publish_soon(self, items: list[tuple[str, bytes]]) -> None:
+        """``publish_many`` without a coroutine per caller: the items of every
+        call made in one loop iteration go to the hub together, in call
+        order, after the calls made before them.  Best-effort, like
+        ``publish``; the gateway's hot path calls it once per committed
+        message."""
+        self._outbox.extend(items)
+        if self._outbox_task is None:
+            self._outbox_task = asyncio.get_running_loop().create_task(self._drain_outbox())
+
+    async def _drain_outbox(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                await self.publish_many(batch)
+        finally:
+            self._outbox_task = None

@@ -14,7 +14,7 @@ Rules for this file:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -312,9 +312,18 @@ class MessageAppender(Protocol):
       caller which (it differs from the id it proposed).
     * ``StoreUnavailable`` means nothing was acknowledged; retrying is safe.
     * Appends from one caller to one channel are stored in call order.
+    * ``submit`` is ``append`` without a coroutine per message (the
+      gateway's hot path): ``done`` is called exactly once, after the commit,
+      with the ``Message`` or the exception ``append`` would raise, on the
+      event loop, never from inside ``submit``; callbacks of one channel are
+      called in commit (seq) order.  ``submit`` itself raises
+      ``StoreUnavailable`` only when the appender is closed.
     """
 
     async def append(self, shard: str, msg: NewMessage) -> Message: ...
+
+    def submit(self, shard: str, msg: NewMessage,
+               done: Callable[[Message | BaseException], None]) -> None: ...
 
     async def close(self) -> None: ...
 

@@ -1,6 +1,7 @@
 """Group-commit writer: many concurrent appends, one transaction per batch.
 
-Theory of operation.  ``append`` puts the message on a queue and waits.
+Theory of operation.  ``submit`` puts the message on a queue with a
+completion callback (``append`` is ``submit`` plus a future to await).
 Queues are per (shard, lane), the lane chosen by channel id
 (``channel_id % lanes``), so one channel always uses one lane.  Each lane
 has at most ONE batch in flight: while it commits, new appends accumulate,
@@ -19,8 +20,10 @@ channel belongs to one lane.  One batch is one transaction:
 3. lock the channel counter rows in channel-id order (``FOR UPDATE``), so two
    processes never deadlock on them, assign seqs in arrival order, update
    the counters, insert the messages with one ``unnest`` INSERT;
-4. commit; only then are the callers acknowledged.  Duplicates are resolved
-   afterwards by reading the stored message.
+4. commit; only then are the callers told, by calling each message's
+   callback in batch order, synchronously, from the lane's task: no Task or
+   future per message on the hot path.  Duplicates are resolved first, by
+   reading the stored message.
 
 Invariants: seqs of a channel are 1, 2, 3 ... without gaps (allocation and
 insert commit together); appends from one caller to one channel keep call
@@ -35,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -48,7 +51,8 @@ _MESSAGE_COPY_COLUMNS = ("channel_id", "seq", "id", "workspace_id", "user_id", "
                          "client_msg_id", "thread_root_id", "created_at", "also_in_channel")
 MAX_TXN_RETRIES = 3  # deadlock/serialization retries before giving up on a batch
 
-_Pending = tuple[NewMessage, "asyncio.Future[Message]"]
+Done = Callable[[Message | BaseException], None]
+_Pending = tuple[NewMessage, Done]
 
 
 class GroupCommitWriter:
@@ -72,14 +76,26 @@ class GroupCommitWriter:
         self.appended = 0
 
     async def append(self, shard: str, msg: NewMessage) -> Message:
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        def done(result: Message | BaseException) -> None:
+            if fut.done():
+                return  # the caller was cancelled
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+        self.submit(shard, msg, done)
+        return await fut
+
+    def submit(self, shard: str, msg: NewMessage, done: Done) -> None:
         if self._closed:
             raise StoreUnavailable("writer is closed")
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         lane = (shard, msg.channel_id % self._lanes)
-        self._queues[lane].append((msg, fut))
+        self._queues[lane].append((msg, done))
         if lane not in self._running:
             self._running[lane] = asyncio.create_task(self._drain(lane))
-        return await fut
 
     async def close(self) -> None:
         self._closed = True
@@ -150,21 +166,23 @@ class GroupCommitWriter:
                     elif not isinstance(results.get(i), Exception):
                         results[i] = AppendRejected("duplicate_in_flight",
                                                     "a message with this client_msg_id failed")
-        for i, (_, fut) in enumerate(batch):
-            if fut.done():
-                continue
+        for i, (_, done) in enumerate(batch):
             res = results[i]
-            if isinstance(res, BaseException):
-                fut.set_exception(res)
-            else:
+            if not isinstance(res, BaseException):
                 self.appended += 1
-                fut.set_result(res)
+            self._call(done, res)
 
     @staticmethod
-    def _fail(batch: list[_Pending], exc: BaseException) -> None:
-        for _, fut in batch:
-            if not fut.done():
-                fut.set_exception(exc)
+    def _call(done: Done, result: Message | BaseException) -> None:
+        try:
+            done(result)
+        except Exception:  # one caller's bug must not cost the rest of the batch
+            log.exception("append callback failed")
+
+    @classmethod
+    def _fail(cls, batch: list[_Pending], exc: BaseException) -> None:
+        for _, done in batch:
+            cls._call(done, exc)
 
     async def _write(
         self, conn: asyncpg.Connection, msgs: Sequence[NewMessage]

@@ -91,7 +91,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, peers: bool) -> None:
     p.add_argument("--keep", action="store_true", help="keep the work dir with server logs")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="first wait (up to SECONDS) until the machine is nearly idle "
-                        f"(< {IDLE_BUSY_SHARE:.0%} busy over a second): shared machines")
+                        f"(< {IDLE_BUSY_SHARE:.0%}% busy over a second): shared machines")
     p.add_argument("--quiet", action="store_true", help="less progress output")
 
 

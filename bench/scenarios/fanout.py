@@ -2,9 +2,12 @@
 
 The publisher writes a monotonic timestamp into every message; each
 subscriber's latency is delivery time minus that timestamp.  The publisher
-is a closed loop: at most ``--window`` messages not yet seen by its sentinel
-(one of the N subscribers, in the publisher's process), so the offered load
-follows what the server can deliver instead of piling up in its buffers.
+is a closed loop: at most ``--window`` messages not yet seen by every
+receiver process's sentinel (one of the N subscribers in each process; see
+``bench.generator``), so the offered load follows what is delivered, by the
+server *and* read by the receivers, instead of piling up in the server's or
+the kernel's buffers.  The publisher's process holds only the publisher's
+sockets, so its pacing (``--rate``) is not disturbed by reading.
 
 Parley specifics:
 
@@ -24,7 +27,6 @@ gateway``), so each message crosses Redis pub/sub once.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import secrets
 from typing import Any
 
@@ -59,19 +61,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "capped by --window); 0: as fast as the closed loop goes")
 
 
-def _specs(host: str, port: int, subs: list[Any], pubs: list[Any], *, wait_hello: bool,
-           dialect: str, channel_id: int, size: int, window: int, procs: int,
-           rate: float, pace: float = 0.0) -> list[WorkerSpec]:
-    sentinel, rest = subs[0], subs[1:]
-    specs = [WorkerSpec("publisher", "publisher", host, port, SUBPROTOCOL, [*pubs, sentinel],
-                        wait_hello, {"dialect": dialect, "channel_id": channel_id,
-                                     "size": size, "window": window, "rate": rate,
-                                     "burst": PUBLISH_BURST if rate else 1.0,
-                                     "pace": pace})]
-    for i, chunk in enumerate(split(rest, procs) if rest else []):
-        specs.append(WorkerSpec(f"subscribers-{i}", "receiver", host, port, SUBPROTOCOL, chunk,
-                                wait_hello))
+def _specs(pub_at: tuple[str, int], sub_at: tuple[str, int], subs: list[Any],
+           pubs: list[Any], *, wait_hello: bool, dialect: str, channel_id: int, size: int,
+           window: int, procs: int, rate: float, sentinel_path: str,
+           pace: float = 0.0) -> list[WorkerSpec]:
+    """The publisher's process (``pubs`` at ``pub_at``) and ``procs`` receiver
+    processes (``subs`` at ``sub_at``), each with a sentinel (the first
+    socket that connects) reporting to ``sentinel_path``."""
+    chunks = split(subs, procs)
+    specs = [WorkerSpec("publisher", "publisher", *pub_at, SUBPROTOCOL, pubs, wait_hello,
+                        {"dialect": dialect, "channel_id": channel_id, "size": size,
+                         "window": window, "rate": rate,
+                         "burst": PUBLISH_BURST if rate else 1.0, "pace": pace,
+                         "sentinel_path": sentinel_path, "sentinel_sources": len(chunks)})]
+    for i, chunk in enumerate(chunks):
+        specs.append(WorkerSpec(f"subscribers-{i}", "receiver", *sub_at, SUBPROTOCOL, chunk,
+                                wait_hello, {"sentinel_path": sentinel_path,
+                                             "sentinel_index": i}))
     return specs
+
+
+def _sentinel_path(run: Run) -> str:
+    """Where the publisher's process hears from the sentinels (a Unix socket)."""
+    return str(run.workdir / "sentinels.sock")
 
 
 def _finish(run: Run, m: Any, *, scenario: str, server: str, n: int, args: argparse.Namespace,
@@ -111,10 +123,11 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
         if opts.server != "parley":
             peer = run.peer(opts.server)
             servers = [peer]
-            host, port = gateway_address(opts, peer)
-            specs = _specs(host, port, peer_targets(n), peer_targets(1), wait_hello=False,
+            at = gateway_address(opts, peer)
+            specs = _specs(at, at, peer_targets(n), peer_targets(1), wait_hello=False,
                            dialect="peer", channel_id=0, size=args.size, window=args.window,
-                           procs=opts.procs, rate=0.0, pace=args.rate)
+                           procs=opts.procs, rate=0.0, pace=args.rate,
+                           sentinel_path=_sentinel_path(run))
             publishers = 1
             extra: dict[str, Any] = {}
         else:
@@ -131,11 +144,12 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
             run.log(f"provisioning {n} subscriber sockets and {publishers} publisher sockets")
             pop = populate(api, n, extras=1)
             run.log(f"provisioned in {pop.setup_s:.1f} s")
-            host, port = gateway_address(opts, srv)
-            specs = _specs(host, port, pop.targets(n), pop.extra_targets(0, publishers),
+            at = gateway_address(opts, srv)
+            specs = _specs(at, at, pop.targets(n), pop.extra_targets(0, publishers),
                            wait_hello=True, dialect="parley", channel_id=pop.general_id,
                            size=args.size, window=args.window, procs=opts.procs,
-                           rate=PUBLISH_RATE_PER_SOCKET, pace=args.rate)
+                           rate=PUBLISH_RATE_PER_SOCKET, pace=args.rate,
+                           sentinel_path=_sentinel_path(run))
             extra = {"setup_s": pop.setup_s}
         m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
         return _finish(run, m, scenario="fanout", server=opts.server, n=n, args=args,
@@ -157,16 +171,12 @@ def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
         pop = populate(a.api_url, n, extras=1)
         run.log(f"provisioned in {pop.setup_s:.1f} s")
         assert a.gateway_port is not None and b.gateway_port is not None
-        subs = pop.targets(n)
-        # The publisher process holds the publisher sockets (on A) and the sentinel (on B).
-        sentinel = dataclasses.replace(subs[0], port=b.gateway_port)
-        specs = _specs("127.0.0.1", b.gateway_port, subs, [], wait_hello=True,
+        # The publisher's sockets on A, every subscriber (and so every sentinel) on B.
+        specs = _specs(("127.0.0.1", a.gateway_port), ("127.0.0.1", b.gateway_port),
+                       pop.targets(n), pop.extra_targets(0, publishers), wait_hello=True,
                        dialect="parley", channel_id=pop.general_id, size=args.size,
                        window=args.window, procs=opts.procs, rate=PUBLISH_RATE_PER_SOCKET,
-                       pace=args.rate)
-        specs[0] = WorkerSpec("publisher", "publisher", "127.0.0.1", a.gateway_port,
-                              SUBPROTOCOL, [*pop.extra_targets(0, publishers), sentinel], True,
-                              specs[0].params)
+                       pace=args.rate, sentinel_path=_sentinel_path(run))
         servers: list[Monitored] = [a, b, *redis_procs]
         m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
         return _finish(run, m, scenario="crossnode", server="parley", n=n, args=args,

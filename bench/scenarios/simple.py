@@ -11,10 +11,15 @@ ingest    ``--senders`` sockets, each sending into its own channel (so every
           message is delivered to one socket: its sender), paced just under
           the 50 commands/s per-connection limit with ``--window`` sends in
           flight; durable messages/s is acks/s, latency is send-to-ack.
-presence  ``--connections`` sockets sending ``heartbeat`` commands at ``--rate``
-          per socket; heartbeats absorbed/s is heartbeat_acks/s; Redis
-          commands per 1,000 heartbeats from ``INFO commandstats`` deltas of a
-          private Redis the gateway uses as its hub.
+presence  ``--connections`` sockets sending ref-less ``heartbeat`` commands
+          (no reply) evenly paced at ``--rate`` per socket, then one with a
+          ref each: its ``heartbeat_ack`` confirms every earlier heartbeat on
+          the socket (``bench.roles.HeartbeatConn``).  Heartbeats absorbed/s
+          counts confirmed heartbeats sent in the window; the gateway's CPU
+          per heartbeat gives its per-process capacity; Redis commands per
+          1,000 heartbeats come from ``INFO commandstats`` deltas of a
+          private Redis the gateway uses as its hub.  ``--pin`` puts the
+          gateway on a core of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -74,8 +80,15 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
 def add_presence_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connections", type=int, default=4500)
     p.add_argument("--rate", type=float, default=COMMAND_RATE_PER_SOCKET,
-                   help="heartbeats per second per socket (the gateway allows 50)")
-    p.add_argument("--window", type=int, default=4, help="heartbeats in flight per socket")
+                   help="heartbeats per second per socket, evenly paced (the gateway "
+                        "allows 50)")
+    p.add_argument("--ack", action="store_true",
+                   help="every heartbeat carries a ref and gets a heartbeat_ack (the client "
+                        "pattern before ref-less heartbeats): what replying costs")
+    p.add_argument("--pin", action="store_true",
+                   help="once the sockets are ready, pin the gateway process to the first "
+                        "CPU this process may use, and everything else the run started "
+                        "(generator processes, Redis, this process) to the others")
 
 
 def _parley(run: Run, opts: Options, mode: str = "serve",
@@ -236,6 +249,47 @@ def presence_implemented() -> bool:
     return exists and wired
 
 
+def _pin(gateway_pid: int) -> dict[str, list[int]] | None:
+    """Pin ``gateway_pid`` (every thread) to the first CPU we may use, and
+    this process and every other process it started (recursively) to the
+    rest.  None, and nothing done, with fewer than 2 CPUs."""
+    import psutil
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    mine, others = {cpus[0]}, set(cpus[1:])
+
+    def pin(pid: int, where: set[int]) -> None:
+        # sched_setaffinity applies to one thread: set it for each of them.
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, where)
+            except OSError:
+                pass  # the thread (or the process) is gone
+
+    pin(gateway_pid, mine)
+    for child in psutil.Process().children(recursive=True):
+        if child.pid != gateway_pid:
+            pin(child.pid, others)
+    pin(os.getpid(), others)
+    return {"gateway": sorted(mine), "others": sorted(others)}
+
+
+def _syscalls(pid: int) -> tuple[int, int] | None:
+    """(read, write) syscalls of ``pid`` so far (/proc/PID/io), or None."""
+    try:
+        fields = dict(line.split(": ", 1) for line in
+                      Path(f"/proc/{pid}/io").read_text().splitlines())
+        return int(fields["syscr"]), int(fields["syscw"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def run_presence(opts: Options, args: argparse.Namespace) -> Result:
     n = args.connections
     with Run(opts, "presence") as run:
@@ -244,21 +298,66 @@ def run_presence(opts: Options, args: argparse.Namespace) -> Result:
         pop = populate(api, n)
         run.log(f"provisioned {len(pop.members)} accounts in {pop.setup_s:.1f} s")
         host, port = gateway_address(opts, srv)
-        params = {"op": "heartbeat", "window": args.window, "rate": args.rate, "burst": 1.0}
+        acked = getattr(args, "ack", False)
+        params = {"op": "heartbeat+ack" if acked else "heartbeat", "rate": args.rate}
         specs = [WorkerSpec(f"heartbeats-{i}", "command", host, port, SUBPROTOCOL, chunk, True,
                             params) for i, chunk in enumerate(split(pop.targets(n), opts.procs))]
         calls: dict[str, int] = {}
+        io: dict[str, tuple[int, int] | None] = {}  # the gateway's syscall counters
+        pinned: dict[str, list[int]] | None = None
 
         def before(r: Run) -> None:
+            nonlocal pinned
+            if getattr(args, "pin", False):
+                if srv is None:
+                    r.notes.append("--pin needs a gateway started by the bench: not pinned")
+                else:
+                    pinned = _pin(srv.pid)
+                    if pinned is None:
+                        r.notes.append("--pin needs 2 CPUs: not pinned")
             calls["before"] = _command_calls(redis_url)
+            io["before"] = _syscalls(srv.pid) if srv is not None else None
 
-        m = measure(run, specs, [*servers, *redis_procs],
-                    before_go=before)
+        m = measure(run, specs, [*servers, *redis_procs], before_go=before)
         calls["after"] = _command_calls(redis_url)
+        io["after"] = _syscalls(srv.pid) if srv is not None else None
         beats = m.count()
+        # Redis saw the whole run (warm-up and drain too): divide by every
+        # confirmed heartbeat, not only the window's.
         total_beats = sum(r["total"] for r in m.reports)
         delta = calls["after"] - calls["before"]
         per_1000 = round(delta / total_beats * 1000, 2) if total_beats else None
+        sent = sum(r["sent"] for r in m.reports)
+        rejected = sum(r["extra"].get("rejected_in_window", 0) for r in m.reports)
+        unconfirmed = sent - beats - rejected
+        connected = sum(r["connections"] for r in m.reports)
+        final_acks = sum(r["extra"].get("final_acks", 0) for r in m.reports)
+        # The gateway process alone (crossnode-style runs list more servers;
+        # Redis is monitored too): its CPU over the window per heartbeat.
+        gateway_cpu = m.server_cpu_s.get(srv.name if srv is not None else "external")
+        cpu_us = round(gateway_cpu / beats * 1e6, 3) if gateway_cpu and beats else None
+        # One read per heartbeat is the realistic pattern (a client sends one
+        # every 30 s); well below 1 means the gateway fell behind and read
+        # several heartbeats at once, which makes each one cheaper.
+        before_io, after_io = io.get("before"), io.get("after")
+        reads = writes = None
+        if before_io and after_io and total_beats:
+            reads = round((after_io[0] - before_io[0]) / total_beats, 3)
+            writes = round((after_io[1] - before_io[1]) / total_beats, 3)
+        if unconfirmed:
+            run.notes.append(f"{unconfirmed} heartbeats sent in the window were not confirmed "
+                             f"({connected - final_acks} of {connected} sockets got no "
+                             "heartbeat_ack for their final heartbeat within the drain time)")
+        if rejected:
+            run.notes.append(f"the gateway rejected {rejected} heartbeats in the window "
+                             f"(see generator.errors)")
+        if cpu_us is not None:
+            run.notes.append("the generator runs on this machine too ("
+                             + ("pinned to the other core" if pinned else "sharing its cores")
+                             + ") and needs more CPU per heartbeat than the gateway, so the "
+                             "wall-clock rate is the generator's limit; the gateway's "
+                             "per-process figure is capacity_heartbeats_per_core_s = 1e6 / "
+                             "cpu_us_per_heartbeat")
         implemented = presence_implemented()
         if not implemented:
             run.notes.append("presence (issue 7) is not implemented yet: heartbeats are "
@@ -266,10 +365,21 @@ def run_presence(opts: Options, args: argparse.Namespace) -> Result:
                              "PENDING (it measures the baseline, not presence)")
         return build_result(run, m, scenario="presence", server="parley",
                             parameters={"connections": n, "rate_per_socket": args.rate,
-                                        "window": args.window},
+                                        "acked": acked, "pinned": pinned is not None},
                             throughput_count=beats, unit="heartbeats/s",
                             extra={"redis_commands": delta, "heartbeats_total": total_beats,
                                    "redis_commands_per_1000_heartbeats": per_1000,
+                                   "heartbeats_sent_in_window": sent,
+                                   "heartbeats_rejected_in_window": rejected,
+                                   "heartbeats_unconfirmed": unconfirmed,
+                                   "sockets_confirmed": final_acks,
+                                   "gateway_cpu_s": gateway_cpu,
+                                   "cpu_us_per_heartbeat": cpu_us,
+                                   "capacity_heartbeats_per_core_s":
+                                       round(1e6 / cpu_us) if cpu_us else None,
+                                   "gateway_reads_per_heartbeat": reads,
+                                   "gateway_writes_per_heartbeat": writes,
+                                   "pinned_cpus": pinned,
                                    "presence_implemented": implemented,
                                    "presence_figure": "measured" if implemented else "pending",
                                    "offered_per_s": n * args.rate})

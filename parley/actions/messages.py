@@ -26,7 +26,7 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,14 @@ from parley.actions import files, validate
 from parley.actions.channels import member_channel, visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
-from parley.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from parley.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from parley.permissions import Perm, allowed, require
 from parley.services import Services
 from storage.interfaces import (
@@ -143,6 +150,65 @@ async def _check_thread_root(svc: Services, ident: Identity, workspace_id: int,
         raise Conflict("message_deleted", "the thread's root message was deleted")
 
 
+def _append_error(exc: AppendRejected | StoreUnavailable) -> DomainError:
+    if isinstance(exc, StoreUnavailable):
+        return Unavailable("store_unavailable",
+                           "the message store is unavailable; nothing was saved, retry")
+    if exc.code == "not_in_channel":
+        # Do not reveal whether a private channel exists.
+        return NotFound("channel_not_found", "no such channel")
+    return _REJECTION_ERRORS.get(exc.code, Forbidden)(exc.code, exc.message)
+
+
+def _new_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int, text: str,
+                 client_msg_id: str | None, thread_root_id: int | None,
+                 also_in_channel: bool) -> NewMessage:
+    msg_id = svc.ids.next_id()
+    return NewMessage(id=msg_id, channel_id=channel_id, workspace_id=workspace_id,
+                      user_id=ident.user_id, text=text, client_msg_id=client_msg_id,
+                      thread_root_id=thread_root_id, created_at=svc.ids.timestamp(msg_id),
+                      also_in_channel=also_in_channel)
+
+
+def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                        text: str, client_msg_id: str | None, *, shard: str,
+                        done: Callable[[Message | DomainError], None]) -> bool:
+    """``post_message`` for a plain message, without a coroutine per message:
+    the gateway's hot path (one ``send`` command = one call).
+
+    Plain means: no files, not a thread reply, no mention (``@`` parsed as
+    nothing), posted by a workspace member whose membership the caller
+    checked at connect time (channel membership is checked in the write
+    transaction, as always) into the workspace on ``shard``.  Returns False,
+    having done nothing, for anything else: the caller then awaits
+    ``post_message``, which handles every case.  Invalid text or
+    ``client_msg_id`` raise ``DomainError`` at once.  Otherwise ``done`` is
+    called exactly once, after the commit and after ``message.created`` was
+    handed to ``svc.publish_soon`` (not for a retry that found the first
+    attempt's message, as in ``post_message``), with the stored message or
+    the ``DomainError`` that ``post_message`` would raise.
+    """
+    text = validate.message_text(text, svc.settings.max_message_chars)
+    client_msg_id = validate.client_msg_id(client_msg_id)
+    if "@" in text and mentions.parse(text).any:
+        return False
+    new = _new_message(svc, ident, workspace_id, channel_id, text, client_msg_id, None, False)
+
+    def committed(res: Message | BaseException) -> None:
+        if isinstance(res, BaseException):
+            done(_append_error(res) if isinstance(res, AppendRejected | StoreUnavailable)
+                 else Unavailable("internal_error", "the message was not saved; retry"))
+            return
+        if res.id == new.id:
+            svc.publish_soon([(events.channel_topic(channel_id),
+                               events.encode(events.MESSAGE_CREATED,
+                                             events.message_data(res, ())))])
+        done(res)
+
+    svc.writer.submit(shard, new, committed)
+    return True
+
+
 async def post_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
                        text: str, client_msg_id: str | None = None,
                        thread_root_id: int | None = None, *, member_checked: bool = False,
@@ -174,21 +240,13 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     shard = await svc.store.shard_of(workspace_id)
     if shard is None:
         raise NotFound("workspace_not_found", "no such workspace")
-    msg_id = svc.ids.next_id()
-    new = NewMessage(id=msg_id, channel_id=channel_id, workspace_id=workspace_id,
-                     user_id=ident.user_id, text=text, client_msg_id=client_msg_id,
-                     thread_root_id=thread_root_id, created_at=svc.ids.timestamp(msg_id),
-                     also_in_channel=also_in_channel)
+    new = _new_message(svc, ident, workspace_id, channel_id, text, client_msg_id,
+                       thread_root_id, also_in_channel)
+    msg_id = new.id
     try:
         stored = await svc.writer.append(shard, new)
-    except AppendRejected as exc:
-        if exc.code == "not_in_channel":
-            # Do not reveal whether a private channel exists.
-            raise NotFound("channel_not_found", "no such channel") from exc
-        raise _REJECTION_ERRORS.get(exc.code, Forbidden)(exc.code, exc.message) from exc
-    except StoreUnavailable as exc:
-        raise Unavailable("store_unavailable",
-                          "the message store is unavailable; nothing was saved, retry") from exc
+    except (AppendRejected, StoreUnavailable) as exc:
+        raise _append_error(exc) from exc
     attached: list[FileRecord] | None = None
     if file_ids:  # idempotent: a retry attaches what a failed first attempt did not
         attached = await svc.store.attach_files(workspace_id, channel_id, stored.id,

@@ -95,3 +95,12 @@ def test_presence_reads_redis_command_stats(results_dir: Path, pg_admin_dsn: str
     assert r["throughput"] > 0
     assert r["extra"]["redis_commands_per_1000_heartbeats"] is not None
     assert r["extra"]["presence_figure"] in ("measured", "pending")
+    # Ref-less heartbeats, each socket's confirmed by its final heartbeat_ack.
+    assert r["parameters"]["acked"] is False
+    assert r["extra"]["sockets_confirmed"] == 4
+    assert r["extra"]["heartbeats_unconfirmed"] == 0
+    assert r["extra"]["heartbeats_sent_in_window"] == r["throughput"] * 1.0  # a 1 s window
+    # None only if the gateway's CPU over a 1 s window rounds to 0 (10 ms ticks).
+    cpu_us = r["extra"]["cpu_us_per_heartbeat"]
+    assert cpu_us is None or r["extra"]["capacity_heartbeats_per_core_s"] == round(1e6 / cpu_us)
+    assert r["latency"]["samples"] == 4  # the final heartbeats' round trips

@@ -200,3 +200,54 @@ async def test_messages_reach_only_channel_members(parley: Running) -> None:
 
 def test_msgpack_packb_roundtrip_sanity() -> None:
     assert msgpack.unpackb(msgpack.packb({"op": "x"})) == {"op": "x"}
+
+
+async def test_plain_sends_take_the_nowait_path_and_the_rest_the_full_one(
+        parley: Running) -> None:
+    """A plain ``send`` is committed and acked without a Task per command
+    (messages.post_message_nowait); mentions, thread replies and archived
+    channels still behave exactly as through post_message."""
+    ada, bob, ws, general = await _setup(parley)
+    app = parley.gateway_app
+    assert app is not None
+    side = await ada.call("POST", f"/v1/workspaces/{ws['id']}/channels", 201,
+                          json={"name": "side"})
+    a = await WsClient.connect(parley, ada.token or "", ws["id"])
+    b = await WsClient.connect(parley, bob.token or "", ws["id"])
+    cid = general["id"]
+    tasks_before = len(asyncio.all_tasks())
+    for i in range(20):
+        await a.send_cmd("send", {"channel_id": cid, "text": f"plain {i}",
+                                  "client_msg_id": f"p{i}"}, ref=i)
+    await a.send_cmd("send", {"channel_id": cid, "text": "plain 0", "client_msg_id": "p0"},
+                     ref="retry")  # the same key again, right behind the first
+    acks: dict[Any, dict[str, Any]] = {}
+    while len(acks) < 21:
+        ev = await a.recv_type("ack")
+        acks[ev["ref"]] = ev["d"]
+    assert not app._sends, "plain sends spawn no Task"
+    assert len(asyncio.all_tasks()) <= tasks_before + 4  # the writer's lanes, the outbox
+    assert [acks[i]["seq"] for i in range(20)] == list(range(1, 21))
+    assert acks["retry"] == acks[0]
+    seen = [(await b.recv_type("message.created"))["d"]["seq"] for _ in range(20)]
+    assert seen == list(range(1, 21))  # exactly once: the retry published nothing
+    # A mention is not plain: the full path stores it and tells bob.
+    me = await bob.call("GET", "/v1/me", 200)
+    await a.send_cmd("send", {"channel_id": cid, "text": f"hi <@{me['id']}>"}, ref="m")
+    assert (await a.recv_type("ack"))["d"]["seq"] == 21
+    mention = await b.recv_type("mention.created")
+    assert mention["d"]["message_seq"] == 21
+    # A thread reply: the full path too, with its own channel seq.
+    await a.send_cmd("send", {"channel_id": cid, "text": "reply",
+                              "thread_root_id": acks[0]["id"]}, ref="t")
+    assert (await a.recv_type("ack"))["d"]["seq"] == 22
+    # Archived: the nowait path reports the writer's refusal as a typed error.
+    await ada.call("POST", f"/v1/workspaces/{ws['id']}/channels/{side['id']}/archive", 200)
+    await a.send_cmd("send", {"channel_id": side["id"], "text": "too late"}, ref="x")
+    err = await a.recv_type("error")
+    assert (err["ref"], err["d"]["code"]) == ("x", "channel_archived")
+    assert app._inflight == 0
+    for c in (a, b):
+        await c.close()
+    for api in (ada, bob):
+        await api.close()

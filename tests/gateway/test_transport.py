@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.client import connect
@@ -522,15 +522,18 @@ class FakeTransport:
         return default
 
 
-async def _fake_open(limits: TransportLimits = FAST) -> tuple[WsTransport, FakeTransport,
-                                                               Recorder]:
-    handler = Recorder()
-    server = GatewayServer(handler, limits, WsLimits(), asyncio.get_running_loop())
+async def _fake_open(limits: TransportLimits = FAST, server: GatewayServer | None = None,
+                     fake: FakeTransport | None = None) -> tuple[WsTransport, FakeTransport,
+                                                                 Recorder]:
+    if server is None:
+        server = GatewayServer(Recorder(), limits, WsLimits(), asyncio.get_running_loop())
+    handler = cast(Recorder, server.handler)
+    opened = len(handler.opened)
     conn = WsTransport(server)
-    fake = FakeTransport()
+    fake = fake if fake is not None else FakeTransport()
     conn.connection_made(fake)  # type: ignore[arg-type]
     conn.data_received(request_bytes())
-    await eventually(lambda: handler.opened)
+    await eventually(lambda: len(handler.opened) > opened)
     assert fake.writes[0].startswith(b"HTTP/1.1 101 ")
     fake.writes.clear()
     return conn, fake, handler
@@ -564,6 +567,69 @@ async def test_send_over_the_outbound_limit_closes_as_slow_consumer() -> None:
     assert written == core_ext.build_frame(CLOSE, b"\x0f\xa2slow consumer")
     await eventually(lambda: handler.closed)
     assert handler.closed[0][1:] == (4002, "slow consumer")
+
+
+async def test_a_flush_is_written_in_slices_with_the_loop_running_between() -> None:
+    limits = TransportLimits(flush_slice_connections=2)
+    server = GatewayServer(Recorder(), limits, WsLimits(), asyncio.get_running_loop())
+    opened = [await _fake_open(server=server) for _ in range(5)]
+    conns = [conn for conn, _, _ in opened]
+    fakes = [fake for _, fake, _ in opened]
+    frame = core_ext.build_frame(BINARY, b"broadcast")
+    assert core_ext.fanout_write(conns, frame, 1 << 20) == []
+    written: list[int] = []
+    for _ in range(3):
+        await asyncio.sleep(0)  # one loop iteration: one slice
+        written.append(sum(1 for fake in fakes if fake.writes))
+    assert written == [2, 4, 5]
+    # A frame queued to a connection still waiting for its turn joins its write.
+    assert core_ext.fanout_write(conns, frame, 1 << 20) == []
+    conns[4].send(frame)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert fakes[0].writes == [frame, frame]
+    assert fakes[4].writes == [frame, frame + frame]
+
+
+async def test_a_failing_write_aborts_that_connection_only() -> None:
+    class Broken(FakeTransport):
+        def write(self, data: bytes) -> None:
+            if self.writes:  # the 101 goes through
+                raise RuntimeError("transport bug")
+            super().write(data)
+
+    server = GatewayServer(Recorder(), FAST, WsLimits(), asyncio.get_running_loop())
+    bad, bad_fake, _ = await _fake_open(server=server, fake=Broken())
+    good, good_fake, _ = await _fake_open(server=server)
+    bad_fake.writes.append(b"101")
+    frame = core_ext.build_frame(BINARY, b"x")
+    assert core_ext.fanout_write([bad, good], frame, 1 << 20) == []
+    await asyncio.sleep(0)
+    assert bad_fake.aborted and not good_fake.aborted
+    assert good_fake.writes == [frame]
+
+
+async def test_fanout_asks_a_paused_transport_for_its_buffer() -> None:
+    class WithLimits(FakeTransport):
+        queries = 0
+
+        def get_write_buffer_limits(self) -> tuple[int, int]:
+            return (16 * 1024, 64 * 1024)
+
+        def get_write_buffer_size(self) -> int:
+            self.queries += 1
+            return self.buffered
+
+    limits = TransportLimits(max_outbound_bytes=1 << 20, slow_consumer_code=4002)
+    conn, fake, _ = await _fake_open(limits, fake=WithLimits())
+    frame = core_ext.build_frame(BINARY, bytes(100))
+    assert core_ext.fanout_write([conn], frame, 1 << 20) == []
+    assert cast(WithLimits, fake).queries == 0  # far from the limit: not asked
+    fake.buffered = (1 << 20) + 1
+    conn.pause_writing()  # what asyncio does above the high-water mark
+    assert core_ext.fanout_write([conn], frame, 1 << 20) == [0]
+    assert cast(WithLimits, fake).queries == 1
+    conn.resume_writing()
 
 
 # --- timer wheel ---------------------------------------------------------------------------------

@@ -356,3 +356,115 @@ def test_chunking_never_changes_events_or_replies(
     assert events == expected
     pongs = [p for kind, p, _ in msgs if kind == "ping"]
     assert peer.read(replies) == [(True, PONG, p) for p in pongs]
+
+
+# --- the one-frame fast path (module rule 8) --------------------------------------------------
+
+class _NoParse:
+    """Stands in for the parser: the fast path must not need it."""
+
+    buffered_bytes = 0
+
+    def feed(self, data: bytes) -> list[object]:
+        raise AssertionError("the general path ran")
+
+
+@pytest.mark.parametrize("size", [0, 1, 14, 124, 125])
+def test_one_small_frame_skips_the_parser(impl: core_ext.Kernels, peer: Peer, size: int) -> None:
+    conn = conn_for(impl)
+    conn._parser = _NoParse()
+    assert conn.receive_data(peer.frame(BINARY, bytes(range(size)))) == [
+        BinaryMessage(bytes(range(size)))]
+    assert conn.receive_data(peer.frame(TEXT, ("é" * 62)[:size // 2].encode())) == [
+        TextMessage(("é" * 62)[:size // 2])]
+    assert conn.data_to_send() == b""
+
+
+def _run(impl: core_ext.Kernels, prefix: bytes, data: bytes, cut: int | None,
+         close_first: bool) -> tuple[list[Event], bytes, ConnectionState, int | None]:
+    """Events, replies, state and close code after ``prefix`` then ``data``
+    (in two reads split at ``cut``, or in one read)."""
+    conn = conn_for(impl, max_message_bytes=4096)
+    conn.receive_data(prefix)
+    if close_first:
+        conn.close(1000)
+    conn.data_to_send()
+    if cut is None:
+        events = conn.receive_data(data)
+    else:
+        events = conn.receive_data(data[:cut]) + conn.receive_data(data[cut:])
+    return events, conn.data_to_send(), conn.state, conn.close_code
+
+
+def _masked(b0: bytes, b1: int, rest: bytes) -> bytes:
+    return b0 + bytes([b1]) + b"\x01\x02\x03\x04" + rest
+
+
+#: Reads that look like the fast path's case but are not (or are, at an edge).
+EDGE_READS = {
+    "len-126-as-7-bit-sized-read": _masked(b"\x82", 0x80 | 126, bytes(126)),
+    "len-127-as-7-bit-sized-read": _masked(b"\x82", 0x80 | 127, bytes(127)),
+    "len-125": _masked(b"\x82", 0x80 | 125, bytes(125)),
+    "len-0-text": _masked(b"\x81", 0x80, b""),
+    "invalid-utf8-text": _masked(b"\x81", 0x80 | 2, b"\xfe\xfd"),
+    "truncated-utf8-text": _masked(b"\x81", 0x80 | 1, b"\xc2"),
+    "unmasked-with-4-spare-bytes": b"\x82\x04abcdefgh",
+    "rsv1": _masked(b"\xc2", 0x80 | 1, b"x"),
+    "rsv2": _masked(b"\xa2", 0x80 | 1, b"x"),
+    "rsv3": _masked(b"\x92", 0x80 | 1, b"x"),
+    "not-fin": _masked(b"\x02", 0x80 | 1, b"x"),
+    "continuation": _masked(b"\x80", 0x80 | 1, b"x"),
+    "reserved-opcode": _masked(b"\x83", 0x80 | 1, b"x"),
+    "ping": _masked(b"\x89", 0x80 | 1, b"x"),
+    "pong": _masked(b"\x8a", 0x80 | 1, b"x"),
+    "close": _masked(b"\x88", 0x80 | 2, b"\x03\xe8"),
+    "one-byte-short": _masked(b"\x82", 0x80 | 3, b"xy"),
+    "one-byte-long": _masked(b"\x82", 0x80 | 1, b"xy"),
+    "two-frames": _masked(b"\x82", 0x81, b"x") + _masked(b"\x81", 0x81, b"y"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_READS))
+@pytest.mark.parametrize("prefix", ["", "fragment", "text-fragment", "closing", "partial"])
+def test_the_fast_path_agrees_at_the_edges(impl: core_ext.Kernels, peer: Peer, name: str,
+                                           prefix: str) -> None:
+    pre = {"": b"", "closing": b"", "fragment": peer.frame(BINARY, b"ab", fin=False),
+           "text-fragment": peer.frame(TEXT, b"\xc3", fin=False),
+           "partial": peer.frame(BINARY, b"abc")[:3]}[prefix]  # the parser holds 3 bytes
+    data = EDGE_READS[name]
+    assert _run(impl, pre, data, None, prefix == "closing") == _run(
+        impl, pre, data, 1, prefix == "closing")
+
+
+frame_bytes = st.builds(
+    # length None: the payload's own length (when it fits in 7 bits), so that
+    # well-formed frames, the fast path's case, are common.
+    lambda b0, masked, length, key, payload, extra: bytes(
+        [b0, (0x80 if masked else 0) | (min(len(payload), 127) if length is None else length)])
+    + (key if masked else b"") + payload + extra,
+    b0=st.one_of(st.sampled_from([0x81, 0x82]), st.sampled_from([
+        0x01, 0x02, 0x80, 0x88, 0x89, 0x8A, 0xC2, 0x92, 0xA1, 0x83, 0x8B]), st.integers(0, 255)),
+    masked=st.sampled_from([True, True, True, False]),
+    length=st.one_of(st.none(), st.none(), st.integers(0, 127),
+                     st.sampled_from([0, 2, 14, 125, 126, 127])),
+    key=st.binary(min_size=4, max_size=4),
+    payload=st.one_of(st.binary(max_size=130), st.text(max_size=60).map(str.encode),
+                      st.sampled_from([b"\xff\xfe", b"\xc3", "✓".encode()])),
+    extra=st.one_of(st.just(b""), st.just(b""), st.binary(max_size=8)),
+)
+
+
+@given(data=frame_bytes, which=st.integers(0, 1),
+       prefix=st.sampled_from(["", "fragment", "text-fragment"]), close_first=st.booleans())
+@settings(max_examples=400)
+def test_the_fast_path_agrees_with_the_parser(data: bytes, which: int, prefix: str,
+                                              close_first: bool) -> None:
+    """Any one read gives what the general path gives for it (fed as two
+    reads, so the parser holds a byte and the fast path cannot apply)."""
+    impl = load_impl(IMPLEMENTATIONS[which])
+    peer = Peer(impl)
+    pre = {"": b"", "fragment": peer.frame(BINARY, b"ab", fin=False),
+           "text-fragment": peer.frame(TEXT, b"\xc3", fin=False)}[prefix]
+    whole = _run(impl, pre, data, None, close_first)
+    split = _run(impl, pre, data, 1, close_first)
+    assert whole == split

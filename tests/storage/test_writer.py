@@ -127,3 +127,60 @@ async def test_two_writers_on_one_channel_never_duplicate_or_skip(db: PgDatabase
     await w1.close()
     await w2.close()
     await other.close()
+
+
+async def test_submit_calls_back_once_per_message_after_commit_in_seq_order(
+        db: PgDatabase) -> None:
+    """``submit`` (no coroutine per message): one callback each, after the
+    commit, in commit order; rejections and duplicates arrive the same way."""
+    ws, ch, users = await _workspace(db)
+    writer = GroupCommitWriter(db, window_ms=1.0, max_batch=64)
+    shard = await db.shard_of(ws)
+    assert shard is not None
+    results: list[object] = []
+    committed_seen: list[int] = []
+    finished = asyncio.Event()
+    total = 203  # 200 fresh, a duplicate, a stranger, a repeat of the duplicate
+
+    def done(res: object) -> None:
+        if not isinstance(res, BaseException):
+            committed_seen.append(res.seq)  # type: ignore[attr-defined]
+        results.append(res)
+        if len(results) == total:
+            finished.set()
+
+    for i in range(200):
+        writer.submit(shard, new_msg(ws, ch, users[i % 3], f"s{i}", f"key-{i}"), done)
+    assert results == [], "callbacks never run inside submit"
+    writer.submit(shard, new_msg(ws, ch, users[0], "again", "key-0"), done)  # a retry
+    writer.submit(shard, new_msg(ws, ch, 999_999_999, "who?"), done)  # not a member
+    writer.submit(shard, new_msg(ws, ch, users[0], "again", "key-0"), done)
+    await asyncio.wait_for(finished.wait(), 10)
+    rejected = [r for r in results if isinstance(r, AppendRejected)]
+    assert [r.code for r in rejected] == ["not_in_channel"]
+    fresh = [r for r in results if not isinstance(r, BaseException)]
+    assert len(fresh) == 202
+    assert sorted({m.seq for m in fresh}) == list(range(1, 201))  # retries share key-0's seq
+    # In commit order: the seqs of the 200 fresh messages arrive increasing.
+    first_seen = [s for i, s in enumerate(committed_seen) if s not in committed_seen[:i]]
+    assert first_seen == sorted(first_seen)
+    rows = await db.history(ws, ch, after=0, limit=1000)
+    assert [r.seq for r in rows] == list(range(1, 201))
+    await writer.close()
+    with pytest.raises(StoreUnavailable):
+        writer.submit(shard, new_msg(ws, ch, users[0]), done)
+
+
+async def test_a_failing_callback_does_not_cost_the_rest_of_the_batch(db: PgDatabase) -> None:
+    ws, ch, users = await _workspace(db)
+    writer = GroupCommitWriter(db, window_ms=5.0)
+    shard = await db.shard_of(ws)
+    assert shard is not None
+
+    def boom(res: object) -> None:
+        raise RuntimeError("a caller's bug")
+
+    writer.submit(shard, new_msg(ws, ch, users[0], "one"), boom)
+    after = await writer.append(shard, new_msg(ws, ch, users[0], "two"))
+    assert after.seq == 2
+    await writer.close()
