@@ -371,6 +371,16 @@ class EchoConn(PacedConn):
         self.done_one()
 
 
+def _decode_event(payload: bytes, stats: Stats) -> dict[str, Any] | None:
+    """A server event as a dict, or None (counted when undecodable)."""
+    try:
+        event = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception:
+        stats.errors["undecodable"] += 1
+        return None
+    return event if isinstance(event, dict) else None
+
+
 class CommandConn(PacedConn):
     """Parley commands with replies: ``send`` (ingest).
 
@@ -393,34 +403,25 @@ class CommandConn(PacedConn):
         # client_msg_id is unique per (user, id): sockets of one user must not collide.
         self.cmid_prefix = os.urandom(6).hex()
         self.sent_at: dict[int, int] = {}
-        self.reply_type = "ack" if op == "send" else "heartbeat_ack"
 
     def fire(self, now_ns: int) -> None:
         self.ref += 1
         self.sent_at[self.ref] = now_ns
-        cmd: dict[str, Any] = {"op": self.op, "ref": self.ref}
-        if self.op == "send":
-            cmd["d"] = {"channel_id": self.channel_id, "text": timed_text(self.size, now_ns),
-                        "client_msg_id": f"{self.cmid_prefix}-{self.ref}"}
-        else:
-            cmd["d"] = {}
-        self.send(msgpack.packb(cmd))
+        self.send(msgpack.packb({"op": "send", "ref": self.ref, "d": {
+            "channel_id": self.channel_id, "text": timed_text(self.size, now_ns),
+            "client_msg_id": f"{self.cmid_prefix}-{self.ref}"}}))
 
     def handle(self, payload: bytes, now_ns: int) -> None:
         if payload.find(_CREATED, 0, 40) >= 0:
             self.stats.extra["deliveries"] += 1  # our own message, delivered to us
             return
-        try:
-            event = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception:
-            self.stats.errors["undecodable"] += 1
-            return
-        if not isinstance(event, dict):
+        event = _decode_event(payload, self.stats)
+        if event is None:
             return
         kind = event.get("t")
         ref = event.get("ref")
         sent = self.sent_at.pop(ref, None) if isinstance(ref, int) else None
-        if kind == self.reply_type and sent is not None:
+        if kind == "ack" and sent is not None:
             self.stats.record(sent, now_ns)
             self.done_one()
         elif kind == "error":
@@ -507,12 +508,8 @@ class HeartbeatConn(CommandConn):
         self.timer = self.loop.call_later(self.interval, self._beat)
 
     def handle(self, payload: bytes, now_ns: int) -> None:
-        try:
-            event = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception:
-            self.stats.errors["undecodable"] += 1
-            return
-        if not isinstance(event, dict):
+        event = _decode_event(payload, self.stats)
+        if event is None:
             return
         kind = event.get("t")
         ref = event.get("ref")

@@ -405,8 +405,9 @@ class GatewayApp:
             session.error(ref, "unknown_op", f"unknown command {op!r}")
 
     def _rate_limited(self, session: Session, conn: WsTransport, ref: Any) -> None:
-        """A command found the token bucket empty (the heartbeat fast path's
-        copy of the generic path's answer: tests/gateway/test_session_heartbeats.py
+        """A command found the token bucket empty: a ``rate_limited`` error,
+        or 4003 after RATE_STRIKES_TO_CLOSE in a row.  Shared by the generic
+        path and the heartbeat fast path (tests/gateway/test_session_heartbeats.py
         checks that the two agree)."""
         settings = self.svc.settings
         session.strikes += 1
