@@ -205,7 +205,6 @@ class GatewayApp:
         self._sends: set[asyncio.Task[Any]] = set()  # in-flight `send` commands (full path)
         self._inflight = 0  # in-flight `send` commands on the nowait path
         self._idle: asyncio.Event | None = None  # set when _inflight drops to 0 (drain)
-        self._shards: dict[int, str] = {}  # workspace id -> shard, of open sessions
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
 
@@ -319,12 +318,12 @@ class GatewayApp:
         if rows is None:
             session.conn.close(CloseCode.MEMBERSHIP_ENDED, "not a member of this workspace")
             return
-        if session.workspace_id not in self._shards:
-            # Placement never changes for a workspace: cache it for the hot path.
+        if self.svc.store.cached_shard(session.workspace_id) is None:
+            # Warm the store's placement cache, so the synchronous send path
+            # (``_start_send``) finds the shard without I/O.  If the directory
+            # is down, sends take the full path, which looks it up again.
             with contextlib.suppress(StoreUnavailable):
-                shard = await self.svc.store.shard_of(session.workspace_id)
-                if shard is not None:
-                    self._shards[session.workspace_id] = shard
+                await self.svc.store.shard_of(session.workspace_id)
         await self.router.add_user(session)
         for channel, _ in rows:
             session.channels.add(channel.id)
@@ -441,7 +440,7 @@ class GatewayApp:
         except codecs.BadEnvelope as exc:
             session.error(ref, exc.code, exc.message)
             return
-        shard = self._shards.get(session.workspace_id)
+        shard = self.svc.store.cached_shard(session.workspace_id)
         if shard is not None and f.root_id is None and not f.file_ids:
             try:
                 started = messages.post_message_nowait(

@@ -7,6 +7,7 @@ concern          default (nothing configured)     configured
 ===============  ===============================  ===================================
 PostgreSQL       embedded server in data_dir/pg   ``database_url`` (one DSN per shard)
 hub              in-process                       Redis pub/sub / Redis Cluster
+presence         in-process                       Redis / Redis Cluster (same URLs)
 snowflake ids    worker id 0                      worker id leased in PostgreSQL
 secret           data_dir/secret (generated)      ``jwt_secret``
 file bytes       local disk in data_dir/files     ``s3_bucket`` (+ ``s3_endpoint``): S3
@@ -111,7 +112,9 @@ def make_hub(settings: Settings) -> Hub:
 
 
 def make_presence_store(settings: Settings) -> PresenceStore:
-    """In-process with no Redis; else Redis (the first URL: see the cluster note)."""
+    """Chosen like the hub (``make_hub``): in-process with no Redis URL; one
+    URL: that Redis server; several: the Redis Cluster they are startup
+    nodes of, each command routed to the node owning its key's slot."""
     urls = settings.redis_urls
     if not urls:
         from storage.presence_memory import MemoryPresenceStore
@@ -119,7 +122,9 @@ def make_presence_store(settings: Settings) -> PresenceStore:
         return MemoryPresenceStore()
     from storage.presence_redis import RedisPresenceStore
 
-    return RedisPresenceStore(urls[0])
+    if len(urls) == 1:
+        return RedisPresenceStore(urls[0])
+    return RedisPresenceStore.cluster(urls)
 
 
 def make_blob_store(settings: Settings, secret: str) -> BlobStore:

@@ -31,8 +31,9 @@ class Settings:
     # under data_dir.  The first DSN also holds the directory (accounts,
     # workspace placement); workspaces are spread over all of them.
     database_url: str = ""
-    # Empty means the in-process hub (one process).  redis://... selects Redis
-    # pub/sub; several comma-separated URLs select Redis Cluster sharded pub/sub.
+    # Empty means the in-process hub and presence (one process).  redis://...
+    # selects Redis pub/sub and presence; several comma-separated URLs select a
+    # Redis Cluster (sharded pub/sub; presence keys routed by slot).
     redis_url: str = ""
     s3_endpoint: str = ""
     s3_bucket: str = ""
@@ -120,7 +121,8 @@ SETTINGS_DOC: dict[str, str] = {
     "database_url":
         "PostgreSQL DSN(s), comma-separated for shards; empty = embedded PostgreSQL",
     "redis_url":
-        "Redis URL for the hub; several comma-separated = Redis Cluster; empty = in-process",
+        "Redis URL for the hub and presence; several comma-separated = Redis Cluster;"
+        " empty = in-process",
     "s3_endpoint": "S3-compatible endpoint URL (MinIO, ...); empty = AWS S3 when s3_bucket is set",
     "s3_bucket": "S3 bucket for files; empty = files on local disk under data_dir/files",
     "s3_region": "S3 region",

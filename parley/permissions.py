@@ -56,6 +56,7 @@ class Perm(StrEnum):
     READ_HISTORY = "read_history"
     START_DM = "start_dm"
     LIST_MEMBERS = "list_members"
+    MANAGE_WORKSPACE_FILES = "manage_workspace_files"  # the workspace's file size/type limits
 
 
 _ALL = frozenset(Role)
@@ -87,6 +88,7 @@ TABLE: dict[Perm, frozenset[Role]] = {
     Perm.READ_HISTORY: _ALL,
     Perm.START_DM: _ALL,
     Perm.LIST_MEMBERS: _ALL,
+    Perm.MANAGE_WORKSPACE_FILES: _STAFF,
 }
 
 # Permissions a channel's creator holds on that channel (unless a guest).

@@ -37,11 +37,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import MovedError, RedisError
 
@@ -51,9 +49,11 @@ from storage.redis_conn import (
     Backoff,
     ConnectionFactory,
     LinkState,
+    NodeAddress,
     PubSubLink,
     Reply,
     SubscribeOutcome,
+    startup_url_kwargs,
 )
 
 __all__ = ["NodeAddress", "RedisClusterHub", "SlotMap"]
@@ -65,27 +65,6 @@ log = logging.getLogger(__name__)
 MAX_SUBSCRIBE_REDIRECTS = 3
 #: Least time between two CLUSTER SLOTS fetches of one hub.
 MIN_REFRESH_INTERVAL_S = 0.1
-
-
-class NodeAddress(NamedTuple):
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> NodeAddress:
-        """``host:port``, ``[v6]:port`` or a ``redis://``/``rediss://`` URL."""
-        if "://" in text:
-            url = urlsplit(text)
-            if url.hostname is None:
-                raise ValueError(f"no host in cluster node URL: {text!r}")
-            return cls(url.hostname, url.port or 6379)
-        host, _, port = text.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"not a host:port cluster node address: {text!r}")
-        return cls(host.strip("[]"), int(port))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def topic_slot(topic: str) -> int:
@@ -148,11 +127,7 @@ class RedisClusterHub(HubCore):
         if not startup_nodes:
             raise ValueError("RedisClusterHub needs at least one startup node")
         self._startup = [NodeAddress.parse(n) for n in startup_nodes]
-        from_url: dict[str, Any] = {}
-        if "://" in startup_nodes[0]:
-            from_url = dict(parse_url(startup_nodes[0]))
-            for key in ("host", "port", "path", "db"):  # per node, or meaningless in a cluster
-                from_url.pop(key, None)
+        from_url = startup_url_kwargs(startup_nodes)
         # Unlike RedisHub's URL, the startup URL yields to connection_kwargs.
         self._connections = ConnectionFactory.merge(
             from_url, self._options.connection_kwargs, options=self._options

@@ -382,7 +382,18 @@ class WorkspaceStore(Protocol):
 
     async def workspaces_of(self, user_id: int) -> list[Workspace]: ...
 
-    async def shard_of(self, workspace_id: int) -> str | None: ...
+    async def shard_of(self, workspace_id: int) -> str | None:
+        """The shard holding the workspace (None: no such workspace).  May
+        read the directory; a found answer is cached for ``cached_shard``."""
+
+    def cached_shard(self, workspace_id: int) -> str | None:
+        """The workspace's shard if this store already knows it, else None.
+
+        Synchronous and cache-only: never does I/O, never raises
+        ``StoreUnavailable``.  The cache is filled by ``shard_of`` and
+        ``create_workspace``.  Placement never changes for a workspace, so a
+        cached answer is never stale; None only means "not known yet" (call
+        ``shard_of``), not "no such workspace"."""
 
     async def member(self, workspace_id: int, user_id: int) -> Member | None: ...
 

@@ -111,6 +111,9 @@ class PgDatabase(AccountQueries, ChannelQueries, MessageQueries, FileQueries):
                 self._placement[workspace_id] = shard
         return shard
 
+    def cached_shard(self, workspace_id: int) -> str | None:
+        return self._placement.get(workspace_id)
+
     async def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return await fn(*args)

@@ -1,5 +1,8 @@
 """Redis ``PresenceStore``: node leases plus per-user hashes, written on change.
 
+One server (``RedisPresenceStore(url)``) or a Redis Cluster
+(``RedisPresenceStore.cluster(startup_nodes)``); the commands are the same.
+
 Rules for this file:
 
 * No command per heartbeat and none per user per refresh: a ``sync`` with
@@ -11,6 +14,17 @@ Rules for this file:
   own retry on a dropped connection cannot break the contract (a version
   that grows by two instead of one is still a version).
 * Backend failures surface as ``PresenceUnavailable`` (a ``ConnectionError``).
+* Cluster-safe: every command but two names one key, and redis-py's
+  ``RedisCluster`` routes each command, and each command of a pipeline, to
+  the primary owning its key's slot (following ``MOVED``/``ASK`` and
+  refreshing its slot map).  The two multi-key commands are split by slot on
+  a cluster: ``MGET`` of leases (``_mget``: atomicity is not needed, a lease
+  can expire between any two reads anyway) and ``DEL`` of reaped node sets
+  (``RedisCluster.delete`` splits it).  The one atomic step
+  (``set_settings``, a Lua script) touches one key.  Hence no key needs a
+  hash tag; a future script, MULTI or multi-key command over several keys
+  must put them under one (``P {<tag>}...``), and ``key_prefix`` must then
+  hold no braces.
 
 Key layout (``P`` is the prefix)
 --------------------------------
@@ -30,6 +44,12 @@ reaper working on the old id can never delete entries written under the new
 one).  A reaper claims a dead node with ``SREM P nodes <node>``: Redis runs
 commands one at a time, so exactly one reaper gets 1.
 
+Why not the hub's own cluster machinery (``hub_redis_cluster``'s slot map):
+it exists because sharded pub/sub needs one dedicated connection per primary
+and never retries a publish; presence needs neither (see the retry rule
+above), so redis-py's cluster client, which routes and retries ordinary
+commands, is the simpler and better-tested tool.
+
 Why the hub and not a channel of our own for change notifications: the store
 only keeps state; gateways publish changes on the existing ``Hub`` (topic
 ``p:<user id>``), which already reference-counts subscriptions, reconnects,
@@ -44,9 +64,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import RedisClusterException, RedisError
 
 from storage.interfaces_presence import Presence, Status, SyncResult, aggregate
+from storage.redis_conn import NodeAddress, startup_url_kwargs
 
 __all__ = ["DEFAULT_KEY_PREFIX", "PresenceUnavailable", "RedisPresenceStore"]
 
@@ -64,6 +87,18 @@ _ONLINE = b"o"
 _AWAY = b"a"
 _CODES = {Status.ONLINE: _ONLINE, Status.AWAY: _AWAY}
 _ENTRY = b"n:"  # field prefix of node entries in a user hash
+# What a failing backend raises: RedisCluster reports some failures (no node
+# reachable, a slot not covered) outside the RedisError hierarchy.
+_BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
+# set_settings: settings and version bump in one step, then the hash.  A
+# script rather than MULTI: atomic on a server and on a cluster alike (one
+# key), and redis-py's cluster MULTI runs every queued command on a thread
+# with an event loop of its own.  ARGV: field, value pairs (maybe none).
+_SET_SETTINGS_LUA = """
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return redis.call('HGETALL', KEYS[1])
+"""
 
 
 class PresenceUnavailable(ConnectionError):
@@ -71,15 +106,17 @@ class PresenceUnavailable(ConnectionError):
 
 
 class RedisPresenceStore:
-    """A ``PresenceStore`` over one Redis server; see ``storage.interfaces_presence``.
+    """A ``PresenceStore`` over Redis; see ``storage.interfaces_presence``.
 
     ``RedisPresenceStore(url, *, key_prefix=DEFAULT_KEY_PREFIX, client=None)``:
-    ``client`` replaces the one built from ``url`` (it must return bytes); the
-    store closes only a client it built.
+    one server at ``url``.  ``client`` replaces the one built from ``url``
+    (it must return bytes; a ``RedisCluster`` makes this a cluster store);
+    the store closes only a client it built.  ``RedisPresenceStore.cluster``
+    builds a Redis Cluster store.
     """
 
     def __init__(self, url: str = "", *, key_prefix: str = DEFAULT_KEY_PREFIX,
-                 client: aioredis.Redis | None = None) -> None:
+                 client: aioredis.Redis | RedisCluster | None = None) -> None:
         if client is None:
             if not url:
                 raise ValueError("pass a Redis url or a client")
@@ -89,12 +126,38 @@ class RedisPresenceStore:
             self._owns_client = True
         else:
             self._owns_client = False
-        self._r = client
+        self._r: aioredis.Redis | RedisCluster = client
         self._p = key_prefix
         self._nodes_key = f"{key_prefix}nodes"
         self._node = secrets.token_hex(8)
         self._registered = False
         self._closed = False
+
+    @classmethod
+    def cluster(cls, startup_nodes: Sequence[str], *,
+                key_prefix: str = DEFAULT_KEY_PREFIX) -> RedisPresenceStore:
+        """A store over the Redis Cluster reached through ``startup_nodes``.
+
+        Written like ``RedisClusterHub``'s (``host:port`` or ``redis://`` /
+        ``rediss://`` URLs; any one node is enough, the rest is discovered);
+        credentials and TLS come from the first URL.  Connecting is lazy: a
+        cluster that is down makes the first call raise
+        ``PresenceUnavailable``, not this constructor.
+        """
+        if not startup_nodes:
+            raise ValueError("a Redis Cluster needs at least one startup node")
+        kwargs = startup_url_kwargs(startup_nodes)
+        # RedisCluster takes TLS as a flag, not as a connection class.
+        if kwargs.pop("connection_class", None) is SSLConnection:
+            kwargs["ssl"] = True
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(a.host, a.port)
+                           for a in map(NodeAddress.parse, startup_nodes)],
+            decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S, **kwargs)
+        store = cls(key_prefix=key_prefix, client=client)
+        store._owns_client = True
+        return store
 
     @property
     def node_id(self) -> str:
@@ -152,7 +215,7 @@ class RedisPresenceStore:
                 rows.extend(results[len(results) - len(chunk_ids):])
                 touched.extend(chunk_ids)
             changed = await self._aggregate(touched, rows)
-        except (RedisError, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             raise PresenceUnavailable(f"presence sync failed: {exc}") from exc
         return SyncResult(lapsed, changed)
 
@@ -180,7 +243,7 @@ class RedisPresenceStore:
                      for n in await self._r.smembers(self._nodes_key)]
             if not nodes:
                 return {}
-            leases = await self._r.mget([self._lease(n) for n in nodes])
+            leases = await self._mget([self._lease(n) for n in nodes])
             dead = [n for n, lease in zip(nodes, leases, strict=True) if lease is None]
             if not dead:
                 return {}
@@ -205,27 +268,23 @@ class RedisPresenceStore:
                 await pipe.execute()
             await self._r.delete(*(self._node_users(n) for n in won))
             return await self._read(sorted({uid for _, uid in pairs}))
-        except (RedisError, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             raise PresenceUnavailable(f"presence reap failed: {exc}") from exc
 
     async def set_settings(self, user_id: int, *, away: bool | None = None,
                            dnd: bool | None = None) -> Presence:
         self._check_open()
-        mapping: dict[str, bytes] = {}
+        pairs: list[bytes] = []
         if away is not None:
-            mapping["away"] = b"1" if away else b"0"
+            pairs += [b"away", b"1" if away else b"0"]
         if dnd is not None:
-            mapping["dnd"] = b"1" if dnd else b"0"
-        key = self._user(user_id)
+            pairs += [b"dnd", b"1" if dnd else b"0"]
         try:
-            pipe = self._r.pipeline(transaction=True)  # MULTI: settings and version together
-            if mapping:
-                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-            pipe.hincrby(key, "v", 1)
-            pipe.hgetall(key)
-            results = await pipe.execute()
-            return (await self._aggregate([user_id], [results[-1]]))[user_id]
-        except (RedisError, OSError) as exc:
+            flat = await self._r.eval(
+                _SET_SETTINGS_LUA, 1, self._user(user_id), *pairs)
+            row = dict(zip(flat[::2], flat[1::2], strict=True))
+            return (await self._aggregate([user_id], [row]))[user_id]
+        except _BACKEND_ERRORS as exc:
             raise PresenceUnavailable(f"presence settings write failed: {exc}") from exc
 
     async def get_many(self, user_ids: Iterable[int]) -> dict[int, Presence]:
@@ -235,7 +294,7 @@ class RedisPresenceStore:
             return {}
         try:
             return await self._read(ids)
-        except (RedisError, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             raise PresenceUnavailable(f"presence read failed: {exc}") from exc
 
     async def close(self) -> None:
@@ -247,6 +306,12 @@ class RedisPresenceStore:
             await self._r.aclose()
 
     # -- helpers ---------------------------------------------------------------
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """MGET; on a cluster one per slot (keys of several slots cannot share one)."""
+        if isinstance(self._r, RedisCluster):
+            return await self._r.mget_nonatomic(keys)
+        return await self._r.mget(keys)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -270,8 +335,7 @@ class RedisPresenceStore:
         live: set[bytes] = set()
         if nodes:
             ordered = list(nodes)
-            leases: list[Any] = await self._r.mget(
-                [self._lease(n.decode()) for n in ordered])
+            leases = await self._mget([self._lease(n.decode()) for n in ordered])
             live = {n for n, lease in zip(ordered, leases, strict=True) if lease is not None}
         out: dict[int, Presence] = {}
         for uid, row in zip(ids, rows, strict=True):

@@ -1,4 +1,6 @@
-"""Redis connection machinery shared by the Redis hubs: a self-healing pub/sub link.
+"""Redis connection machinery shared by the Redis backends: a self-healing pub/sub
+link for the hubs, and how cluster startup nodes are written (``NodeAddress``,
+``startup_url_kwargs``, also used by the presence store).
 
 Rules for this file:
 
@@ -41,13 +43,13 @@ import enum
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AskError, MovedError, ResponseError
@@ -62,6 +64,7 @@ __all__ = [
     "Dialect",
     "LinkListener",
     "LinkState",
+    "NodeAddress",
     "Op",
     "OpKind",
     "ProtocolDesync",
@@ -72,6 +75,7 @@ __all__ = [
     "dial_connection",
     "enforced_connection_kwargs",
     "redact_url",
+    "startup_url_kwargs",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,6 +101,47 @@ class ConnectionTuning(Protocol):
 
     @property
     def backoff_cap_s(self) -> float: ...
+
+
+# --------------------------------------------------------------------------- cluster nodes
+
+
+class NodeAddress(NamedTuple):
+    """Where one server of a Redis Cluster listens."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> NodeAddress:
+        """``host:port``, ``[v6]:port`` or a ``redis://``/``rediss://`` URL."""
+        if "://" in text:
+            url = urlsplit(text)
+            if url.hostname is None:
+                raise ValueError(f"no host in cluster node URL: {text!r}")
+            return cls(url.hostname, url.port or 6379)
+        host, _, port = text.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"not a host:port cluster node address: {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def startup_url_kwargs(startup_nodes: Sequence[str]) -> dict[str, Any]:
+    """redis-py connection kwargs of a cluster's first startup node, if it is a URL.
+
+    Credentials, TLS (``connection_class``) and URL query options apply to
+    every node; host, port, path and db are dropped (per node, or
+    meaningless in a cluster).  ``{}`` when the first node is ``host:port``.
+    """
+    if not startup_nodes or "://" not in startup_nodes[0]:
+        return {}
+    kwargs = dict(parse_url(startup_nodes[0]))
+    for key in ("host", "port", "path", "db"):
+        kwargs.pop(key, None)
+    return kwargs
 
 
 # --------------------------------------------------------------------------- connections

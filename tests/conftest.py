@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Mapping
 
 import pytest
 
@@ -15,12 +16,19 @@ pytest_plugins = [
 ]
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item,
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """uvloop, as in production; PARLEY_TEST_LOOP=asyncio runs the suite on the
-    standard loop (CI does one run that way, in debug mode)."""
+    standard loop (CI does one run that way, in debug mode).
+
+    pytest-asyncio's hook (1.x), which replaces overriding the deprecated
+    ``event_loop_policy`` fixture.  One factory per run, so the test ids stay
+    as they were (a single factory adds no parameter id); the loop type is
+    chosen once per run, not per test, so both loops are never mixed.
+    """
     if os.environ.get("PARLEY_TEST_LOOP", "uvloop") == "asyncio":
-        return asyncio.DefaultEventLoopPolicy()
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
-    return uvloop.EventLoopPolicy()
+    return {"uvloop": uvloop.new_event_loop}

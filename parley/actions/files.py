@@ -235,13 +235,12 @@ async def _limits(svc: Services, workspace_id: int) -> EffectiveLimits:
 async def set_limits(svc: Services, ident: Identity, workspace_id: int,
                      max_file_bytes: int | None,
                      allowed_types: Sequence[str] | None) -> EffectiveLimits:
-    """Staff set the workspace's own limits (None: the server's).  They only
-    tighten the server's: the effective size is the smaller of the two and a
-    type must be allowed by both."""
+    """Holders of *manage workspace files* (staff) set the workspace's own
+    limits (None: the server's).  They only tighten the server's: the
+    effective size is the smaller of the two and a type must be allowed by
+    both."""
     member = await require_member(svc, ident, workspace_id)
-    # The permission table has no "manage workspace files" entry yet; staff
-    # (who may delete anyone's messages and files) set the policy.
-    require(member, Perm.DELETE_ANY_MESSAGE)
+    require(member, Perm.MANAGE_WORKSPACE_FILES)
     if max_file_bytes is not None and max_file_bytes < 1:
         raise InvalidInput("invalid_limits", "max_file_bytes must be at least 1")
     types: tuple[str, ...] | None = None

@@ -50,3 +50,10 @@ def test_architecture_doc_shows_the_table() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text()
     assert render_table() in doc, "regenerate the table: python -c " \
         "'from parley.permissions import render_table; print(render_table())'"
+
+
+def test_workspace_file_limits_are_set_by_staff_only() -> None:
+    # Its own entry, not borrowed from another staff permission: the two can
+    # now change independently.
+    assert TABLE[Perm.MANAGE_WORKSPACE_FILES] == {Role.OWNER, Role.ADMIN}
+    assert not allowed(_m(Role.MEMBER), Perm.MANAGE_WORKSPACE_FILES, creator=True)

@@ -96,3 +96,26 @@ async def test_history_page_is_one_index_scan(pg_dsn: str) -> None:
            AND m.seq > 10 ORDER BY m.seq LIMIT 51"""))
     assert "Index Scan using messages_pkey" in plan and "Sort" not in plan, plan
     await conn.close()
+
+
+async def test_cached_shard_knows_only_what_was_looked_up_and_needs_no_io(
+        two_shards: PgDatabase) -> None:
+    db = two_shards
+    owner = await db.create_user(next(_ids), "c@x.io", "Owner", "h")
+    assert owner is not None
+    ws = await db.create_workspace(next(_ids), "W", owner, next(_ids))
+    assert db.cached_shard(ws.id) == ws.shard, "create_workspace warms the cache"
+    # Another process (a fresh store on the same databases) knows nothing yet.
+    other = PgDatabase(db.dsns, pool_max=2)
+    await other.connect()
+    try:
+        assert other.cached_shard(ws.id) is None
+        assert await other.shard_of(ws.id) == ws.shard
+        assert other.cached_shard(ws.id) == ws.shard
+        missing = next(_ids)
+        assert await other.shard_of(missing) is None
+        assert other.cached_shard(missing) is None, "absence is not cached"
+    finally:
+        await other.close()
+    # Cache-only: answers with every pool closed.
+    assert other.cached_shard(ws.id) == ws.shard

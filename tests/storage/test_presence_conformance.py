@@ -1,9 +1,11 @@
 """Conformance suite for ``storage.interfaces_presence.PresenceStore``.
 
-Every test runs against ``MemoryPresenceStore`` and ``RedisPresenceStore``
-(a real server: ``redis_url``), each clause of the contract once.  Several
-stores of one ``Deployment`` play several gateway nodes; Redis keys start
-with ``key_prefix``, so tests sharing a server never see each other.
+Every test runs against ``MemoryPresenceStore``, ``RedisPresenceStore`` on
+one real server (``redis_url``) and ``RedisPresenceStore.cluster`` on a real
+three-primary cluster (``redis_cluster_nodes``, the hub suite's), each clause
+of the contract once.  Several stores of one ``Deployment`` play several
+gateway nodes; Redis keys start with ``key_prefix``, so tests sharing a
+server never see each other.
 
 Leases are real: a short TTL and a real sleep, so Redis expires keys on its
 own clock exactly as in production.
@@ -19,12 +21,14 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
+from parley.composition import make_presence_store
+from parley.config import Settings
 from storage.interfaces_presence import OFFLINE_UNKNOWN, Presence, PresenceStore, Status
 from storage.presence_memory import MemoryPresenceState, MemoryPresenceStore
 from storage.presence_redis import RedisPresenceStore
 from tests.fixtures.redis import start_valkey_server
 
-KINDS = ["memory", "redis"]
+KINDS = ["memory", "redis", "cluster"]
 #: Lease TTL in tests; long enough for a few commands, short enough to wait out.
 SHORT_TTL_S = 0.4
 #: How long past the TTL a check waits (Redis expires keys to the millisecond).
@@ -56,29 +60,48 @@ class Deployment:
 @pytest.fixture(params=KINDS)
 async def deployment(request: pytest.FixtureRequest,
                      key_prefix: str) -> AsyncIterator[Deployment]:
-    url = ""
+    servers: list[str] = []
+    dep: Deployment
     if request.param == "memory":
         state = MemoryPresenceState()
         dep = Deployment(lambda: MemoryPresenceStore(state))
-    else:
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
+        servers = [url]
         dep = Deployment(lambda: RedisPresenceStore(url, key_prefix=key_prefix))
+    else:
+        nodes: list[str] = request.getfixturevalue("redis_cluster_nodes")
+        servers = [f"redis://{n}" for n in nodes]
+        dep = Deployment(lambda: RedisPresenceStore.cluster(nodes, key_prefix=key_prefix))
     try:
         yield dep
     finally:
         for store in dep.nodes:
             await store.close()
-        if url:
+        for url in servers:
             delete_keys(url, key_prefix)
 
 
 def delete_keys(url: str, prefix: str) -> None:
-    """Remove what a test left (user hashes have no TTL) on a possibly shared server."""
+    """Remove what a test left (user hashes have no TTL) on a possibly shared
+    server; on a cluster, call it for every primary (it only sees its own keys)."""
     client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        # One UNLINK per key: a cluster node refuses keys of several slots in one.
         for i in range(0, len(keys), 1000):
-            client.unlink(*keys[i:i + 1000])
+            pipe = client.pipeline(transaction=False)
+            for key in keys[i:i + 1000]:
+                pipe.unlink(key)
+            pipe.execute()
+    finally:
+        client.close()
+
+
+def count_keys(url: str, prefix: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(1 for _ in client.scan_iter(match=prefix + "*", count=1000))
     finally:
         client.close()
 
@@ -362,3 +385,35 @@ async def test_renewing_every_user_is_one_command_and_writes_scale_with_changes(
         await store.close()
         admin.close()
         server.stop()
+
+
+# --------------------------------------------------------------------------- cluster only
+
+
+async def test_cluster_keys_spread_over_every_primary(redis_cluster_nodes: list[str],
+                                                      key_prefix: str) -> None:
+    """The cluster runs of this suite exercise routing: keys land on every node."""
+    store = RedisPresenceStore.cluster(redis_cluster_nodes, key_prefix=key_prefix)
+    urls = [f"redis://{n}" for n in redis_cluster_nodes]
+    try:
+        users = [uid() for _ in range(60)]
+        result = await store.sync(dict.fromkeys(users, ON), (), LONG_TTL_S)
+        assert {p.status for p in result.changed.values()} == {ON}
+        assert all(count_keys(url, key_prefix) > 0 for url in urls)
+    finally:
+        await store.close()
+        for url in urls:
+            delete_keys(url, key_prefix)
+
+
+async def test_make_presence_store_uses_the_cluster_for_several_urls(
+        redis_cluster_nodes: list[str]) -> None:
+    # Read-only (nothing to clean up under the default prefix): users in
+    # several slots, which a single-server client would get MOVED for.
+    settings = Settings(redis_url=",".join(f"redis://{n}" for n in redis_cluster_nodes))
+    store = make_presence_store(settings)
+    try:
+        users = [uid() for _ in range(20)]
+        assert await store.get_many(users) == dict.fromkeys(users, OFFLINE_UNKNOWN)
+    finally:
+        await store.close()

@@ -184,3 +184,54 @@ async def test_a_failing_callback_does_not_cost_the_rest_of_the_batch(db: PgData
     after = await writer.append(shard, new_msg(ws, ch, users[0], "two"))
     assert after.seq == 2
     await writer.close()
+
+
+async def test_crossing_batches_over_many_channels_neither_deadlock_nor_skip(
+        db: PgDatabase, pg_dsn: str) -> None:
+    """Two writers (two pools, one lane each) whose batches hold the same
+    channels in opposite arrival orders: counter rows are locked in channel-id
+    order, so neither waits for the other in a cycle, and every channel still
+    counts 1..n."""
+    spaces = [await _workspace(db) for _ in range(4)]
+    other = PgDatabase([pg_dsn], pool_max=4)
+    await other.connect()
+    shard = await db.shard_of(spaces[0][0])
+    assert shard is not None
+    assert [await db.shard_of(ws) for ws, _, _ in spaces] == [shard] * len(spaces)
+    w1 = GroupCommitWriter(db, max_batch=32, lanes=1)
+    w2 = GroupCommitWriter(other, max_batch=32, lanes=1)
+    jobs = []
+    for i in range(120):
+        order = spaces if i % 2 else spaces[::-1]
+        for ws, ch, users in order:
+            jobs.append((w1 if i % 2 else w2).append(shard, new_msg(ws, ch, users[i % 3])))
+    stored = await asyncio.gather(*jobs)
+    for ws, ch, _ in spaces:
+        assert sorted(s.seq for s in stored if s.channel_id == ch) == list(range(1, 121))
+        assert [r.seq for r in await db.history(ws, ch, after=0, limit=200)] == list(range(1, 121))
+    await w1.close()
+    await w2.close()
+    await other.close()
+
+
+async def test_a_channel_without_counter_row_fails_its_batch_and_stores_nothing(
+        db: PgDatabase, pg_dsn: str) -> None:
+    """Every channel gets a counter row when it is created.  Were one missing,
+    storing the batch would lose that channel's messages; it fails instead."""
+    ws, ch, users = await _workspace(db)
+    ws2, ch2, users2 = await _workspace(db)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("DELETE FROM channel_counters WHERE channel_id = $1", ch)
+    finally:
+        await conn.close()
+    shard = await db.shard_of(ws)
+    assert shard is not None
+    writer = GroupCommitWriter(db, window_ms=5.0, lanes=1)
+    results = await asyncio.gather(writer.append(shard, new_msg(ws, ch, users[0])),
+                                   writer.append(shard, new_msg(ws2, ch2, users2[0])),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Exception) and not isinstance(r, AppendRejected)
+               for r in results), results
+    assert await db.history(ws2, ch2, after=0, limit=10) == []
+    await writer.close()
