@@ -38,6 +38,7 @@ from bench.provision import MAX_SOCKETS_PER_USER, Provisioner, auth_headers, con
 from bench.scenarios.base import (
     SUBPROTOCOL,
     ExternalServer,
+    Measurement,
     Options,
     Run,
     build_result,
@@ -198,6 +199,34 @@ async def _ingest_population(api: str, senders: int) -> tuple[list[ConnTarget], 
     return targets, round(loop.time() - started, 2)
 
 
+#: The design's ingest target (issue 4), for ``cores_for_target``.
+INGEST_TARGET_PER_S = 50_000
+
+
+def _ingest_costs(m: Measurement) -> dict[str, Any]:
+    """CPU per durable message, by side, and what it implies: the capacity of
+    one core of each, and the cores the 50,000/s target needs.  On a machine
+    whose generator shares the cores these are the figures that carry over to
+    bigger hosts (throughput here is bounded by the sum of all three)."""
+    n = m.count()
+    if not n:
+        return {}
+    gateway_us = sum(m.server_cpu_s.values()) / n * 1e6
+    db_us = m.db_cpu_s / n * 1e6
+    gen_us = sum(r.get("cpu_s", 0.0) for r in m.reports) / n * 1e6
+    return {
+        "cpu_us_per_message": {"gateway": round(gateway_us, 1), "postgresql": round(db_us, 1),
+                               "generator": round(gen_us, 1)},
+        "capacity_messages_per_core_s": {
+            "gateway": round(1e6 / gateway_us) if gateway_us else None,
+            "postgresql": round(1e6 / db_us) if db_us else None},
+        "cores_for_target": {
+            "target_per_s": INGEST_TARGET_PER_S,
+            "gateway": round(INGEST_TARGET_PER_S * gateway_us / 1e6, 2),
+            "postgresql": round(INGEST_TARGET_PER_S * db_us / 1e6, 2)},
+    }
+
+
 def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
     with Run(opts, "ingest") as run:
         servers, api, srv = _parley(run, opts)
@@ -220,7 +249,8 @@ def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
                                         "rate_per_socket": args.rate},
                             throughput_count=m.count(), unit="messages/s",
                             extra={"setup_s": setup_s, "offered_per_s": offered,
-                                   "database": run.dbs.kind if run.dbs else "external"})
+                                   "database": run.dbs.kind if run.dbs else "external",
+                                   **_ingest_costs(m)})
 
 
 def _command_calls(redis_url: str) -> int:

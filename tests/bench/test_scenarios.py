@@ -79,6 +79,11 @@ def test_ingest_counts_durable_acks(results_dir: Path, pg_admin_dsn: str) -> Non
     _complete(r, "ingest")
     assert r["throughput"] > 0
     assert r["throughput_unit"] == "messages/s"
+    costs = r["extra"]["cpu_us_per_message"]
+    assert costs["gateway"] > 0 and costs["postgresql"] > 0 and costs["generator"] > 0
+    capacity = r["extra"]["capacity_messages_per_core_s"]["gateway"]
+    assert abs(capacity - 1e6 / costs["gateway"]) / capacity < 0.01  # costs are rounded
+    assert r["extra"]["cores_for_target"]["target_per_s"] == 50_000
 
 
 def test_crossnode_delivers_through_redis(results_dir: Path, pg_admin_dsn: str) -> None:
