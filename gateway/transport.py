@@ -23,8 +23,8 @@ Rules:
    iteration; each gets exactly one ``transport.write`` of everything queued
    for it by then.  Slicing matters for fan-out: writing 1,000 sockets costs
    milliseconds of syscalls, and between two slices the loop reads sockets,
-   so commands, database replies (a commit is several round trips, each
-   needing one loop iteration) and acks are not held up by a whole
+   so commands, database replies (a commit is one round trip, and its
+   reply needs a loop iteration) and acks are not held up by a whole
    broadcast.  We do not write straight to the socket when the buffer is
    empty (the picows way): that would save one loop iteration of latency
    but break coalescing, which is what keeps fan-out bursts to one syscall

@@ -9,7 +9,10 @@ and they form the next batch as soon as the previous one finishes (so
 batches grow with load; at low load a batch waits at most ``window_ms`` for
 company).  Lanes of a shard commit concurrently, which keeps several
 PostgreSQL backends busy; they never touch the same counter rows, since a
-channel belongs to one lane.  One batch is one transaction:
+channel belongs to one lane.  One batch is one transaction and ONE round
+trip: a call of ``parley_append_batch`` (migration 0005; under load each
+round trip waits for a turn of the busy event loop, so seven of them made a
+batch take tens of milliseconds), which does steps 1-3:
 
 1. keep only senders who are members of an unarchived channel of the
    message's workspace (one joined SELECT for the whole batch);
@@ -19,7 +22,7 @@ channel belongs to one lane.  One batch is one transaction:
    new sequence number;
 3. lock the channel counter rows in channel-id order (``FOR UPDATE``), so two
    processes never deadlock on them, assign seqs in arrival order, update
-   the counters, insert the messages with one ``unnest`` INSERT;
+   the counters, insert the messages;
 4. commit; only then are the callers told, by calling each message's
    callback in batch order, synchronously, from the lane's task: no Task or
    future per message on the hot path.  Duplicates are resolved first, by
@@ -47,8 +50,14 @@ from storage.postgres import CONNECTION_ERRORS, PgDatabase
 
 log = logging.getLogger("parley.writer")
 
-_MESSAGE_COPY_COLUMNS = ("channel_id", "seq", "id", "workspace_id", "user_id", "text",
-                         "client_msg_id", "thread_root_id", "created_at", "also_in_channel")
+_APPEND_BATCH = ("SELECT o_n, o_code, o_seq"
+                 " FROM parley_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+# parley_append_batch's per-message codes (storage/migrations/shard/0005_append_batch.sql).
+_STORED, _DUPLICATE = 0, 3
+_REJECTIONS = {  # code -> AppendRejected arguments (a fresh exception per message)
+    1: ("not_in_channel", "you are not a member of this channel"),
+    2: ("channel_archived", "the channel is archived"),
+}
 MAX_TXN_RETRIES = 3  # deadlock/serialization retries before giving up on a batch
 
 Done = Callable[[Message | BaseException], None]
@@ -187,91 +196,30 @@ class GroupCommitWriter:
     async def _write(
         self, conn: asyncpg.Connection, msgs: Sequence[NewMessage]
     ) -> tuple[dict[int, Message | BaseException], dict[tuple[int, str], list[int]]]:
-        """One transaction for the batch.  Returns (results by index, duplicate
-        idempotency keys -> indexes to resolve after commit)."""
+        """One round trip for the batch: ``parley_append_batch`` (migration
+        0005) does steps 1-3 as one implicit transaction, committed when the
+        call returns.  Returns (results by index, duplicate idempotency keys
+        -> indexes to resolve after commit)."""
         results: dict[int, Message | BaseException] = {}
         duplicates: dict[tuple[int, str], list[int]] = defaultdict(list)
-        async with conn.transaction():
-            # 1. Membership and channel state, for the whole batch at once.
-            allowed = {
-                r["i"] for r in await conn.fetch(
-                    """SELECT v.i FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])
-                           AS v(channel_id, user_id, workspace_id, i)
-                       JOIN channels c ON c.id = v.channel_id AND c.workspace_id = v.workspace_id
-                       JOIN channel_members m ON m.channel_id = v.channel_id
-                                             AND m.user_id = v.user_id
-                       WHERE c.archived_at IS NULL""",
-                    [m.channel_id for m in msgs], [m.user_id for m in msgs],
-                    [m.workspace_id for m in msgs], list(range(len(msgs))))
-            }
-            archived = {
-                r["id"] for r in await conn.fetch(
-                    "SELECT id FROM channels WHERE id = ANY($1) AND archived_at IS NOT NULL",
-                    list({m.channel_id for i, m in enumerate(msgs) if i not in allowed}))
-            } if len(allowed) < len(msgs) else set()
-            for i, m in enumerate(msgs):
-                if i not in allowed:
-                    results[i] = (AppendRejected("channel_archived", "the channel is archived")
-                                  if m.channel_id in archived else
-                                  AppendRejected("not_in_channel",
-                                                 "you are not a member of this channel"))
-            # 2. Idempotency keys (first occurrence in the batch wins).
-            keyed: dict[tuple[int, str], int] = {}
-            for i, m in enumerate(msgs):
-                if i in allowed and m.client_msg_id is not None:
-                    key = (m.user_id, m.client_msg_id)
-                    if key in keyed:
-                        duplicates[key].append(i)
-                    else:
-                        keyed[key] = i
-            if keyed:
-                ordered = sorted(keyed)
-                fresh = {
-                    (r["user_id"], r["client_msg_id"]) for r in await conn.fetch(
-                        """INSERT INTO message_idempotency (user_id, client_msg_id, message_id)
-                           SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])
-                           ON CONFLICT DO NOTHING RETURNING user_id, client_msg_id""",
-                        [k[0] for k in ordered], [k[1] for k in ordered],
-                        [msgs[keyed[k]].id for k in ordered])
-                }
-                for key, i in keyed.items():
-                    if key not in fresh:
-                        duplicates[key].insert(0, i)
-            dup_idx = {i for idxs in duplicates.values() for i in idxs}
-            to_write = [i for i in range(len(msgs))
-                        if i in allowed and i not in results and i not in dup_idx]
-            if not to_write:
-                return results, duplicates
-            # 3. Counters, locked in channel-id order (the deadlock rule).
-            channel_ids = sorted({msgs[i].channel_id for i in to_write})
-            last = {
-                r["channel_id"]: r["last_seq"] for r in await conn.fetch(
-                    """SELECT channel_id, last_seq FROM channel_counters
-                       WHERE channel_id = ANY($1) ORDER BY channel_id FOR UPDATE""", channel_ids)
-            }
-            seqs: list[int] = []
-            for i in to_write:
-                last[msgs[i].channel_id] += 1
-                seqs.append(last[msgs[i].channel_id])
-            await conn.execute(
-                """UPDATE channel_counters c SET last_seq = v.last_seq
-                   FROM unnest($1::bigint[], $2::bigint[]) AS v(channel_id, last_seq)
-                   WHERE c.channel_id = v.channel_id""",
-                list(last), list(last.values()))
-            # Binary COPY: the rows are new by construction (fresh seqs under
-            # the counter locks), so no conflict handling is needed, and COPY
-            # encodes rows in asyncpg's compiled core, several times faster
-            # than building unnest arrays.
-            await conn.copy_records_to_table(
-                "messages", columns=_MESSAGE_COPY_COLUMNS,
-                records=[(m.channel_id, seq, m.id, m.workspace_id, m.user_id, m.text,
-                          m.client_msg_id, m.thread_root_id, m.created_at, m.also_in_channel)
-                         for m, seq in zip((msgs[i] for i in to_write), seqs, strict=True)])
-        for i, seq in zip(to_write, seqs, strict=True):
+        rows = await conn.fetch(
+            _APPEND_BATCH,
+            [m.channel_id for m in msgs], [m.user_id for m in msgs],
+            [m.workspace_id for m in msgs], [m.id for m in msgs], [m.text for m in msgs],
+            [m.client_msg_id for m in msgs], [m.thread_root_id for m in msgs],
+            [m.created_at for m in msgs], [m.also_in_channel for m in msgs])
+        for n, code, seq in rows:
+            i = n - 1
             m = msgs[i]
-            results[i] = Message(
-                id=m.id, channel_id=m.channel_id, seq=seq, workspace_id=m.workspace_id,
-                user_id=m.user_id, text=m.text, client_msg_id=m.client_msg_id,
-                thread_root_id=m.thread_root_id, created_at=m.created_at, edited_at=None,
-                deleted=False, also_in_channel=m.also_in_channel)
+            if code == _STORED:
+                results[i] = Message(
+                    id=m.id, channel_id=m.channel_id, seq=seq, workspace_id=m.workspace_id,
+                    user_id=m.user_id, text=m.text, client_msg_id=m.client_msg_id,
+                    thread_root_id=m.thread_root_id, created_at=m.created_at, edited_at=None,
+                    deleted=False, also_in_channel=m.also_in_channel)
+            elif code == _DUPLICATE:
+                assert m.client_msg_id is not None
+                duplicates[(m.user_id, m.client_msg_id)].append(i)
+            else:
+                results[i] = AppendRejected(*_REJECTIONS[code])
         return results, duplicates
