@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from bench.servers import (
     RedisProcess,
     postgres_cpu_s,
 )
+from parley.config import ConfigError, Settings, load_settings
 
 SUBPROTOCOL = "parley.msgpack.v1"
 #: Busy cores outside the server, its database and the generator above which a
@@ -61,11 +63,40 @@ class Options:
     keep: bool = False  # keep the work dir (server logs)
     wait_idle: float = 0.0  # wait up to this many seconds for a quiet machine first
     quiet: bool = False
+    #: ``--server-setting NAME=VALUE``: Parley settings for the servers this run
+    #: starts (the servers' environment is otherwise built from scratch, so a
+    #: PARLEY_* variable of the caller never reaches them).
+    server_settings: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+        values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        if "server_settings" in values:
+            values["server_settings"] = tuple(values["server_settings"])
+            server_settings_env(values["server_settings"])  # fail before any set-up
+        return cls(**values)
+
+
+def server_settings_env(items: tuple[str, ...]) -> dict[str, str]:
+    """``("commit_lanes=8", ...)`` -> ``{"PARLEY_COMMIT_LANES": "8"}``, checked
+    against Parley's own settings and their validation, so that a typo fails
+    here instead of being ignored by the server (unknown PARLEY_* variables
+    are).  Raises ``ValueError``."""
+    known = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in known:
+            raise ValueError(f"--server-setting {item!r}: expected NAME=VALUE with NAME one "
+                             f"of Parley's settings (see the README's table)")
+        env[f"PARLEY_{name.upper()}"] = value
+    try:
+        load_settings(environ=env)
+    except (ConfigError, ValueError) as exc:
+        raise ValueError(f"--server-setting: {exc}") from exc
+    return env
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, peers: bool) -> None:
@@ -93,6 +124,10 @@ def add_common_arguments(p: argparse.ArgumentParser, *, peers: bool) -> None:
                    help="first wait (up to SECONDS) until the machine is nearly idle "
                         f"(< {IDLE_BUSY_SHARE:.0%}% busy over a second): shared machines")
     p.add_argument("--quiet", action="store_true", help="less progress output")
+    p.add_argument("--server-setting", dest="server_settings", action="append",
+                   metavar="NAME=VALUE",
+                   help="a Parley setting for the servers the run starts, e.g. "
+                        "commit_lanes=8 (repeatable; recorded in the result's parameters)")
 
 
 class Run:
@@ -116,6 +151,8 @@ class Run:
         return self.dbs
 
     def parley(self, mode: str, **kw: Any) -> ParleyProcess:
+        kw["extra_env"] = {**server_settings_env(self.opts.server_settings),
+                           **(kw.get("extra_env") or {})}
         srv = ParleyProcess(mode, workdir=self.workdir, **kw)
         self.servers.append(srv)
         return srv
@@ -308,6 +345,9 @@ def build_result(run: Run, m: Measurement, *, scenario: str, server: str,
         notes.append(f"{failed} sockets failed to connect: {gen['connect']}")
     params = dict(parameters, duration_s=opts.duration, warmup_s=opts.warmup,
                   generator_processes=len(m.reports))
+    if opts.server_settings and server == "parley":
+        params["server_settings"] = dict(item.partition("=")[::2]
+                                         for item in opts.server_settings)
     all_extra: dict[str, Any] = {
         "server_cpu_s_by_process": m.server_cpu_s,
         "server_cpu_cores": round(cpu / m.window_s, 3) if m.window_s else None,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bench.scenarios.base import server_settings_env
 from bench.servers import PEERS_DIR
 from tests.bench.conftest import run_bench
 
@@ -75,8 +76,10 @@ def test_idle_reports_memory_per_connection(results_dir: Path, pg_admin_dsn: str
 
 
 def test_ingest_counts_durable_acks(results_dir: Path, pg_admin_dsn: str) -> None:
-    r = run_bench(["ingest", "--senders", "4"], results_dir, pg_admin_dsn)
+    r = run_bench(["ingest", "--senders", "4", "--server-setting", "commit_lanes=2"],
+                  results_dir, pg_admin_dsn)
     _complete(r, "ingest")
+    assert r["parameters"]["server_settings"] == {"commit_lanes": "2"}
     assert r["throughput"] > 0
     assert r["throughput_unit"] == "messages/s"
     costs = r["extra"]["cpu_us_per_message"]
@@ -109,3 +112,15 @@ def test_presence_reads_redis_command_stats(results_dir: Path, pg_admin_dsn: str
     cpu_us = r["extra"]["cpu_us_per_heartbeat"]
     assert cpu_us is None or r["extra"]["capacity_heartbeats_per_core_s"] == round(1e6 / cpu_us)
     assert r["latency"]["samples"] == 4  # the final heartbeats' round trips
+
+
+def test_server_settings_become_parley_variables_and_typos_fail_early() -> None:
+    """The servers' environment is built from scratch (a caller's PARLEY_*
+    never reaches them), so ``--server-setting`` is the way in; a name Parley
+    does not know, or a value it refuses, must fail before any set-up instead
+    of being ignored by the server."""
+    assert server_settings_env(("commit_lanes=8", "GC_GEN0_THRESHOLD=0")) == {
+        "PARLEY_COMMIT_LANES": "8", "PARLEY_GC_GEN0_THRESHOLD": "0"}
+    for bad in ("commit_lane=8", "commit_lanes", "commit_lanes=0", "commit_lanes=many"):
+        with pytest.raises(ValueError, match="--server-setting"):
+            server_settings_env((bad,))
