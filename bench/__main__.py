@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from bench.common import Result, print_result, raise_nofile_limit
 from bench.scenarios import fanout, simple
-from bench.scenarios.base import Options, add_common_arguments, server_settings_env
+from bench.scenarios.base import Options, add_common_arguments, server_settings
 
 Runner = Callable[[Options, argparse.Namespace], Result]
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command != "report":
         try:
-            server_settings_env(tuple(getattr(args, "server_settings", None) or ()))
+            server_settings(getattr(args, "server_settings", None) or ())
         except ValueError as exc:
             ap.error(str(exc))  # exit status 2 with the usage, like any bad option
     if args.command == "report":

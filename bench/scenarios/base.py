@@ -72,31 +72,35 @@ class Options:
     def from_args(cls, args: argparse.Namespace) -> Options:
         names = cls.__dataclass_fields__
         values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-        if "server_settings" in values:
+        if "server_settings" in values:  # validated by bench.__main__ before set-up
             values["server_settings"] = tuple(values["server_settings"])
-            server_settings_env(values["server_settings"])  # fail before any set-up
         return cls(**values)
 
 
-def server_settings_env(items: tuple[str, ...]) -> dict[str, str]:
-    """``("commit_lanes=8", ...)`` -> ``{"PARLEY_COMMIT_LANES": "8"}``, checked
-    against Parley's own settings and their validation, so that a typo fails
-    here instead of being ignored by the server (unknown PARLEY_* variables
-    are).  Raises ``ValueError``."""
+def server_settings(items: Sequence[str]) -> dict[str, str]:
+    """``("commit_lanes=8", ...)`` -> ``{"commit_lanes": "8"}``, checked against
+    Parley's own settings and their validation, so that a typo fails here
+    instead of being ignored by the server (unknown PARLEY_* variables are).
+    Raises ``ValueError``."""
     known = {f.name for f in dataclasses.fields(Settings)} - {"extra"}
-    env: dict[str, str] = {}
+    settings: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip().lower()
         if not sep or name not in known:
             raise ValueError(f"--server-setting {item!r}: expected NAME=VALUE with NAME one "
                              f"of Parley's settings (see the README's table)")
-        env[f"PARLEY_{name.upper()}"] = value
+        settings[name] = value
     try:
-        load_settings(environ=env)
+        load_settings(environ=server_settings_env(settings))
     except (ConfigError, ValueError) as exc:
         raise ValueError(f"--server-setting: {exc}") from exc
-    return env
+    return settings
+
+
+def server_settings_env(settings: dict[str, str]) -> dict[str, str]:
+    """``{"commit_lanes": "8"}`` -> ``{"PARLEY_COMMIT_LANES": "8"}``."""
+    return {f"PARLEY_{name.upper()}": value for name, value in settings.items()}
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, peers: bool) -> None:
@@ -151,7 +155,7 @@ class Run:
         return self.dbs
 
     def parley(self, mode: str, **kw: Any) -> ParleyProcess:
-        kw["extra_env"] = {**server_settings_env(self.opts.server_settings),
+        kw["extra_env"] = {**server_settings_env(server_settings(self.opts.server_settings)),
                            **(kw.get("extra_env") or {})}
         srv = ParleyProcess(mode, workdir=self.workdir, **kw)
         self.servers.append(srv)
@@ -346,8 +350,7 @@ def build_result(run: Run, m: Measurement, *, scenario: str, server: str,
     params = dict(parameters, duration_s=opts.duration, warmup_s=opts.warmup,
                   generator_processes=len(m.reports))
     if opts.server_settings and server == "parley":
-        params["server_settings"] = dict(item.partition("=")[::2]
-                                         for item in opts.server_settings)
+        params["server_settings"] = server_settings(opts.server_settings)
     all_extra: dict[str, Any] = {
         "server_cpu_s_by_process": m.server_cpu_s,
         "server_cpu_cores": round(cpu / m.window_s, 3) if m.window_s else None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench.scenarios.base import server_settings_env
+from bench.scenarios.base import server_settings, server_settings_env
 from bench.servers import PEERS_DIR
 from tests.bench.conftest import run_bench
 
@@ -119,8 +119,8 @@ def test_server_settings_become_parley_variables_and_typos_fail_early() -> None:
     never reaches them), so ``--server-setting`` is the way in; a name Parley
     does not know, or a value it refuses, must fail before any set-up instead
     of being ignored by the server."""
-    assert server_settings_env(("commit_lanes=8", "GC_GEN0_THRESHOLD=0")) == {
+    assert server_settings_env(server_settings(("commit_lanes=8", "GC_GEN0_THRESHOLD=0"))) == {
         "PARLEY_COMMIT_LANES": "8", "PARLEY_GC_GEN0_THRESHOLD": "0"}
     for bad in ("commit_lane=8", "commit_lanes", "commit_lanes=0", "commit_lanes=many"):
         with pytest.raises(ValueError, match="--server-setting"):
-            server_settings_env((bad,))
+            server_settings((bad,))
