@@ -289,7 +289,14 @@ class Router:
     async def _backfill(self, cid: int, ch: _Channel) -> None:
         """Fetch from PostgreSQL everything after what was delivered, until
         caught up with the stream's buffer (or the channel's end)."""
-        if ch.backfilling or ch.stream.next_seq is None:
+        if ch.stream.next_seq is None:
+            return
+        if ch.backfilling:
+            # The running backfill may have read PostgreSQL before the events
+            # this request is about (a hub reset) were committed: run again
+            # after it, from the sweeper, or a lost tail would never be fetched.
+            ch.needs_backfill = True
+            self._gapped.add(cid)
             return
         ch.backfilling = True
         ch.needs_backfill = False
