@@ -74,7 +74,7 @@ class _Channel:
     sessions: set[Subscriber] = field(default_factory=set)
     stream: ChannelStream[tuple[bytes, dict[str, Any]]] = field(default_factory=ChannelStream)
     backfilling: bool = False
-    needs_backfill: bool = False  # a backfill failed: retry from the sweeper
+    needs_backfill: bool = False  # a backfill is owed: rerun by the running one or the sweeper
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # Fan-out lists, rebuilt lazily after a membership change (None = stale):
     # live binary connections, live text connections, sessions holding.
@@ -240,7 +240,7 @@ class Router:
             self._deliver(cid, ch, ready)
         if ch.stream.gap_since is not None:
             self._gapped.add(cid)
-        else:
+        elif not ch.needs_backfill:  # a pending rerun keeps the channel on the sweeper's list
             self._gapped.discard(cid)
 
     def _deliver(self, cid: int, ch: _Channel,
@@ -276,45 +276,62 @@ class Router:
             now = time.monotonic()
             for cid in list(self._gapped):
                 ch = self._channels.get(cid)
-                since = None if ch is None else ch.stream.gap_since
-                if ch is not None and ch.needs_backfill and not ch.backfilling:
-                    since = now - GAP_TIMEOUT_S
-                if ch is None or since is None:
+                if ch is None:
                     self._gapped.discard(cid)
-                elif now - since >= GAP_TIMEOUT_S and not ch.backfilling:
+                    continue
+                if ch.backfilling:
+                    continue  # a rerun owed to the channel is made by the running backfill
+                since = ch.stream.gap_since
+                if ch.needs_backfill or (since is not None and now - since >= GAP_TIMEOUT_S):
                     task = asyncio.create_task(self._backfill(cid, ch))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                elif since is None:
+                    self._gapped.discard(cid)
 
     async def _backfill(self, cid: int, ch: _Channel) -> None:
         """Fetch from PostgreSQL everything after what was delivered, until
-        caught up with the stream's buffer (or the channel's end)."""
+        caught up with the stream's buffer (or the channel's end).
+
+        Invariant: every request is followed by a fetch that *starts* after
+        the request.  A request made while a backfill runs (a second hub reset
+        during a gap fetch) may concern events committed after that run read
+        PostgreSQL, so it sets ``needs_backfill`` and the running one goes
+        round again; otherwise a lost tail (no later event to reveal the gap)
+        would never be fetched.
+        """
         if ch.stream.next_seq is None:
-            return
-        if ch.backfilling:
-            # The running backfill may have read PostgreSQL before the events
-            # this request is about (a hub reset) were committed: run again
-            # after it, from the sweeper, or a lost tail would never be fetched.
+            # Still reading its position: that read may predate what the hub
+            # lost, so backfill from the sweeper once the stream has started.
             ch.needs_backfill = True
             self._gapped.add(cid)
             return
+        if ch.backfilling:
+            ch.needs_backfill = True
+            return
         ch.backfilling = True
-        ch.needs_backfill = False
         self.backfills += 1
         try:
-            while self._channels.get(cid) is ch and ch.stream.next_seq is not None:
-                after = ch.stream.next_seq - 1
-                page = await self._fetch_after(ch.workspace_id, cid, after)
-                for _seq, payload in page:
-                    self._on_channel_event(cid, ch, payload, events.decode(payload))
-                if len(page) == 0 or (ch.stream.missing_range() is None and len(page) < 500):
+            while True:
+                ch.needs_backfill = False
+                await self._fetch_until_caught_up(cid, ch)
+                if not ch.needs_backfill or self._channels.get(cid) is not ch:
                     break
         except Exception:
             log.warning("backfill of channel %s failed; will retry", cid, exc_info=True)
-            ch.needs_backfill = True
+            ch.needs_backfill = True  # the sweeper retries after GAP_TIMEOUT_S
             self._gapped.add(cid)
         finally:
             ch.backfilling = False
+
+    async def _fetch_until_caught_up(self, cid: int, ch: _Channel) -> None:
+        while self._channels.get(cid) is ch and ch.stream.next_seq is not None:
+            after = ch.stream.next_seq - 1
+            page = await self._fetch_after(ch.workspace_id, cid, after)
+            for _seq, payload in page:
+                self._on_channel_event(cid, ch, payload, events.decode(payload))
+            if len(page) == 0 or (ch.stream.missing_range() is None and len(page) < 500):
+                return
 
     async def _backfill_all(self) -> None:
         sem = asyncio.Semaphore(RESET_CONCURRENCY)
