@@ -57,6 +57,7 @@ class Perm(StrEnum):
     START_DM = "start_dm"
     LIST_MEMBERS = "list_members"
     MANAGE_WORKSPACE_FILES = "manage_workspace_files"  # the workspace's file size/type limits
+    DELETE_ANY_FILE = "delete_any_file"  # one they can see; everyone may delete their own
 
 
 _ALL = frozenset(Role)
@@ -89,6 +90,7 @@ TABLE: dict[Perm, frozenset[Role]] = {
     Perm.START_DM: _ALL,
     Perm.LIST_MEMBERS: _ALL,
     Perm.MANAGE_WORKSPACE_FILES: _STAFF,
+    Perm.DELETE_ANY_FILE: _STAFF,
 }
 
 # Permissions a channel's creator holds on that channel (unless a guest).

@@ -684,7 +684,7 @@ async def delete_file(svc: Services, ident: Identity, workspace_id: int, file_id
         if f.state != "ready":
             raise _not_found()
         await _readable(svc, ident, workspace_id, file_id)
-        if not allowed(member, Perm.DELETE_ANY_MESSAGE):
+        if not allowed(member, Perm.DELETE_ANY_FILE):
             raise Forbidden("not_uploader", "only the uploader or an admin may delete a file")
     result = await svc.store.mark_file_deleted(workspace_id, file_id)
     if result is None:

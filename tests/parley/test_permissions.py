@@ -57,3 +57,8 @@ def test_workspace_file_limits_are_set_by_staff_only() -> None:
     # now change independently.
     assert TABLE[Perm.MANAGE_WORKSPACE_FILES] == {Role.OWNER, Role.ADMIN}
     assert not allowed(_m(Role.MEMBER), Perm.MANAGE_WORKSPACE_FILES, creator=True)
+
+
+def test_deleting_others_files_is_its_own_staff_permission() -> None:
+    assert TABLE[Perm.DELETE_ANY_FILE] == {Role.OWNER, Role.ADMIN}
+    assert not allowed(_m(Role.MEMBER), Perm.DELETE_ANY_FILE, creator=True)
