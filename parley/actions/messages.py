@@ -170,6 +170,12 @@ def _new_message(svc: Services, ident: Identity, workspace_id: int, channel_id: 
                       also_in_channel=also_in_channel)
 
 
+def _created(msg: Message, attached: Sequence[FileRecord]) -> tuple[str, bytes]:
+    """``message.created`` on the channel topic: the one event both post paths publish."""
+    return (events.channel_topic(msg.channel_id),
+            events.encode(events.MESSAGE_CREATED, events.message_data(msg, attached)))
+
+
 def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
                         text: str, client_msg_id: str | None, *, shard: str,
                         done: Callable[[Message | DomainError], None]) -> bool:
@@ -200,9 +206,7 @@ def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, chann
                  else Unavailable("internal_error", "the message was not saved; retry"))
             return
         if res.id == new.id:
-            svc.publish_soon([(events.channel_topic(channel_id),
-                               events.encode(events.MESSAGE_CREATED,
-                                             events.message_data(res, ())))])
+            svc.publish_soon([_created(res, ())])
         done(res)
 
     svc.writer.submit(shard, new, committed)
@@ -256,9 +260,7 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     change = MentionChange((), ())
     if found.any:
         change = await svc.store.set_mentions(stored, found.user_ids, found.everyone)
-    items = [(events.channel_topic(channel_id),
-              events.encode(events.MESSAGE_CREATED,
-                            events.message_data(stored, attached or [])))]
+    items = [_created(stored, attached or ())]
     root_id = thread_root_id if thread_root_id is not None else stored.id
     followed: list[int] = []
     if thread_root_id is not None:
