@@ -110,8 +110,10 @@ class PresenceStore(Protocol):
     * ``reap`` removes the entries of nodes whose lease has expired and
       returns the new presence of each user it touched.  Exactly one of
       several concurrent reapers (on any node) claims a given dead node, so
-      every affected user is reported once.  Until reaped, dead entries cost
-      memory but are never visible.
+      every affected user is reported once.  A reap that fails part-way
+      (backend error, crash) is redone by a later one, which reports the
+      users then.  Until reaped, dead entries cost memory but are never
+      visible.
     * ``set_settings`` writes a user's settings (``None`` leaves one as is),
       atomically, and returns the user's presence after the write.
       Settings outlive every node and lease.

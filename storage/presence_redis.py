@@ -33,6 +33,7 @@ key                 type    holds
 ==================  ======  =================================================
 ``P lease:<node>``  string  ``"1"`` with a TTL (``PX``): the node is alive
 ``P nodes``         set     registered node ids not yet reaped
+``P reap:<node>``   string  a reaper's claim on a dead node, with a TTL
 ``P nu:<node>``     set     users with an entry of that node (for the reaper)
 ``P u:<user>``      hash    ``v`` version, ``away``/``dnd`` settings (0/1),
                             ``n:<node>`` entries (``o`` online, ``a`` away)
@@ -41,8 +42,11 @@ key                 type    holds
 The lease is renewed with ``SET ... XX PX``: it answers nil when the key had
 expired, which is how a node learns it lapsed (and takes a fresh id, so a
 reaper working on the old id can never delete entries written under the new
-one).  A reaper claims a dead node with ``SREM P nodes <node>``: Redis runs
-commands one at a time, so exactly one reaper gets 1.
+one).  A reaper claims a dead node with ``SET P reap:<node> NX PX``: Redis
+runs commands one at a time, so exactly one reaper gets it.  The node leaves
+``P nodes`` only once its entries are gone, so a reaper that fails or dies
+half-way leaves a claim that expires (``REAP_CLAIM_MS``) and the next reap
+does the work again (every step is idempotent) and reports the users.
 
 Why not the hub's own cluster machinery (``hub_redis_cluster``'s slot map):
 it exists because sharded pub/sub needs one dedicated connection per primary
@@ -78,6 +82,10 @@ DEFAULT_KEY_PREFIX = "parley:presence:"
 #: memory of one pipeline and the time Redis spends on one batch (~3 commands
 #: per user, so ~6,000 commands).
 MAX_USERS_PER_PIPELINE = 2_000
+# How long a reaper's claim on a dead node lasts: far longer than a reap takes
+# (a few round trips per 2,000 users), so two live reapers never overlap in
+# practice; a crashed reaper's work is redone this much later.
+REAP_CLAIM_MS = 30_000
 #: Bound on dialling Redis.
 CONNECT_TIMEOUT_S = 2.0
 #: Bound on one pipeline round trip.
@@ -132,6 +140,7 @@ class RedisPresenceStore:
         self._node = secrets.token_hex(8)
         self._registered = False
         self._closed = False
+        self.reap_claim_ms = REAP_CLAIM_MS  # tests shorten it
 
     @classmethod
     def cluster(cls, startup_nodes: Sequence[str], *,
@@ -173,6 +182,9 @@ class RedisPresenceStore:
 
     def _node_users(self, node: str) -> str:
         return f"{self._p}nu:{node}"
+
+    def _claim(self, node: str) -> str:
+        return f"{self._p}reap:{node}"
 
     # -- PresenceStore ---------------------------------------------------------
 
@@ -249,7 +261,7 @@ class RedisPresenceStore:
                 return {}
             pipe = self._r.pipeline(transaction=False)
             for node in dead:
-                pipe.srem(self._nodes_key, node)
+                pipe.set(self._claim(node), self._node.encode(), nx=True, px=self.reap_claim_ms)
             won = [n for n, claimed in zip(dead, await pipe.execute(), strict=True) if claimed]
             if not won:
                 return {}
@@ -267,6 +279,8 @@ class RedisPresenceStore:
                     pipe.hincrby(key, "v", 1)
                 await pipe.execute()
             await self._r.delete(*(self._node_users(n) for n in won))
+            # Last: out of the node list (the claim expires by itself).
+            await self._r.srem(self._nodes_key, *won)
             return await self._read(sorted({uid for _, uid in pairs}))
         except _BACKEND_ERRORS as exc:
             raise PresenceUnavailable(f"presence reap failed: {exc}") from exc

@@ -316,6 +316,31 @@ async def test_reap_removes_dead_entries_and_reports_each_user_once(
     assert await reapers[0].reap() == {}
 
 
+async def test_a_reap_cut_short_is_redone_once_its_claim_expires(
+        deployment: Deployment) -> None:
+    """Redis stores only (a memory reap cannot fail part-way): a reaper that
+    claimed a dead node and then failed leaves the node listed, so a later
+    reap does the work and reports the users; until the claim expires no
+    other reaper touches the node."""
+    dead, reaper = deployment.node(), deployment.node()
+    if not isinstance(reaper, RedisPresenceStore):
+        pytest.skip("a memory reap cannot fail part-way")
+    reaper.reap_claim_ms = int(SHORT_TTL_S * 1000)
+    users = [uid() for _ in range(5)]
+    await dead.sync(dict.fromkeys(users, ON), (), SHORT_TTL_S)
+    await reaper.sync({}, (), LONG_TTL_S)
+    await asyncio.sleep(SHORT_TTL_S + EXPIRY_SLACK_S)
+    # The crashed reaper's state: its claim, nothing else done.
+    claim = reaper._claim(dead.node_id)
+    assert await reaper._r.set(claim, b"crashed", nx=True, px=reaper.reap_claim_ms)
+    assert await reaper.reap() == {}
+    await asyncio.sleep(SHORT_TTL_S + EXPIRY_SLACK_S)
+    got = await reaper.reap()
+    assert sorted(got) == sorted(users)
+    assert {p.status for p in got.values()} == {OFF}
+    assert await reaper.reap() == {}
+
+
 async def test_reap_leaves_live_nodes_alone(deployment: Deployment) -> None:
     node, reaper = deployment.node(), deployment.node()
     a = uid()
