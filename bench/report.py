@@ -40,7 +40,13 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["scenario"], r["server"], p.get("subscribers"), p.get("size"),
             p.get("connections"), p.get("senders"), p.get("rate") or 0,
             p.get("window") if r["scenario"] in ("fanout", "crossnode") else None,
-            bool(p.get("transport_only")))
+            bool(p.get("transport_only")), _settings(r))
+
+
+def _settings(r: dict[str, Any]) -> str:
+    """The ``--server-setting`` values of a run ("" for the defaults)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(r["parameters"].get("server_settings",
+                                                                        {}).items()))
 
 
 def latest(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,7 +92,8 @@ def _label(r: dict[str, Any]) -> str:
     """The parameters that tell a row apart, for the notes under a table."""
     p = r["parameters"]
     keys = ("subscribers", "size", "connections", "senders", "rate", "window", "transport_only")
-    return ", ".join(f"{k} {p[k]}" for k in keys if p.get(k))
+    return ", ".join([f"{k} {p[k]}" for k in keys if p.get(k)]
+                     + ([f"server {_settings(r)}"] if _settings(r) else []))
 
 
 def _ratio_to_parley(r: dict[str, Any], group: list[dict[str, Any]]) -> float | None:
@@ -114,13 +121,16 @@ def tables(results: list[dict[str, Any]]) -> str:
                 group = [x for x in rows_in
                          if all(x["parameters"].get(k) == p.get(k)
                                 for k in ("subscribers", "size", "window"))
-                         and not x["parameters"].get("rate")]
+                         and not x["parameters"].get("rate") and _settings(x) == _settings(r)]
                 lat = r["latency"]
                 offered = (f"{p['rate']:,.0f} msg/s" if p.get("rate")
                            else f"closed loop, window {p.get('window')}")
+                if _settings(r):
+                    offered += f"; server {_settings(r)}"
                 rows.append([r["server"], p.get("subscribers"), p.get("size"), offered,
                              r["throughput"],
-                             _ratio_to_parley(r, group), lat.get("p50_ms"), lat.get("p99_ms"),
+                             None if p.get("rate") else _ratio_to_parley(r, group),
+                             lat.get("p50_ms"), lat.get("p99_ms"),
                              lat.get("p999_ms"), r["server_cpu_s"], r["cpu_s_per_million"],
                              r["server_peak_rss_mib"], _gen(r), _other(r)])
             out.append(_md(["server", "subscribers", "size B", "load", "deliveries/s", "x parley",
@@ -155,6 +165,8 @@ def tables(results: list[dict[str, Any]]) -> str:
             for r in rows_in:
                 p = r["parameters"]
                 size = p.get("senders") or p.get("connections")
+                if _settings(r):
+                    size = f"{size:,} (server {_settings(r)})"
                 redis = r["extra"].get("redis_commands_per_1000_heartbeats")
                 if scenario == "presence" and r["extra"].get("presence_figure") == "pending":
                     redis = f"{redis} (pending)"

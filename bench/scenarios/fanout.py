@@ -11,12 +11,14 @@ sockets, so its pacing (``--rate``) is not disturbed by reading.
 
 Parley specifics:
 
-* Parley limits commands to 50/s (burst 200) per connection, so "the
-  publisher" is one account with ``--publishers`` sockets (at most 32, the
-  per-user cap), each paced by a client-side token bucket just under the
-  limit.  Parley delivers every message to every member socket, the
-  publisher's own sockets included: the deliveries counted here are those
-  to the N subscribers only; ``extra.publisher_deliveries`` has the rest.
+* Parley limits commands per connection (``ws_commands_per_s``, 50/s, and
+  ``ws_command_burst``, 200, by default), so "the publisher" is one account
+  with ``--publishers`` sockets (at most 32, the per-user cap), each paced by
+  a client-side token bucket just under the limit the server runs with
+  (``--server-setting ws_commands_per_s=...`` raises both).  Parley
+  delivers every message to every member socket, the publisher's own
+  sockets included: the deliveries counted here are those to the N
+  subscribers only; ``extra.publisher_deliveries`` has the rest.
 * Every message is committed to PostgreSQL before it is fanned out.
 
 ``crossnode`` runs two gateway processes on one Redis: the publisher on
@@ -40,13 +42,26 @@ from bench.scenarios.base import (
     build_result,
     gateway_address,
     measure,
+    server_settings,
+    server_settings_env,
 )
 from bench.scenarios.population import peer_targets, populate
 from bench.servers import Monitored, ParleyProcess
+from parley.config import load_settings
 
-#: Client-side pace per publisher socket: just under the gateway's 50/s.
-PUBLISH_RATE_PER_SOCKET = 48.0
-PUBLISH_BURST = 150.0
+#: Client-side pace per publisher socket, as fractions of the gateway's
+#: per-connection command budget (``ws_commands_per_s``/``ws_command_burst``,
+#: 50/s and 200 by default): just under it, so the server never closes a
+#: publisher for its rate.
+PUBLISH_RATE_SHARE = 0.96
+PUBLISH_BURST_SHARE = 0.75
+
+
+def publisher_budget(opts: Options) -> tuple[float, float]:
+    """(messages/s, burst) per publisher socket for the server the run
+    starts, ``--server-setting`` included (defaults for ``--url``)."""
+    s = load_settings(environ=server_settings_env(server_settings(opts.server_settings)))
+    return s.ws_commands_per_s * PUBLISH_RATE_SHARE, s.ws_command_burst * PUBLISH_BURST_SHARE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _specs(pub_at: tuple[str, int], sub_at: tuple[str, int], subs: list[Any],
            pubs: list[Any], *, wait_hello: bool, dialect: str, channel_id: int, size: int,
            window: int, procs: int, rate: float, sentinel_path: str,
-           pace: float = 0.0) -> list[WorkerSpec]:
+           pace: float = 0.0, burst: float = 1.0) -> list[WorkerSpec]:
     """The publisher's process (``pubs`` at ``pub_at``) and ``procs`` receiver
     processes (``subs`` at ``sub_at``), each with a sentinel (the first
     socket that connects) reporting to ``sentinel_path``."""
@@ -72,7 +87,7 @@ def _specs(pub_at: tuple[str, int], sub_at: tuple[str, int], subs: list[Any],
     specs = [WorkerSpec("publisher", "publisher", *pub_at, SUBPROTOCOL, pubs, wait_hello,
                         {"dialect": dialect, "channel_id": channel_id, "size": size,
                          "window": window, "rate": rate,
-                         "burst": PUBLISH_BURST if rate else 1.0, "pace": pace,
+                         "burst": burst if rate else 1.0, "pace": pace,
                          "sentinel_path": sentinel_path, "sentinel_sources": len(chunks)})]
     for i, chunk in enumerate(chunks):
         specs.append(WorkerSpec(f"subscribers-{i}", "receiver", *sub_at, SUBPROTOCOL, chunk,
@@ -141,6 +156,7 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
                 srv = run.parley("serve", database_url=dbs.url)
                 servers, api = [srv], srv.api_url
             publishers = max(1, min(args.publishers, 32))
+            rate, burst = publisher_budget(opts)
             run.log(f"provisioning {n} subscriber sockets and {publishers} publisher sockets")
             pop = populate(api, n, extras=1)
             run.log(f"provisioned in {pop.setup_s:.1f} s")
@@ -148,7 +164,7 @@ def run_fanout(opts: Options, args: argparse.Namespace) -> Result:
             specs = _specs(at, at, pop.targets(n), pop.extra_targets(0, publishers),
                            wait_hello=True, dialect="parley", channel_id=pop.general_id,
                            size=args.size, window=args.window, procs=opts.procs,
-                           rate=PUBLISH_RATE_PER_SOCKET, pace=args.rate,
+                           rate=rate, burst=burst, pace=args.rate,
                            sentinel_path=_sentinel_path(run))
             extra = {"setup_s": pop.setup_s}
         m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))
@@ -168,6 +184,7 @@ def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
         b = run.parley("gateway", database_url=dbs.url, redis_url=redis_url, jwt_secret=secret,
                        name="parley-b")
         publishers = max(1, min(args.publishers, 32))
+        rate, burst = publisher_budget(opts)
         pop = populate(a.api_url, n, extras=1)
         run.log(f"provisioned in {pop.setup_s:.1f} s")
         assert a.gateway_port is not None and b.gateway_port is not None
@@ -175,7 +192,7 @@ def run_crossnode(opts: Options, args: argparse.Namespace) -> Result:
         specs = _specs(("127.0.0.1", a.gateway_port), ("127.0.0.1", b.gateway_port),
                        pop.targets(n), pop.extra_targets(0, publishers), wait_hello=True,
                        dialect="parley", channel_id=pop.general_id, size=args.size,
-                       window=args.window, procs=opts.procs, rate=PUBLISH_RATE_PER_SOCKET,
+                       window=args.window, procs=opts.procs, rate=rate, burst=burst,
                        pace=args.rate, sentinel_path=_sentinel_path(run))
         servers: list[Monitored] = [a, b, *redis_procs]
         m = measure(run, specs, servers, latency_roles=("receiver", "publisher"))

@@ -62,3 +62,16 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile(values, 99) == 990.0
     assert percentile(values, 99.9) == 999.0
     assert percentile([], 50) is None
+
+
+def test_runs_with_server_settings_are_rows_of_their_own() -> None:
+    default = _result("fanout", "parley", 100_000.0, subscribers=100, size=100, window=32)
+    raised = _result("fanout", "parley", 300_000.0, subscribers=100, size=100, window=32,
+                     server_settings={"ws_commands_per_s": "100000"})
+    ingest = _result("ingest", "parley", 15_000.0, senders=1500,
+                     server_settings={"commit_lanes": "8"})
+    text = report.tables([r.to_json() for r in (default, raised, ingest)])
+    assert "| parley | 100 | 100 | closed loop, window 32 | 100,000.0 | 1.0 |" in text
+    assert ("| parley | 100 | 100 | closed loop, window 32; server ws_commands_per_s=100000 "
+            "| 300,000.0 | 1.0 |") in text
+    assert "| 1,500 (server commit_lanes=8) | 15,000.0 |" in text

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from bench.scenarios.base import server_settings, server_settings_env
+from bench.scenarios.base import Options, server_settings, server_settings_env
+from bench.scenarios.fanout import publisher_budget
 from bench.servers import PEERS_DIR
 from tests.bench.conftest import run_bench
 
@@ -124,3 +125,13 @@ def test_server_settings_become_parley_variables_and_typos_fail_early() -> None:
     for bad in ("commit_lane=8", "commit_lanes", "commit_lanes=0", "commit_lanes=many"):
         with pytest.raises(ValueError, match="--server-setting"):
             server_settings((bad,))
+
+
+def test_the_fanout_publisher_paces_to_the_servers_command_budget() -> None:
+    # Just under the defaults (50/s, burst 200), and under a raised budget too:
+    # a publisher paced to the default would cap a server run with more.
+    rate, burst = publisher_budget(Options())
+    assert 45 < rate < 50 and 100 < burst < 200
+    rate, burst = publisher_budget(Options(server_settings=(
+        "ws_commands_per_s=10000", "ws_command_burst=20000")))
+    assert 9_000 < rate < 10_000 and 10_000 < burst < 20_000
