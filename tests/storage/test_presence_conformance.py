@@ -442,3 +442,37 @@ async def test_make_presence_store_uses_the_cluster_for_several_urls(
         assert await store.get_many(users) == dict.fromkeys(users, OFFLINE_UNKNOWN)
     finally:
         await store.close()
+
+
+async def test_on_a_cluster_renewing_every_user_is_still_one_command(
+        redis_cluster_nodes: list[str], key_prefix: str) -> None:
+    """The heartbeat budget holds when the store routes over a cluster: a
+    sync with nothing to write is one ``SET`` on one primary, whatever the
+    number of users (summed over every primary's command statistics)."""
+    admins = [redis.Redis.from_url(f"redis://{n}") for n in redis_cluster_nodes]
+    store = RedisPresenceStore.cluster(redis_cluster_nodes, key_prefix=key_prefix)
+
+    def calls() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for admin in admins:
+            for name, n in _calls(admin).items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    try:
+        users = [uid() for _ in range(1000)]
+        await store.sync(dict.fromkeys(users, ON), (), LONG_TTL_S)  # also maps the slots
+        before = calls()
+        await store.sync({}, (), LONG_TTL_S)
+        after = calls()
+        delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+        delta["info"] -= len(admins)  # our own INFO, one per primary
+        # The cluster is shared with the hub suite, whose idle links may PING.
+        delta.pop("ping", None)
+        assert {k: v for k, v in delta.items() if v} == {"set": 1}
+    finally:
+        await store.close()
+        for admin in admins:
+            admin.close()
+        for node in redis_cluster_nodes:
+            delete_keys(f"redis://{node}", key_prefix)
