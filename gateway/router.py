@@ -319,7 +319,7 @@ class Router:
                     break
         except Exception:
             log.warning("backfill of channel %s failed; will retry", cid, exc_info=True)
-            ch.needs_backfill = True  # the sweeper retries after GAP_TIMEOUT_S
+            ch.needs_backfill = True  # the sweeper retries on its next pass (SWEEP_INTERVAL_S)
             self._gapped.add(cid)
         finally:
             ch.backfilling = False
