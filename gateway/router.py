@@ -36,6 +36,7 @@ log = logging.getLogger("parley.gateway.router")
 
 GAP_TIMEOUT_S = 0.15  # how long an early event waits for its predecessor before a fetch
 SWEEP_INTERVAL_S = 0.05  # how often gaps are checked
+BACKFILL_RETRY_S = 0.5  # after a failed backfill (PostgreSQL down): no retry storm, no log flood
 RESET_CONCURRENCY = 8  # channels backfilled at once after a hub reset
 SLOW_CONSUMER_CODE = 4002  # gateway.codes.CloseCode.SLOW_CONSUMER
 
@@ -75,6 +76,7 @@ class _Channel:
     stream: ChannelStream[tuple[bytes, dict[str, Any]]] = field(default_factory=ChannelStream)
     backfilling: bool = False
     needs_backfill: bool = False  # a backfill is owed: rerun by the running one or the sweeper
+    retry_at: float = 0.0  # monotonic time before which the sweeper does not retry
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # Fan-out lists, rebuilt lazily after a membership change (None = stale):
     # live binary connections, live text connections, sessions holding.
@@ -282,11 +284,12 @@ class Router:
                 if ch.backfilling:
                     continue  # a rerun owed to the channel is made by the running backfill
                 since = ch.stream.gap_since
-                if ch.needs_backfill or (since is not None and now - since >= GAP_TIMEOUT_S):
+                if ((ch.needs_backfill and now >= ch.retry_at)
+                        or (since is not None and now - since >= GAP_TIMEOUT_S)):
                     task = asyncio.create_task(self._backfill(cid, ch))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                elif since is None:
+                elif since is None and not ch.needs_backfill:
                     self._gapped.discard(cid)
 
     async def _backfill(self, cid: int, ch: _Channel) -> None:
@@ -319,7 +322,8 @@ class Router:
                     break
         except Exception:
             log.warning("backfill of channel %s failed; will retry", cid, exc_info=True)
-            ch.needs_backfill = True  # the sweeper retries on its next pass (SWEEP_INTERVAL_S)
+            ch.needs_backfill = True  # the sweeper retries
+            ch.retry_at = time.monotonic() + BACKFILL_RETRY_S
             self._gapped.add(cid)
         finally:
             ch.backfilling = False

@@ -173,15 +173,18 @@ async def test_live_events_during_a_backfill_do_not_cancel_the_rerun() -> None:
 
 
 async def test_failed_backfill_is_retried_by_the_sweeper(monkeypatch: Any) -> None:
-    monkeypatch.setattr(router_mod, "GAP_TIMEOUT_S", 0.02)
+    monkeypatch.setattr(router_mod, "BACKFILL_RETRY_S", 0.2)
     db = _Db()
     router, sub = await _router(db)
     try:
         db.committed += [1, 2]
         db.fail_next = 2
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         router.on_reset()
         await _settle(router, sub.conn, [1, 2])
         assert db.reads == 3
+        assert loop.time() - began >= 2 * 0.2  # backed off between attempts, no storm
     finally:
         await router.close()
 
