@@ -109,7 +109,7 @@ class _Db:
         return snapshot
 
 
-async def _settle(router: Router, conn: _Conn, want: list[int], timeout_s: float = 3.0) -> None:
+async def _settle(conn: _Conn, want: list[int], timeout_s: float = 3.0) -> None:
     async def until_delivered() -> None:
         while conn.seqs() != want:
             conn.written.clear()
@@ -147,7 +147,7 @@ async def test_reset_during_a_running_backfill_fetches_the_lost_tail() -> None:
         await asyncio.sleep(0)
         db.gate.set()
         db.gate = None
-        await _settle(router, sub.conn, [1, 2, 3, 4, 5])
+        await _settle(sub.conn, [1, 2, 3, 4, 5])
         assert db.reads >= 2
     finally:
         await router.close()
@@ -167,7 +167,7 @@ async def test_live_events_during_a_backfill_do_not_cancel_the_rerun() -> None:
         router.on_message(topic, _payload(4))
         db.gate.set()
         db.gate = None
-        await _settle(router, sub.conn, [1, 2, 3, 4])
+        await _settle(sub.conn, [1, 2, 3, 4])
     finally:
         await router.close()
 
@@ -182,7 +182,7 @@ async def test_failed_backfill_is_retried_by_the_sweeper(monkeypatch: Any) -> No
         loop = asyncio.get_running_loop()
         began = loop.time()
         router.on_reset()
-        await _settle(router, sub.conn, [1, 2])
+        await _settle(sub.conn, [1, 2])
         assert db.reads == 3
         assert loop.time() - began >= 2 * 0.2  # backed off between attempts, no storm
     finally:
@@ -205,6 +205,6 @@ async def test_reset_while_the_position_is_read_is_not_forgotten() -> None:
         await asyncio.sleep(0.01)
         db.position_gate.set()
         await joining
-        await _settle(router, sub.conn, [2])
+        await _settle(sub.conn, [2])
     finally:
         await router.close()
