@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.errors import DomainError
-from storage.interfaces import StoreUnavailable
+from parley.model import StoreUnavailable
 
 log = logging.getLogger("parley.api")
 

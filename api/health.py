@@ -29,7 +29,7 @@ async def readyz(s: Svc) -> Any:
     ``checks.hub`` reports the hub; a hub outage degrades live delivery (the
     gateway backfills from PostgreSQL when it returns) but does not make the
     process unready."""
-    db_ok = await s.store.ping()
+    db_ok = await s.store.health.ping()
     body = HealthOut(status="ok" if db_ok else "unavailable",
                      checks={"database": db_ok, "hub": s.hub.healthy})
     return JSONResponse(body.model_dump(), status_code=200 if db_ok else 503)

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from parley import events
 from parley.actions import files, validate
 from parley.actions.messages import MessageView
-from storage.interfaces import (
+from parley.model import (
     Channel,
     ChannelMember,
     ChannelView,

@@ -160,7 +160,7 @@ class ParleyProcess(Monitored):
         data_dir = workdir / label
         data_dir.mkdir(parents=True, exist_ok=True)
         log = workdir / f"{label}.log"
-        cmd = [sys.executable, "-m", "parley.cli"]
+        cmd = [sys.executable, "-m", "server.cli"]
         if mode == "echo":
             cmd += ["gateway", "--echo", "--gateway-port", str(self.gateway_port)]
         else:

@@ -67,7 +67,7 @@ SPEC_NAME = "fuzzingclient.json"
 PY27_VERSION = "2.7.18"
 SUITE_REQUIREMENT = "autobahntestsuite==25.10.1"
 DEFAULT_CASES = tuple(f"{n}.*" for n in range(1, 11))
-DEFAULT_SERVER_CMD = "{python} -m parley.cli gateway --echo --host {host} --gateway-port {port}"
+DEFAULT_SERVER_CMD = "{python} -m server.cli gateway --echo --host {host} --gateway-port {port}"
 DEFAULT_AGENT = "parley-echo"
 
 PASSING_BEHAVIOR = frozenset({"OK", "NON-STRICT", "INFORMATIONAL"})

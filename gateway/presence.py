@@ -19,7 +19,7 @@ Rules for this file:
 Theory of operation
 -------------------
 State machine of one user *on this gateway* (the store aggregates nodes, see
-``storage.interfaces_presence``)::
+``parley.ports.presence``)::
 
     (absent) --open--> ACTIVE --no activity for idle_after_s--> IDLE
                          ^  \\                                   |  |
@@ -59,8 +59,8 @@ import msgpack
 
 from gateway import codec as codecs
 from parley import events
-from storage.interfaces import Hub
-from storage.interfaces_presence import Presence, PresenceStore, Status
+from parley.ports.hub import Hub
+from parley.ports.presence import Presence, PresenceStore, Status
 
 log = logging.getLogger("parley.gateway.presence")
 
@@ -687,7 +687,7 @@ class PresenceService:
         if self._watched and not self._closed:
             self._spawn(self._refetch(list(self._watched)))
 
-    # ``storage.interfaces.HubHandler``, so a router can hand ``p:`` topics on as is.
+    # ``parley.ports.hub.HubHandler``, so a router can hand ``p:`` topics on as is.
 
     def on_message(self, topic: str, payload: bytes) -> None:
         self.on_hub_message(topic, payload)

@@ -30,7 +30,7 @@ from core_ext import FanoutTarget, build_frame, fanout_write
 from core_ext.defs_py import OP_BINARY, OP_TEXT
 from gateway.ordering import ChannelStream
 from parley import events
-from storage.interfaces import Hub, HubHandler
+from parley.ports.hub import Hub, HubHandler
 
 log = logging.getLogger("parley.gateway.router")
 

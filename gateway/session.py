@@ -33,8 +33,8 @@ from parley.actions import accounts, delivery, files, messages
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import DomainError
+from parley.model import Message, StoreUnavailable
 from parley.services import Services
-from storage.interfaces import Message, StoreUnavailable
 
 log = logging.getLogger("parley.gateway")
 
@@ -192,8 +192,8 @@ class GatewayApp:
         self.svc = svc
         self.presence = PresenceService(
             svc.presence, svc.hub,
-            channel_size=svc.store.channel_member_count,
-            visible=svc.store.active_members_among)
+            channel_size=svc.store.roster.channel_member_count,
+            visible=svc.store.members.active_members_among)
         self.router = Router(
             svc.hub,
             lambda wid, cid, after: delivery.events_after(svc, wid, cid, after),
@@ -318,12 +318,12 @@ class GatewayApp:
         if rows is None:
             session.conn.close(CloseCode.MEMBERSHIP_ENDED, "not a member of this workspace")
             return
-        if self.svc.store.cached_shard(session.workspace_id) is None:
+        if self.svc.store.workspaces.cached_shard(session.workspace_id) is None:
             # Warm the store's placement cache, so the synchronous send path
             # (``_start_send``) finds the shard without I/O.  If the directory
             # is down, sends take the full path, which looks it up again.
             with contextlib.suppress(StoreUnavailable):
-                await self.svc.store.shard_of(session.workspace_id)
+                await self.svc.store.workspaces.shard_of(session.workspace_id)
         await self.router.add_user(session)
         for channel, _ in rows:
             session.channels.add(channel.id)
@@ -440,7 +440,7 @@ class GatewayApp:
         except codecs.BadEnvelope as exc:
             session.error(ref, exc.code, exc.message)
             return
-        shard = self.svc.store.cached_shard(session.workspace_id)
+        shard = self.svc.store.workspaces.cached_shard(session.workspace_id)
         if shard is not None and f.root_id is None and not f.file_ids:
             try:
                 started = messages.post_message_nowait(

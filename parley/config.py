@@ -1,4 +1,5 @@
-"""Parley settings: one frozen dataclass, read from CLI flags and ``PARLEY_*``.
+"""Parley settings: one frozen dataclass (read from CLI flags and ``PARLEY_*``
+by ``server/settings.py``).
 
 Every setting has an environment variable named ``PARLEY_<FIELD>`` (upper
 case).  The README's config table is generated from ``SETTINGS_DOC`` so the
@@ -9,12 +10,9 @@ Precedence: explicit CLI flag > environment variable > default.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 
 class ConfigError(ValueError):
@@ -76,7 +74,7 @@ class Settings:
     commit_lanes: int = 4
     # Allocations between young-generation garbage collections in a server
     # process (Python's default is 700).  0 keeps Python's default.  See
-    # parley/runner.py tune_gc: with thousands of sockets, collections at the
+    # server/runner.py tune_gc: with thousands of sockets, collections at the
     # default rate took a third of the gateway's CPU.
     gc_gen0_threshold: int = 50_000
     log_level: str = "info"
@@ -163,42 +161,8 @@ SETTINGS_DOC: dict[str, str] = {
 }
 
 
-def _coerce(name: str, raw: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            return raw.lower() in {"1", "true", "yes", "on"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, Path):
-            return Path(raw)
-    except ValueError as exc:
-        raise ConfigError(
-            f"PARLEY_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
-    return raw
-
-
-def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from ``environ`` (default ``os.environ``) and overrides.
-
-    ``overrides`` holds values given on the command line; ``None`` values are
-    ignored so that an unset flag falls back to the environment.
-    """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {
-        f.name: _coerce(f.name, env[f"PARLEY_{f.name.upper()}"], f.default)
-        for f in dataclasses.fields(Settings)
-        if f.name != "extra" and f"PARLEY_{f.name.upper()}" in env
-    }
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    settings = Settings(**values)
-    _validate(settings)
-    return settings
-
-
-def _validate(s: Settings) -> None:
+def validate(s: Settings) -> None:
+    """ConfigError naming the first setting Parley cannot use."""
     for port_name in ("api_port", "gateway_port"):
         port = getattr(s, port_name)
         if not 0 <= port <= 65535:

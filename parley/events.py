@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from storage.interfaces import Channel, FileRecord, Message, ReadState, ThreadSummary
+from parley.model import Channel, FileRecord, Message, ReadState, ThreadSummary
 
 # Event types (server to client).  Nouns, past tense.  Documented in
 # docs/protocol.md; tests check every type listed here is documented.

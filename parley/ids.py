@@ -19,7 +19,7 @@ import time
 
 from core_ext import SnowflakeGenerator, snowflake_parts
 from parley.errors import Unavailable
-from storage.interfaces import LeaseStore
+from parley.ports.accounts import LeaseStore
 
 log = logging.getLogger("parley.ids")
 

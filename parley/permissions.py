@@ -19,7 +19,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from parley.errors import Forbidden
-from storage.interfaces import Member
+from parley.model import Member
 
 
 class Role(StrEnum):

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
-from storage.interfaces import Hub, MessageAppender, Store
-from storage.interfaces_blobs import BlobStore
-from storage.interfaces_presence import PresenceStore
+from parley.ports.appender import MessageAppender
+from parley.ports.blobs import BlobStore
+from parley.ports.hub import Hub
+from parley.ports.presence import PresenceStore
+from parley.ports.stores import Stores
 
 log = logging.getLogger("parley.services")
 
@@ -20,7 +22,7 @@ log = logging.getLogger("parley.services")
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    store: Store
+    store: Stores  # the database ports, one per aggregate
     writer: MessageAppender
     hub: Hub
     ids: IdAllocator
@@ -34,7 +36,7 @@ class Services:
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Best-effort publish: the database already holds the truth, and
-        gateways backfill whatever the hub loses (see storage.interfaces.Hub)."""
+        gateways backfill whatever the hub loses (see parley.ports.hub.Hub)."""
         try:
             await self.hub.publish(topic, payload)
         except Exception:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
-from storage.interfaces_blobs import (
+from parley.ports.blobs import (
     MAX_DOWNLOAD_URL_TTL_S,
     MAX_UPLOAD_URL_TTL_S,
     BlobInfo,

@@ -31,7 +31,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from storage.interfaces_blobs import (
+from parley.ports.blobs import (
     MAX_DOWNLOAD_URL_TTL_S,
     MAX_UPLOAD_URL_TTL_S,
     BlobInfo,

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from storage.interfaces import HubHandler
+from parley.ports.hub import HubHandler
 
 __all__ = ["InProcessBus", "InProcessHub"]
 

@@ -48,7 +48,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
-from storage.interfaces import HubHandler
+from parley.ports.hub import HubHandler
 from storage.redis_conn import (
     PLAIN,
     ConnectionFactory,

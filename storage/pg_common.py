@@ -1,8 +1,9 @@
-"""Pieces shared by the PostgreSQL store modules (``postgres.py`` and the
-``pg_*.py`` query mixins it is composed of): connection-error translation,
-row converters and the typed view of ``PgDatabase`` the mixins rely on.
+"""Pieces shared by the PostgreSQL stores (``postgres.py`` and the
+``pg_*.py`` classes, one per port): connection-error translation, row
+converters, and ``PgPart``, the base through which every store class shares
+``PgDatabase``'s pools and placement cache.
 
-Rules: every query of a mixin is workspace-scoped (it takes ``workspace_id``
+Rules: every query of a shard store is workspace-scoped (it takes ``workspace_id``
 and filters by it), and every failure to reach the database surfaces as
 ``StoreUnavailable``, never as an asyncpg exception.
 """
@@ -10,12 +11,13 @@ and filters by it), and every failure to reach the database surfaces as
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import asyncpg
 
-from storage.interfaces import Channel, Member, Message, StoreUnavailable
+from parley.model import Channel, Member, Message, StoreUnavailable
+from storage.shards import HashRing
 
 # Errors that mean "the database is not there right now" rather than a bug.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -69,19 +71,70 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 
 class Pools(Protocol):
-    """What the query mixins need from ``PgDatabase`` (their self type)."""
+    """What ``PgPart`` needs from ``PgDatabase``: pools by shard, the
+    directory, placement, and connection-error translation."""
+
+    pools: dict[str, asyncpg.Pool]
 
     @property
     def directory(self) -> asyncpg.Pool: ...
+
+    @property
+    def ring(self) -> HashRing: ...
 
     async def _call(self, fn: Any, *args: Any) -> Any: ...
 
     async def _shard_pool(self, workspace_id: int) -> asyncpg.Pool | None: ...
 
-    async def channel(self, workspace_id: int, channel_id: int) -> Channel | None: ...
+    async def shard_of(self, workspace_id: int) -> str | None: ...
+
+    def cached_shard(self, workspace_id: int) -> str | None: ...
+
+    def remember_shard(self, workspace_id: int, shard: str) -> None: ...
 
 
-async def shard_pool(db: Pools, workspace_id: int) -> asyncpg.Pool:
+class PgPart:
+    """Base of the per-port store classes: they share one ``PgDatabase``
+    (pools, placement cache) and nothing else, so each can be read, tested
+    and replaced on its own."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Pools) -> None:
+        self._db = db
+
+    @property
+    def directory(self) -> asyncpg.Pool:
+        return self._db.directory
+
+    @property
+    def pools(self) -> dict[str, asyncpg.Pool]:
+        return self._db.pools
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await self._db._call(fn, *args)
+
+    async def _shard_pool(self, workspace_id: int) -> asyncpg.Pool | None:
+        return await self._db._shard_pool(workspace_id)
+
+
+async def insert_channel(conn: asyncpg.Connection, channel_id: int, workspace_id: int,
+                         kind: str, name: str | None, creator: int,
+                         members: Sequence[int]) -> None:
+    """A channel, its seq counter (at 0) and its first members, inside the
+    caller's transaction: a channel never exists without its counter row,
+    which the writer locks to allocate seqs."""
+    await conn.execute(
+        """INSERT INTO channels (id, workspace_id, kind, name, created_by)
+           VALUES ($1, $2, $3, $4, $5)""", channel_id, workspace_id, kind, name, creator)
+    await conn.execute("INSERT INTO channel_counters (channel_id) VALUES ($1)", channel_id)
+    await conn.executemany(
+        """INSERT INTO channel_members (channel_id, user_id, workspace_id)
+           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+        [(channel_id, uid, workspace_id) for uid in members])
+
+
+async def shard_pool(db: PgPart, workspace_id: int) -> asyncpg.Pool:
     """The workspace's shard pool; the caller has checked the workspace exists
     (actions only reach a store method after ``require_member``)."""
     pool = await db._shard_pool(workspace_id)

@@ -1,4 +1,4 @@
-"""File queries of ``PgDatabase``: uploads, attachments, limits.
+"""The file ports on PostgreSQL: uploads, attachments, limits.
 
 Invariants:
 
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Protocol
 
 import asyncpg
 
-from storage.interfaces import FileLimits, FileRecord, FileShare
-from storage.pg_common import Pools, shard_pool, transaction
+from parley.model import FileLimits, FileRecord, FileShare
+from storage.pg_common import PgPart, shard_pool, transaction
 
 _COLUMNS = ("f.id, f.workspace_id, f.uploader_id, f.object_key, f.name, f.size, "
             "f.declared_type, f.content_type, f.state, f.created_at, f.thumbnail_key, "
@@ -36,12 +35,10 @@ def file_from_row(r: asyncpg.Record) -> FileRecord:
                       thumbnail_key=r["thumbnail_key"], width=r["width"], height=r["height"])
 
 
-class _AllPools(Pools, Protocol):
-    pools: dict[str, asyncpg.Pool]
+class PgFiles(PgPart):
+    """``FileStore`` on PostgreSQL."""
 
-
-class FileQueries:
-    async def create_file(self: Pools, file: FileRecord) -> FileRecord:
+    async def create_file(self, file: FileRecord) -> FileRecord:
         pool = await shard_pool(self, file.workspace_id)
         row = await self._call(
             pool.fetchrow,
@@ -52,7 +49,7 @@ class FileQueries:
             file.declared_type, file.created_at)
         return file_from_row(row)
 
-    async def file(self: Pools, workspace_id: int, file_id: int) -> FileRecord | None:
+    async def file(self, workspace_id: int, file_id: int) -> FileRecord | None:
         pool = await shard_pool(self, workspace_id)
         row = await self._call(
             pool.fetchrow,
@@ -60,7 +57,7 @@ class FileQueries:
             file_id, workspace_id)
         return None if row is None else file_from_row(row)
 
-    async def files_by_id(self: Pools, workspace_id: int,
+    async def files_by_id(self, workspace_id: int,
                           file_ids: Sequence[int]) -> list[FileRecord]:
         if not file_ids:
             return []
@@ -72,7 +69,7 @@ class FileQueries:
             workspace_id, list(file_ids))
         return [file_from_row(r) for r in rows]
 
-    async def mark_file_ready(self: Pools, workspace_id: int, file_id: int, *, key: str,
+    async def mark_file_ready(self, workspace_id: int, file_id: int, *, key: str,
                               size: int, content_type: str, thumbnail_key: str | None,
                               width: int | None, height: int | None) -> FileRecord | None:
         pool = await shard_pool(self, workspace_id)
@@ -86,7 +83,7 @@ class FileQueries:
             file_id, workspace_id, size, content_type, thumbnail_key, width, height, key)
         return None if row is None else file_from_row(row)
 
-    async def mark_file_deleted(self: Pools, workspace_id: int, file_id: int, *,
+    async def mark_file_deleted(self, workspace_id: int, file_id: int, *,
                                 only_pending: bool = False
                                 ) -> tuple[FileRecord, list[tuple[int, int]]] | None:
         pool = await shard_pool(self, workspace_id)
@@ -106,7 +103,27 @@ class FileQueries:
                    ORDER BY mf.message_id""", file_id, workspace_id)
         return file_from_row(row), [(r["channel_id"], r["message_id"]) for r in shared]
 
-    async def attach_files(self: Pools, workspace_id: int, channel_id: int, message_id: int,
+    async def stale_uploads(self, created_before: dt.datetime,
+                            limit: int) -> list[FileRecord]:
+        out: list[FileRecord] = []
+        for pool in list(self.pools.values()):
+            rows = await self._call(
+                pool.fetch,
+                f"""SELECT {_COLUMNS} FROM files f
+                    WHERE f.state = 'pending' AND f.created_at < $1
+                    ORDER BY f.created_at LIMIT $2""",  # noqa: S608
+                created_before, limit - len(out))
+            out += [file_from_row(r) for r in rows]
+            if len(out) >= limit:
+                break
+        return out
+
+
+
+class PgShares(PgPart):
+    """``FileShareStore`` on PostgreSQL."""
+
+    async def attach_files(self, workspace_id: int, channel_id: int, message_id: int,
                            file_ids: Sequence[int], uploader_id: int) -> list[FileRecord]:
         if not file_ids:
             return []
@@ -130,7 +147,7 @@ class FileQueries:
                 [r["n"] for r in rows])
         return [file_from_row(r) for r in rows]
 
-    async def message_files(self: Pools, workspace_id: int,
+    async def message_files(self, workspace_id: int,
                             message_ids: Sequence[int]) -> dict[int, list[FileRecord]]:
         if not message_ids:
             return {}
@@ -147,7 +164,7 @@ class FileQueries:
             out.setdefault(r["message_id"], []).append(file_from_row(r))
         return out
 
-    async def file_shares(self: Pools, workspace_id: int, file_id: int, user_id: int,
+    async def file_shares(self, workspace_id: int, file_id: int, user_id: int,
                           limit: int) -> list[FileShare]:
         pool = await shard_pool(self, workspace_id)
         rows = await self._call(
@@ -163,7 +180,7 @@ class FileQueries:
         return [FileShare(channel_id=r["id"], kind=r["kind"], is_member=r["is_member"])
                 for r in rows]
 
-    async def channel_files(self: Pools, workspace_id: int, channel_id: int,
+    async def channel_files(self, workspace_id: int, channel_id: int,
                             before_id: int | None, limit: int) -> list[FileRecord]:
         pool = await shard_pool(self, workspace_id)
         rows = await self._call(
@@ -179,22 +196,12 @@ class FileQueries:
             workspace_id, channel_id, before_id, limit)
         return [file_from_row(r) for r in rows]
 
-    async def stale_uploads(self: _AllPools, created_before: dt.datetime,
-                            limit: int) -> list[FileRecord]:
-        out: list[FileRecord] = []
-        for pool in list(self.pools.values()):
-            rows = await self._call(
-                pool.fetch,
-                f"""SELECT {_COLUMNS} FROM files f
-                    WHERE f.state = 'pending' AND f.created_at < $1
-                    ORDER BY f.created_at LIMIT $2""",  # noqa: S608
-                created_before, limit - len(out))
-            out += [file_from_row(r) for r in rows]
-            if len(out) >= limit:
-                break
-        return out
 
-    async def file_limits(self: Pools, workspace_id: int) -> FileLimits:
+
+class PgFileLimits(PgPart):
+    """``FileLimitStore`` on PostgreSQL."""
+
+    async def file_limits(self, workspace_id: int) -> FileLimits:
         pool = await shard_pool(self, workspace_id)
         row = await self._call(
             pool.fetchrow,
@@ -202,7 +209,7 @@ class FileQueries:
             workspace_id)
         return _limits(row)
 
-    async def set_file_limits(self: Pools, workspace_id: int,
+    async def set_file_limits(self, workspace_id: int,
                               limits: FileLimits) -> FileLimits:
         pool = await shard_pool(self, workspace_id)
         types = None if limits.allowed_types is None else list(limits.allowed_types)

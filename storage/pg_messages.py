@@ -1,5 +1,6 @@
-"""Message queries of ``PgDatabase`` beyond the append path: edits, tombstones,
-threads, follows, mentions, reactions, pins and full-text search.
+"""The message ports on PostgreSQL beyond the append path (``storage/writer.py``):
+history, edits, tombstones, threads, follows, mentions, reactions, pins and
+full-text search.
 
 Invariants:
 
@@ -16,14 +17,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from storage.interfaces import MentionChange, Message, Pin, Reaction, ThreadSummary
-from storage.pg_common import MESSAGE_COLUMNS, Pools, message_from_row, shard_pool, transaction
+from parley.model import MentionChange, Message, Pin, Reaction, ThreadSummary
+from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool, transaction
 
 SEARCH_MAX_ROWS = 200  # one search page at most
+HISTORY_PAGE_MAX = 1000  # rows one history query may return (the API pages at <= 200)
 
 
-class MessageQueries:
-    async def message(self: Pools, workspace_id: int, message_id: int) -> Message | None:
+class PgMessages(PgPart):
+    """``MessageStore`` on PostgreSQL."""
+
+    async def message(self, workspace_id: int, message_id: int) -> Message | None:
         pool = await shard_pool(self, workspace_id)
         row = await self._call(
             pool.fetchrow,
@@ -31,7 +35,32 @@ class MessageQueries:
             message_id, workspace_id)
         return None if row is None else message_from_row(row)
 
-    async def edit_message(self: Pools, workspace_id: int, message_id: int, text: str,
+    async def history(self, workspace_id: int, channel_id: int, *, before: int | None = None,
+                      after: int | None = None, limit: int = 50) -> list[Message]:
+        """A page of messages in seq order, by keyset on (channel_id, seq):
+        ``after`` gives seq > after ascending; otherwise seq < before (or the
+        newest) -- both returned oldest first.  One index scan per page."""
+        pool = await self._shard_pool(workspace_id)
+        if pool is None:
+            return []
+        limit = max(1, min(limit, HISTORY_PAGE_MAX))
+        if after is not None:
+            rows = await self._call(
+                pool.fetch,
+                f"""SELECT {MESSAGE_COLUMNS} FROM messages m
+                    WHERE m.channel_id = $1 AND m.workspace_id = $2 AND m.seq > $3
+                    ORDER BY m.seq LIMIT $4""", channel_id, workspace_id, after, limit)  # noqa: S608
+        else:
+            rows = await self._call(
+                pool.fetch,
+                f"""SELECT {MESSAGE_COLUMNS} FROM messages m
+                    WHERE m.channel_id = $1 AND m.workspace_id = $2 AND m.seq < $3
+                    ORDER BY m.seq DESC LIMIT $4""",  # noqa: S608
+                channel_id, workspace_id, before if before is not None else 2**62, limit)
+            rows = list(reversed(rows))
+        return [message_from_row(r) for r in rows]
+
+    async def edit_message(self, workspace_id: int, message_id: int, text: str,
                            edited_at: dt.datetime) -> Message | None:
         """None when the message is missing or deleted."""
         pool = await shard_pool(self, workspace_id)
@@ -42,7 +71,7 @@ class MessageQueries:
                 RETURNING {MESSAGE_COLUMNS}""", message_id, workspace_id, text, edited_at)  # noqa: S608
         return None if row is None else message_from_row(row)
 
-    async def delete_message(self: Pools, workspace_id: int,
+    async def delete_message(self, workspace_id: int,
                              message_id: int) -> tuple[Message, tuple[int, ...]] | None:
         """Tombstone the message; returns it and the users whose mention of it
         went away.  None when it is missing or already deleted."""
@@ -63,86 +92,18 @@ class MessageQueries:
                    RETURNING user_id""", message_id, workspace_id)
         return message_from_row(row), tuple(sorted(r["user_id"] for r in gone))
 
-    # -- threads ---------------------------------------------------------------
-
-    async def thread_summaries(self: Pools, workspace_id: int,
-                               root_ids: Sequence[int]) -> dict[int, ThreadSummary]:
-        if not root_ids:
-            return {}
-        pool = await shard_pool(self, workspace_id)
+    async def messages_by_idempotency(
+            self, shard: str, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Message]:
         rows = await self._call(
-            pool.fetch,
-            """SELECT thread_root_id, count(*) AS n, max(created_at) AS latest,
-                      array_agg(DISTINCT user_id ORDER BY user_id) AS repliers
-               FROM messages
-               WHERE thread_root_id = ANY($2::bigint[]) AND workspace_id = $1
-                 AND deleted_at IS NULL
-               GROUP BY thread_root_id""", workspace_id, list(root_ids))
-        return {r["thread_root_id"]: ThreadSummary(
-            root_id=r["thread_root_id"], reply_count=r["n"], latest_reply_at=r["latest"],
-            replier_ids=tuple(r["repliers"])) for r in rows}
+            self.pools[shard].fetch,
+            f"""SELECT {MESSAGE_COLUMNS} FROM message_idempotency i
+                JOIN messages m ON m.id = i.message_id
+                JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, client_msg_id)
+                  ON k.user_id = i.user_id AND k.client_msg_id = i.client_msg_id""",  # noqa: S608
+            [k[0] for k in keys], [k[1] for k in keys])
+        return {(r["user_id"], r["client_msg_id"]): message_from_row(r) for r in rows}
 
-    async def thread_replies(self: Pools, workspace_id: int, root_id: int, after_seq: int,
-                             limit: int) -> list[Message]:
-        pool = await shard_pool(self, workspace_id)
-        rows = await self._call(
-            pool.fetch,
-            f"""SELECT {MESSAGE_COLUMNS} FROM messages m
-                WHERE m.thread_root_id = $1 AND m.workspace_id = $2 AND m.seq > $3
-                ORDER BY m.seq LIMIT $4""", root_id, workspace_id, after_seq, limit)  # noqa: S608
-        return [message_from_row(r) for r in rows]
-
-    async def follow_thread(self: Pools, workspace_id: int, channel_id: int, root_id: int,
-                            user_ids: Sequence[int], *, override: bool) -> list[int]:
-        """Make those of ``user_ids`` who are channel members follow the thread;
-        returns those newly following.
-        ``override=False`` (an automatic follow of the root's author) leaves an
-        explicit unfollow in place; ``override=True`` (replying, being
-        mentioned, or following explicitly) does not."""
-        if not user_ids:
-            return []
-        pool = await shard_pool(self, workspace_id)
-        conflict = ("DO UPDATE SET following = true WHERE NOT thread_follows.following"
-                    if override else "DO NOTHING")
-        rows = await self._call(
-            pool.fetch,
-            f"""INSERT INTO thread_follows (root_id, user_id, workspace_id, channel_id, following)
-                SELECT $1, u, $2, $3, true FROM unnest($4::bigint[]) AS u
-                WHERE EXISTS (SELECT 1 FROM channel_members cm
-                              WHERE cm.channel_id = $3 AND cm.user_id = u
-                                AND cm.workspace_id = $2)
-                ON CONFLICT (root_id, user_id) {conflict} RETURNING user_id""",  # noqa: S608
-            root_id, workspace_id, channel_id, sorted(set(user_ids)))
-        return sorted(r["user_id"] for r in rows)
-
-    async def unfollow_thread(self: Pools, workspace_id: int, channel_id: int, root_id: int,
-                              user_id: int) -> bool:
-        """Record an explicit unfollow; True when the user was following."""
-        pool = await shard_pool(self, workspace_id)
-        async with transaction(pool) as conn:
-            was = await conn.fetchval(
-                """SELECT following FROM thread_follows
-                   WHERE root_id = $1 AND user_id = $2 AND workspace_id = $3 FOR UPDATE""",
-                root_id, user_id, workspace_id)
-            await conn.execute(
-                """INSERT INTO thread_follows (root_id, user_id, workspace_id, channel_id,
-                                               following)
-                   VALUES ($1, $2, $3, $4, false)
-                   ON CONFLICT (root_id, user_id) DO UPDATE SET following = false""",
-                root_id, user_id, workspace_id, channel_id)
-        return bool(was)
-
-    async def is_following(self: Pools, workspace_id: int, root_id: int, user_id: int) -> bool:
-        pool = await shard_pool(self, workspace_id)
-        return bool(await self._call(
-            pool.fetchval,
-            """SELECT following FROM thread_follows
-               WHERE root_id = $1 AND user_id = $2 AND workspace_id = $3""",
-            root_id, user_id, workspace_id))
-
-    # -- mentions ----------------------------------------------------------------
-
-    async def set_mentions(self: Pools, message: Message, user_ids: Sequence[int],
+    async def set_mentions(self, message: Message, user_ids: Sequence[int],
                            everyone: bool) -> MentionChange:
         """Make the message's mentions exactly: the channel members among
         ``user_ids`` (all members when ``everyone``), never its author."""
@@ -166,9 +127,92 @@ class MessageQueries:
                 message.workspace_id)]
         return MentionChange(added=tuple(sorted(added)), removed=tuple(sorted(removed)))
 
-    # -- reactions -----------------------------------------------------------------
 
-    async def add_reaction(self: Pools, workspace_id: int, channel_id: int, message_id: int,
+
+class PgThreads(PgPart):
+    """``ThreadStore`` on PostgreSQL."""
+
+    async def thread_summaries(self, workspace_id: int,
+                               root_ids: Sequence[int]) -> dict[int, ThreadSummary]:
+        if not root_ids:
+            return {}
+        pool = await shard_pool(self, workspace_id)
+        rows = await self._call(
+            pool.fetch,
+            """SELECT thread_root_id, count(*) AS n, max(created_at) AS latest,
+                      array_agg(DISTINCT user_id ORDER BY user_id) AS repliers
+               FROM messages
+               WHERE thread_root_id = ANY($2::bigint[]) AND workspace_id = $1
+                 AND deleted_at IS NULL
+               GROUP BY thread_root_id""", workspace_id, list(root_ids))
+        return {r["thread_root_id"]: ThreadSummary(
+            root_id=r["thread_root_id"], reply_count=r["n"], latest_reply_at=r["latest"],
+            replier_ids=tuple(r["repliers"])) for r in rows}
+
+    async def thread_replies(self, workspace_id: int, root_id: int, after_seq: int,
+                             limit: int) -> list[Message]:
+        pool = await shard_pool(self, workspace_id)
+        rows = await self._call(
+            pool.fetch,
+            f"""SELECT {MESSAGE_COLUMNS} FROM messages m
+                WHERE m.thread_root_id = $1 AND m.workspace_id = $2 AND m.seq > $3
+                ORDER BY m.seq LIMIT $4""", root_id, workspace_id, after_seq, limit)  # noqa: S608
+        return [message_from_row(r) for r in rows]
+
+    async def follow_thread(self, workspace_id: int, channel_id: int, root_id: int,
+                            user_ids: Sequence[int], *, override: bool) -> list[int]:
+        """Make those of ``user_ids`` who are channel members follow the thread;
+        returns those newly following.
+        ``override=False`` (an automatic follow of the root's author) leaves an
+        explicit unfollow in place; ``override=True`` (replying, being
+        mentioned, or following explicitly) does not."""
+        if not user_ids:
+            return []
+        pool = await shard_pool(self, workspace_id)
+        conflict = ("DO UPDATE SET following = true WHERE NOT thread_follows.following"
+                    if override else "DO NOTHING")
+        rows = await self._call(
+            pool.fetch,
+            f"""INSERT INTO thread_follows (root_id, user_id, workspace_id, channel_id, following)
+                SELECT $1, u, $2, $3, true FROM unnest($4::bigint[]) AS u
+                WHERE EXISTS (SELECT 1 FROM channel_members cm
+                              WHERE cm.channel_id = $3 AND cm.user_id = u
+                                AND cm.workspace_id = $2)
+                ON CONFLICT (root_id, user_id) {conflict} RETURNING user_id""",  # noqa: S608
+            root_id, workspace_id, channel_id, sorted(set(user_ids)))
+        return sorted(r["user_id"] for r in rows)
+
+    async def unfollow_thread(self, workspace_id: int, channel_id: int, root_id: int,
+                              user_id: int) -> bool:
+        """Record an explicit unfollow; True when the user was following."""
+        pool = await shard_pool(self, workspace_id)
+        async with transaction(pool) as conn:
+            was = await conn.fetchval(
+                """SELECT following FROM thread_follows
+                   WHERE root_id = $1 AND user_id = $2 AND workspace_id = $3 FOR UPDATE""",
+                root_id, user_id, workspace_id)
+            await conn.execute(
+                """INSERT INTO thread_follows (root_id, user_id, workspace_id, channel_id,
+                                               following)
+                   VALUES ($1, $2, $3, $4, false)
+                   ON CONFLICT (root_id, user_id) DO UPDATE SET following = false""",
+                root_id, user_id, workspace_id, channel_id)
+        return bool(was)
+
+    async def is_following(self, workspace_id: int, root_id: int, user_id: int) -> bool:
+        pool = await shard_pool(self, workspace_id)
+        return bool(await self._call(
+            pool.fetchval,
+            """SELECT following FROM thread_follows
+               WHERE root_id = $1 AND user_id = $2 AND workspace_id = $3""",
+            root_id, user_id, workspace_id))
+
+
+
+class PgReactions(PgPart):
+    """``ReactionStore`` on PostgreSQL."""
+
+    async def add_reaction(self, workspace_id: int, channel_id: int, message_id: int,
                            user_id: int, emoji: str, max_distinct: int) -> str:
         """'added' | 'exists' | 'too_many' (the message has ``max_distinct``
         different emoji and this is a new one) | 'gone' (missing or deleted)."""
@@ -192,7 +236,7 @@ class MessageQueries:
                 message_id, emoji, user_id, workspace_id, channel_id)
         return "added" if status == "INSERT 0 1" else "exists"
 
-    async def remove_reaction(self: Pools, workspace_id: int, message_id: int, user_id: int,
+    async def remove_reaction(self, workspace_id: int, message_id: int, user_id: int,
                               emoji: str) -> bool:
         pool = await shard_pool(self, workspace_id)
         status = await self._call(
@@ -202,7 +246,7 @@ class MessageQueries:
             message_id, emoji, user_id, workspace_id)
         return bool(status == "DELETE 1")
 
-    async def reactions_of(self: Pools, workspace_id: int,
+    async def reactions_of(self, workspace_id: int,
                            message_ids: Sequence[int]) -> list[Reaction]:
         """Per message, per emoji (in order of the first reaction), who reacted."""
         if not message_ids:
@@ -218,9 +262,12 @@ class MessageQueries:
         return [Reaction(message_id=r["message_id"], emoji=r["emoji"],
                          user_ids=tuple(r["users"])) for r in rows]
 
-    # -- pins ------------------------------------------------------------------------
 
-    async def pin(self: Pools, workspace_id: int, channel_id: int, message_id: int,
+
+class PgPins(PgPart):
+    """``PinStore`` on PostgreSQL."""
+
+    async def pin(self, workspace_id: int, channel_id: int, message_id: int,
                   user_id: int, max_pins: int) -> str:
         """'pinned' | 'exists' | 'too_many' | 'gone' (message missing or deleted)."""
         pool = await shard_pool(self, workspace_id)
@@ -248,7 +295,7 @@ class MessageQueries:
                    VALUES ($1, $2, $3, $4)""", channel_id, message_id, workspace_id, user_id)
         return "pinned"
 
-    async def unpin(self: Pools, workspace_id: int, channel_id: int, message_id: int) -> bool:
+    async def unpin(self, workspace_id: int, channel_id: int, message_id: int) -> bool:
         pool = await shard_pool(self, workspace_id)
         status = await self._call(
             pool.execute,
@@ -256,7 +303,7 @@ class MessageQueries:
             channel_id, message_id, workspace_id)
         return bool(status == "DELETE 1")
 
-    async def pins(self: Pools, workspace_id: int, channel_id: int) -> list[Pin]:
+    async def pins(self, workspace_id: int, channel_id: int) -> list[Pin]:
         pool = await shard_pool(self, workspace_id)
         rows = await self._call(
             pool.fetch,
@@ -267,7 +314,7 @@ class MessageQueries:
         return [Pin(message=message_from_row(r), pinned_by=r["pinned_by"],
                     pinned_at=r["pinned_at"]) for r in rows]
 
-    async def pinned_ids(self: Pools, workspace_id: int, channel_id: int,
+    async def pinned_ids(self, workspace_id: int, channel_id: int,
                          message_ids: Sequence[int]) -> set[int]:
         if not message_ids:
             return set()
@@ -279,9 +326,12 @@ class MessageQueries:
             channel_id, workspace_id, list(message_ids))
         return {r["message_id"] for r in rows}
 
-    # -- search ----------------------------------------------------------------------
 
-    async def search(self: Pools, workspace_id: int, user_id: int, query: str, *,
+
+class PgSearch(PgPart):
+    """``SearchIndex`` on PostgreSQL."""
+
+    async def search(self, workspace_id: int, user_id: int, query: str, *,
                      include_public: bool, channel_id: int | None, author_id: int | None,
                      since: dt.datetime | None, until: dt.datetime | None,
                      before_id: int | None, limit: int) -> list[Message]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from storage.interfaces_presence import (
+from parley.ports.presence import (
     Presence,
     Status,
     SyncResult,
@@ -46,7 +46,7 @@ class MemoryPresenceState:
 
 
 class MemoryPresenceStore:
-    """A ``PresenceStore`` over dicts; see ``storage.interfaces_presence``."""
+    """A ``PresenceStore`` over dicts; see ``parley.ports.presence``."""
 
     def __init__(self, state: MemoryPresenceState | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> None:

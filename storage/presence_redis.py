@@ -72,7 +72,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import RedisClusterException, RedisError
 
-from storage.interfaces_presence import Presence, Status, SyncResult, aggregate
+from parley.ports.presence import Presence, Status, SyncResult, aggregate
 from storage.redis_conn import NodeAddress, startup_url_kwargs
 
 __all__ = ["DEFAULT_KEY_PREFIX", "PresenceUnavailable", "RedisPresenceStore"]
@@ -114,7 +114,7 @@ class PresenceUnavailable(ConnectionError):
 
 
 class RedisPresenceStore:
-    """A ``PresenceStore`` over Redis; see ``storage.interfaces_presence``.
+    """A ``PresenceStore`` over Redis; see ``parley.ports.presence``.
 
     ``RedisPresenceStore(url, *, key_prefix=DEFAULT_KEY_PREFIX, client=None)``:
     one server at ``url``.  ``client`` replaces the one built from ``url``

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from storage.interfaces import AppendRejected, Message, NewMessage, StoreUnavailable
+from parley.model import AppendRejected, Message, NewMessage, StoreUnavailable
 from storage.postgres import CONNECTION_ERRORS, PgDatabase
 
 log = logging.getLogger("parley.writer")
@@ -65,7 +65,7 @@ _Pending = tuple[NewMessage, Done]
 
 
 class GroupCommitWriter:
-    """The MessageAppender for PostgreSQL (see storage.interfaces)."""
+    """The MessageAppender for PostgreSQL (see parley.ports.appender)."""
 
     def __init__(self, db: PgDatabase, *, window_ms: float = 1.0, max_batch: int = 512,
                  lanes: int = 4) -> None:
@@ -163,7 +163,7 @@ class GroupCommitWriter:
         self.batches += 1
         if duplicates:
             try:
-                stored = await self._db.messages_by_idempotency(shard, list(duplicates))
+                stored = await self._db.messages.messages_by_idempotency(shard, list(duplicates))
             except StoreUnavailable as exc:
                 stored = {}
                 for key in duplicates:

@@ -34,7 +34,8 @@ from bench.servers import (
     RedisProcess,
     postgres_cpu_s,
 )
-from parley.config import ConfigError, Settings, load_settings
+from parley.config import ConfigError, Settings
+from server.settings import load_settings
 
 SUBPROTOCOL = "parley.msgpack.v1"
 #: Busy cores outside the server, its database and the generator above which a

@@ -47,7 +47,7 @@ from bench.scenarios.base import (
 )
 from bench.scenarios.population import peer_targets, populate
 from bench.servers import Monitored, ParleyProcess
-from parley.config import load_settings
+from server.settings import load_settings
 
 #: Client-side pace per publisher socket, as fractions of the gateway's
 #: per-connection command budget (``ws_commands_per_s``/``ws_command_burst``,

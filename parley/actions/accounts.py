@@ -19,8 +19,8 @@ from parley import auth, events
 from parley.actions import validate
 from parley.auth import Identity
 from parley.errors import Conflict, Forbidden, Unauthenticated
+from parley.model import User
 from parley.services import Services
-from storage.interfaces import User
 
 # A fixed argon2 hash to verify against when the e-mail is unknown, so that
 # login takes the same time whether or not an account exists.
@@ -33,7 +33,7 @@ async def register(svc: Services, email: str, password: str, display_name: str) 
     display_name = validate.display_text(display_name, "display_name")
     # argon2 is deliberately slow (tens of ms): keep it off the event loop.
     password_hash = await asyncio.to_thread(auth.hash_password, password)
-    user = await svc.store.create_user(svc.ids.next_id(), email, display_name, password_hash)
+    user = await svc.store.users.create_user(svc.ids.next_id(), email, display_name, password_hash)
     if user is None:
         raise Conflict("email_taken", "an account with this e-mail address exists")
     return user
@@ -57,8 +57,8 @@ def _token_hash(token: str) -> str:
 
 async def _new_refresh_token(svc: Services, session_id: int, user_id: int) -> str:
     token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
-    await svc.store.create_refresh_token(_token_hash(token), session_id, user_id,
-                                         svc.settings.refresh_token_ttl_s)
+    await svc.store.sessions.create_refresh_token(_token_hash(token), session_id, user_id,
+                                                  svc.settings.refresh_token_ttl_s)
     return token
 
 
@@ -71,7 +71,7 @@ async def login(svc: Services, email: str, password: str) -> tuple[str, float, U
 async def login_tokens(svc: Services, email: str, password: str) -> tuple[Tokens, User]:
     """A new auth session: an access token and the first refresh token of its family."""
     address = validate.lookup_email(email)
-    user = None if address is None else await svc.store.user_by_email(address)
+    user = None if address is None else await svc.store.users.user_by_email(address)
     ok = await asyncio.to_thread(auth.verify_password,
                                  user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok:
@@ -79,10 +79,10 @@ async def login_tokens(svc: Services, email: str, password: str) -> tuple[Tokens
     if user.deactivated:
         raise Forbidden("account_deactivated", "this account is deactivated")
     if auth.needs_rehash(user.password_hash):
-        await svc.store.update_password_hash(
+        await svc.store.users.update_password_hash(
             user.id, await asyncio.to_thread(auth.hash_password, password))
     session_id = svc.ids.next_id()
-    await svc.store.create_session(session_id, user.id)
+    await svc.store.sessions.create_session(session_id, user.id)
     token, exp = svc.tokens.issue(user.id, session_id)
     refresh_token = await _new_refresh_token(svc, session_id, user.id)
     return Tokens(token, exp, refresh_token, user.id, session_id), user
@@ -93,7 +93,7 @@ async def refresh(svc: Services, refresh_token: str) -> Tokens:
     if not 1 <= len(refresh_token) <= 256:
         raise Unauthenticated("invalid_refresh_token", "the refresh token is not valid")
     new = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
-    outcome = await svc.store.rotate_refresh_token(
+    outcome = await svc.store.sessions.rotate_refresh_token(
         _token_hash(refresh_token), _token_hash(new), svc.settings.refresh_token_ttl_s)
     if outcome.status == "reused" and outcome.user_id is not None:
         await svc.publish(events.user_topic(outcome.user_id),
@@ -110,7 +110,7 @@ async def refresh(svc: Services, refresh_token: str) -> Tokens:
 
 
 async def me(svc: Services, ident: Identity) -> User:
-    user = await svc.store.user(ident.user_id)
+    user = await svc.store.users.user(ident.user_id)
     if user is None:
         from parley.errors import NotFound
 
@@ -121,13 +121,13 @@ async def me(svc: Services, ident: Identity) -> User:
 async def authenticate(svc: Services, token: str) -> Identity:
     """Verify the token and that its session is still live."""
     ident = svc.tokens.verify(token)
-    if not await svc.store.session_active(ident.session_id, ident.user_id):
+    if not await svc.store.sessions.session_active(ident.session_id, ident.user_id):
         raise Unauthenticated("session_revoked", "this session has ended; log in again")
     return ident
 
 
 async def logout(svc: Services, ident: Identity) -> None:
-    await svc.store.revoke_session(ident.session_id, ident.user_id)
+    await svc.store.sessions.revoke_session(ident.session_id, ident.user_id)
     # Every gateway holding a socket of this session closes it.
     await svc.publish(events.user_topic(ident.user_id),
                       events.encode(events.SESSION_REVOKED, {"session_id": ident.session_id}))
@@ -141,17 +141,17 @@ async def issue_connect_ticket(svc: Services, ident: Identity,
 
     await require_member(svc, ident, workspace_id)
     ticket = auth.new_ticket()
-    await svc.store.create_ticket(ticket, ident.user_id, ident.session_id, workspace_id,
-                                  auth.TICKET_TTL_S)
+    await svc.store.sessions.create_ticket(ticket, ident.user_id, ident.session_id, workspace_id,
+                                           auth.TICKET_TTL_S)
     return ticket, auth.TICKET_TTL_S
 
 
 async def redeem_connect_ticket(svc: Services, ticket: str) -> tuple[Identity, int]:
-    found = await svc.store.consume_ticket(ticket)
+    found = await svc.store.sessions.consume_ticket(ticket)
     if found is None:
         raise Unauthenticated("invalid_ticket", "the connect ticket is unknown, used or expired")
     user_id, session_id, workspace_id = found
-    if not await svc.store.session_active(session_id, user_id):
+    if not await svc.store.sessions.session_active(session_id, user_id):
         raise Unauthenticated("session_revoked", "this session has ended; log in again")
     # A ticket-authenticated socket lives as long as an access token would.
     return Identity(user_id=user_id, session_id=session_id,

@@ -17,9 +17,9 @@ from parley.actions import validate
 from parley.actions.workspaces import require_member, require_target
 from parley.auth import Identity
 from parley.errors import Conflict, Forbidden, InvalidInput, NotFound
+from parley.model import Channel, ChannelMember, ChannelView, Member, ReadState
 from parley.permissions import Perm, Role, allowed, outranks, require
 from parley.services import Services
-from storage.interfaces import Channel, ChannelMember, ChannelView, Member, ReadState
 
 LIST_PAGE_MAX = 200
 MEMBER_PAGE_MAX = 200
@@ -44,10 +44,10 @@ async def visible_channel(svc: Services, ident: Identity, workspace_id: int,
 async def _visible(svc: Services, member: Member, workspace_id: int,
                    channel_id: int) -> tuple[Channel, bool]:
     """(channel, caller is a member of it), or NotFound."""
-    channel = await svc.store.channel(workspace_id, channel_id)
+    channel = await svc.store.channels.channel(workspace_id, channel_id)
     if channel is None:
         raise _not_found()
-    if await svc.store.is_channel_member(workspace_id, channel_id, member.user_id):
+    if await svc.store.roster.is_channel_member(workspace_id, channel_id, member.user_id):
         return channel, True
     if channel.kind == "public" and allowed(member, Perm.BROWSE_PUBLIC_CHANNELS):
         return channel, False
@@ -94,8 +94,8 @@ async def create_channel(svc: Services, ident: Identity, workspace_id: int, name
     require(member, Perm.CREATE_PUBLIC_CHANNEL if kind == "public"
             else Perm.CREATE_PRIVATE_CHANNEL)
     name = validate.channel_name(name)
-    channel = await svc.store.create_channel(svc.ids.next_id(), workspace_id, kind, name,
-                                             ident.user_id)
+    channel = await svc.store.channels.create_channel(svc.ids.next_id(), workspace_id, kind, name,
+                                                      ident.user_id)
     if channel is None:
         raise Conflict("name_taken", "a channel with this name exists")
     await svc.publish(events.user_topic(ident.user_id),
@@ -105,7 +105,7 @@ async def create_channel(svc: Services, ident: Identity, workspace_id: int, name
 
 async def joined_event(svc: Services, channel: Channel, user_id: int) -> tuple[str, bytes]:
     """``channel.joined`` for ``user_id``, with their read state in it."""
-    state = await svc.store.read_state(channel.workspace_id, channel.id, user_id)
+    state = await svc.store.reads.read_state(channel.workspace_id, channel.id, user_id)
     return (events.user_topic(user_id),
             events.encode(events.CHANNEL_JOINED, events.joined_data(channel, state)))
 
@@ -114,7 +114,7 @@ async def get_channel(svc: Services, ident: Identity, workspace_id: int,
                       channel_id: int) -> ChannelView:
     member = await require_member(svc, ident, workspace_id)
     channel, is_member = await _visible(svc, member, workspace_id, channel_id)
-    state = (await svc.store.read_state(workspace_id, channel_id, ident.user_id)
+    state = (await svc.store.reads.read_state(workspace_id, channel_id, ident.user_id)
              if is_member else None)
     if state is None:
         return ChannelView(channel, False, None, None, None)
@@ -140,8 +140,8 @@ async def update_channel(svc: Services, ident: Identity, workspace_id: int, chan
         topic = validate.free_text(topic, "topic", TOPIC_MAX)
     if purpose is not None:
         purpose = validate.free_text(purpose, "purpose", PURPOSE_MAX)
-    updated = await svc.store.update_channel(workspace_id, channel_id, name=name, topic=topic,
-                                             purpose=purpose)
+    updated = await svc.store.channels.update_channel(workspace_id, channel_id, name=name,
+                                                      topic=topic, purpose=purpose)
     if updated is None:
         raise Conflict("name_taken", "a channel with this name exists")
     if updated != channel:
@@ -157,7 +157,7 @@ async def set_archived(svc: Services, ident: Identity, workspace_id: int, channe
         raise Conflict("default_channel", "#general cannot be archived")
     if channel.archived == archived:
         return channel
-    updated = await svc.store.update_channel(workspace_id, channel_id, archived=archived)
+    updated = await svc.store.channels.update_channel(workspace_id, channel_id, archived=archived)
     if updated is None:
         raise _not_found()
     await _publish_updated(svc, updated)
@@ -175,7 +175,7 @@ async def make_private(svc: Services, ident: Identity, workspace_id: int,
         raise Conflict("default_channel", "#general stays public")
     if channel.kind == "private":
         return channel
-    updated = await svc.store.update_channel(workspace_id, channel_id, kind="private")
+    updated = await svc.store.channels.update_channel(workspace_id, channel_id, kind="private")
     if updated is None:
         raise _not_found()
     await _publish_updated(svc, updated)
@@ -218,7 +218,7 @@ async def join_channel(svc: Services, ident: Identity, workspace_id: int,
         raise _not_found()
     require(member, Perm.JOIN_PUBLIC_CHANNEL)
     _writable(channel)
-    if await svc.store.join_channel(workspace_id, channel_id, ident.user_id):
+    if await svc.store.roster.join_channel(workspace_id, channel_id, ident.user_id):
         await _announce_added(svc, channel, [ident.user_id])
     return channel
 
@@ -236,7 +236,8 @@ async def add_to_channel(svc: Services, ident: Identity, workspace_id: int, chan
         raise InvalidInput("invalid_user_ids", "give 1 to 100 user ids")
     for uid in sorted(set(user_ids)):
         await require_target(svc, workspace_id, uid)
-    added = await svc.store.add_channel_members(workspace_id, channel_id, sorted(set(user_ids)))
+    added = await svc.store.roster.add_channel_members(workspace_id, channel_id,
+                                                       sorted(set(user_ids)))
     await _announce_added(svc, channel, added)
     return added
 
@@ -248,7 +249,7 @@ async def leave_channel(svc: Services, ident: Identity, workspace_id: int,
         raise InvalidInput("not_allowed_for_dm", "you cannot leave a direct message")
     if channel.name == DEFAULT_CHANNEL:
         raise Conflict("default_channel", "everyone stays in #general")
-    if await svc.store.remove_channel_member(workspace_id, channel_id, ident.user_id):
+    if await svc.store.roster.remove_channel_member(workspace_id, channel_id, ident.user_id):
         await _announce_removed(svc, channel, ident.user_id)
 
 
@@ -264,17 +265,17 @@ async def remove_from_channel(svc: Services, ident: Identity, workspace_id: int,
     target = await require_target(svc, workspace_id, user_id)
     if outranks(target, member):
         raise Forbidden("permission_denied", "you may not remove a member of a higher role")
-    if not await svc.store.is_channel_member(workspace_id, channel_id, user_id):
+    if not await svc.store.roster.is_channel_member(workspace_id, channel_id, user_id):
         raise NotFound("user_not_found", "that user is not in this channel")
-    if await svc.store.remove_channel_member(workspace_id, channel_id, user_id):
+    if await svc.store.roster.remove_channel_member(workspace_id, channel_id, user_id):
         await _announce_removed(svc, channel, user_id)
 
 
 async def channel_members(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
                           after_user_id: int, limit: int) -> list[ChannelMember]:
     await visible_channel(svc, ident, workspace_id, channel_id)
-    return await svc.store.channel_members_page(workspace_id, channel_id, after_user_id,
-                                                max(1, min(limit, MEMBER_PAGE_MAX)))
+    return await svc.store.roster.channel_members_page(workspace_id, channel_id, after_user_id,
+                                                       max(1, min(limit, MEMBER_PAGE_MAX)))
 
 
 # -- lists ---------------------------------------------------------------------------
@@ -283,7 +284,7 @@ async def channel_members(svc: Services, ident: Identity, workspace_id: int, cha
 async def my_channels(svc: Services, ident: Identity,
                       workspace_id: int) -> list[tuple[Channel, int]]:
     await require_member(svc, ident, workspace_id)
-    return await svc.store.user_channels(workspace_id, ident.user_id)
+    return await svc.store.roster.user_channels(workspace_id, ident.user_id)
 
 
 async def list_channels(svc: Services, ident: Identity, workspace_id: int, *,
@@ -291,7 +292,7 @@ async def list_channels(svc: Services, ident: Identity, workspace_id: int, *,
     """The caller's channels (and, if asked and allowed, the public ones they
     are not in), by id, with membership, unread and mention counts."""
     member = await require_member(svc, ident, workspace_id)
-    return await svc.store.channel_views(
+    return await svc.store.channels.channel_views(
         workspace_id, ident.user_id,
         include_public=include_public and allowed(member, Perm.BROWSE_PUBLIC_CHANNELS),
         after_id=after_id, limit=max(1, min(limit, LIST_PAGE_MAX)))
@@ -301,8 +302,8 @@ async def list_public_channels(svc: Services, ident: Identity, workspace_id: int
                                after_id: int, limit: int) -> list[Channel]:
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.BROWSE_PUBLIC_CHANNELS)
-    return await svc.store.list_public_channels(workspace_id, after_id,
-                                                max(1, min(limit, LIST_PAGE_MAX)))
+    return await svc.store.channels.list_public_channels(workspace_id, after_id,
+                                                         max(1, min(limit, LIST_PAGE_MAX)))
 
 
 # -- direct messages -------------------------------------------------------------------
@@ -323,7 +324,7 @@ async def open_dm(svc: Services, ident: Identity, workspace_id: int,
         if uid != ident.user_id:
             await require_target(svc, workspace_id, uid)
     kind = "dm" if len(people) <= 2 else "group_dm"
-    channel, added = await svc.store.get_or_create_dm(
+    channel, added = await svc.store.channels.get_or_create_dm(
         svc.ids.next_id(), workspace_id, kind, ",".join(map(str, people)), ident.user_id,
         people)
     created = len(added) == len(people)
@@ -345,8 +346,8 @@ async def mark_read(svc: Services, ident: Identity, workspace_id: int, channel_i
     """Move the caller's read position (to the end without ``seq``; a lower
     seq marks messages unread again); every device of theirs is told."""
     _, channel = await member_channel(svc, ident, workspace_id, channel_id)
-    state = await svc.store.mark_read(workspace_id, channel_id, ident.user_id,
-                                      channel.last_seq if seq is None else seq)
+    state = await svc.store.reads.mark_read(workspace_id, channel_id, ident.user_id,
+                                            channel.last_seq if seq is None else seq)
     if state is None:
         raise _not_found()
     await svc.publish(events.user_topic(ident.user_id),

@@ -58,10 +58,9 @@ from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, TooLarge
 from parley.errors import Unavailable as UnavailableError
+from parley.model import FileLimits, FileRecord
 from parley.permissions import Perm, allowed, require
-from parley.services import Services
-from storage.interfaces import FileLimits, FileRecord
-from storage.interfaces_blobs import (
+from parley.ports.blobs import (
     MAX_DOWNLOAD_URL_TTL_S,
     BlobNotFound,
     BlobTooLarge,
@@ -70,6 +69,7 @@ from storage.interfaces_blobs import (
     SignedGrant,
     UploadTicket,
 )
+from parley.services import Services
 
 log = logging.getLogger("parley.files")
 T = TypeVar("T")
@@ -225,7 +225,7 @@ async def limits(svc: Services, ident: Identity, workspace_id: int) -> Effective
 
 
 async def _limits(svc: Services, workspace_id: int) -> EffectiveLimits:
-    own = await svc.store.file_limits(workspace_id)
+    own = await svc.store.file_limits.file_limits(workspace_id)
     cap = svc.settings.max_file_bytes
     if own.max_file_bytes is not None:
         cap = min(cap, own.max_file_bytes)
@@ -250,7 +250,7 @@ async def set_limits(svc: Services, ident: Identity, workspace_id: int,
             raise InvalidInput("invalid_limits",
                                f"allowed_types holds up to {ALLOWED_TYPES_MAX} MIME types or "
                                "patterns such as image/* or *")
-    await svc.store.set_file_limits(workspace_id, FileLimits(max_file_bytes, types))
+    await svc.store.file_limits.set_file_limits(workspace_id, FileLimits(max_file_bytes, types))
     return await _limits(svc, workspace_id)
 
 
@@ -300,7 +300,7 @@ async def request_upload(svc: Services, ident: Identity, workspace_id: int, name
         raise UnsupportedType("file_type_not_allowed",
                               f"{declared} files are not allowed in this workspace")
     file_id = svc.ids.next_id()
-    record = await svc.store.create_file(FileRecord(
+    record = await svc.store.files.create_file(FileRecord(
         id=file_id, workspace_id=workspace_id, uploader_id=ident.user_id,
         key=staging_key(workspace_id, file_id), name=name, size=size, declared_type=declared,
         content_type=None, state="pending", created_at=svc.ids.timestamp(file_id)))
@@ -314,7 +314,7 @@ async def _own_pending(svc: Services, ident: Identity, workspace_id: int,
                        file_id: int) -> FileRecord | None:
     """The caller's file for completing: None when it is already ready."""
     await require_member(svc, ident, workspace_id)
-    f = await svc.store.file(workspace_id, file_id)
+    f = await svc.store.files.file(workspace_id, file_id)
     if f is None or f.uploader_id != ident.user_id or f.state == "deleted":
         raise _not_found()
     return None if f.state == "ready" else f
@@ -345,7 +345,7 @@ async def complete_upload(svc: Services, ident: Identity, workspace_id: int,
     Idempotent: completing a ready file returns it."""
     f = await _own_pending(svc, ident, workspace_id, file_id)
     if f is None:
-        done = await svc.store.file(workspace_id, file_id)
+        done = await svc.store.files.file(workspace_id, file_id)
         if done is None:
             raise _not_found()
         return done
@@ -372,7 +372,7 @@ async def _finish(svc: Services, f: FileRecord, key: str) -> FileRecord:
         head = b"".join([c async for c in svc.blobs.get(key, length=SNIFF_BYTES)])
         ctype = sniff(head)
         if not (await _limits(svc, f.workspace_id)).type_allowed(ctype):
-            await svc.store.mark_file_deleted(f.workspace_id, f.id, only_pending=True)
+            await svc.store.files.mark_file_deleted(f.workspace_id, f.id, only_pending=True)
             raise UnsupportedType("file_type_not_allowed",
                                   f"the file's content is {ctype}, which is not allowed in "
                                   "this workspace")
@@ -384,7 +384,7 @@ async def _finish(svc: Services, f: FileRecord, key: str) -> FileRecord:
                 thumb = key + ".thumb"
                 await _blob_call(svc.blobs.put(thumb, _one(png), max_size=len(png),
                                                content_type="image/png"))
-        ready = await svc.store.mark_file_ready(
+        ready = await svc.store.files.mark_file_ready(
             f.workspace_id, f.id, size=info.size, content_type=ctype, thumbnail_key=thumb,
             width=width, height=height, key=key)
     finally:
@@ -394,7 +394,7 @@ async def _finish(svc: Services, f: FileRecord, key: str) -> FileRecord:
         # Bytes a still-valid ticket wrote besides the streamed upload.
         await _forget(svc, staging_key(f.workspace_id, f.id))
         return ready
-    now = await svc.store.file(f.workspace_id, f.id)
+    now = await svc.store.files.file(f.workspace_id, f.id)
     if now is None or now.state != "ready":
         raise _not_found()
     return now
@@ -532,15 +532,15 @@ async def _readable(svc: Services, ident: Identity, workspace_id: int,
                     file_id: int) -> FileRecord:
     """A ready file the caller may see (see the module rules), else 404."""
     member = await require_member(svc, ident, workspace_id)
-    f = await svc.store.file(workspace_id, file_id)
+    f = await svc.store.files.file(workspace_id, file_id)
     if f is None or f.state != "ready":
         raise _not_found()
     if f.uploader_id == ident.user_id:
         return f
     if allowed(member, Perm.READ_HISTORY):
         browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
-        for share in await svc.store.file_shares(workspace_id, file_id, ident.user_id,
-                                                 SHARES_SCANNED):
+        for share in await svc.store.shares.file_shares(workspace_id, file_id, ident.user_id,
+                                                        SHARES_SCANNED):
             if share.is_member or (share.kind == "public" and browse):
                 return f
     raise _not_found()
@@ -551,7 +551,7 @@ async def get_file(svc: Services, ident: Identity, workspace_id: int,
     """A file's metadata: its uploader sees it in any state, others only when
     it is ready and shared where they can see it."""
     await require_member(svc, ident, workspace_id)
-    f = await svc.store.file(workspace_id, file_id)
+    f = await svc.store.files.file(workspace_id, file_id)
     if f is not None and f.uploader_id == ident.user_id and f.state != "deleted":
         return f
     return await _readable(svc, ident, workspace_id, file_id)
@@ -615,8 +615,8 @@ async def list_channel_files(svc: Services, ident: Identity, workspace_id: int,
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
     await visible_channel(svc, ident, workspace_id, channel_id)
-    return await svc.store.channel_files(workspace_id, channel_id, before_id,
-                                         max(1, min(limit, CHANNEL_FILES_PAGE_MAX)))
+    return await svc.store.shares.channel_files(workspace_id, channel_id, before_id,
+                                                max(1, min(limit, CHANNEL_FILES_PAGE_MAX)))
 
 
 # -- signed URLs of a store the API serves (the local disk) ---------------------------------
@@ -654,7 +654,7 @@ async def attachable(svc: Services, ident: Identity, workspace_id: int,
     if len(ids) > FILES_PER_MESSAGE:
         raise InvalidInput("too_many_files",
                            f"a message has at most {FILES_PER_MESSAGE} files")
-    found = {f.id: f for f in await svc.store.files_by_id(workspace_id, ids)}
+    found = {f.id: f for f in await svc.store.files.files_by_id(workspace_id, ids)}
     for fid in ids:
         f = found.get(fid)
         if f is None or f.uploader_id != ident.user_id or f.state == "deleted":
@@ -666,7 +666,7 @@ async def attachable(svc: Services, ident: Identity, workspace_id: int,
 
 async def attachments(svc: Services, workspace_id: int,
                       message_ids: Sequence[int]) -> dict[int, list[FileRecord]]:
-    return await svc.store.message_files(workspace_id, message_ids)
+    return await svc.store.shares.message_files(workspace_id, message_ids)
 
 
 # -- deleting -----------------------------------------------------------------------
@@ -677,7 +677,7 @@ async def delete_file(svc: Services, ident: Identity, workspace_id: int, file_id
     and every message sharing it is updated to show it as removed.
     Deleting twice is not an error."""
     member = await require_member(svc, ident, workspace_id)
-    f = await svc.store.file(workspace_id, file_id)
+    f = await svc.store.files.file(workspace_id, file_id)
     if f is None:
         raise _not_found()
     if f.uploader_id != ident.user_id:
@@ -686,15 +686,15 @@ async def delete_file(svc: Services, ident: Identity, workspace_id: int, file_id
         await _readable(svc, ident, workspace_id, file_id)
         if not allowed(member, Perm.DELETE_ANY_FILE):
             raise Forbidden("not_uploader", "only the uploader or an admin may delete a file")
-    result = await svc.store.mark_file_deleted(workspace_id, file_id)
+    result = await svc.store.files.mark_file_deleted(workspace_id, file_id)
     if result is None:
         return  # deleted already
     gone, shared = result
     await _forget(svc, gone.key, gone.thumbnail_key, staging_key(workspace_id, file_id))
     items: list[tuple[str, bytes]] = []
-    by_message = await svc.store.message_files(workspace_id, [mid for _, mid in shared])
+    by_message = await svc.store.shares.message_files(workspace_id, [mid for _, mid in shared])
     for channel_id, message_id in shared:
-        msg = await svc.store.message(workspace_id, message_id)
+        msg = await svc.store.messages.message(workspace_id, message_id)
         if msg is None or msg.deleted:
             continue
         items.append((events.channel_topic(channel_id), events.encode(
@@ -713,8 +713,8 @@ async def cleanup_stale_uploads(svc: Services, now: dt.datetime | None = None) -
     now = now or dt.datetime.now(dt.UTC)
     cutoff = now - dt.timedelta(seconds=svc.settings.pending_upload_ttl_s)
     removed = 0
-    for f in await svc.store.stale_uploads(cutoff, CLEANUP_BATCH):
-        if await svc.store.mark_file_deleted(f.workspace_id, f.id, only_pending=True):
+    for f in await svc.store.files.stale_uploads(cutoff, CLEANUP_BATCH):
+        if await svc.store.files.mark_file_deleted(f.workspace_id, f.id, only_pending=True):
             await _forget(svc, f.key)
             removed += 1
     return removed

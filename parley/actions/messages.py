@@ -43,9 +43,7 @@ from parley.errors import (
     NotFound,
     Unavailable,
 )
-from parley.permissions import Perm, allowed, require
-from parley.services import Services
-from storage.interfaces import (
+from parley.model import (
     AppendRejected,
     Channel,
     FileRecord,
@@ -57,6 +55,8 @@ from storage.interfaces import (
     StoreUnavailable,
     ThreadSummary,
 )
+from parley.permissions import Perm, allowed, require
+from parley.services import Services
 
 MAX_PINS = 100  # pinned messages per channel
 HISTORY_PAGE_MAX = 200
@@ -85,7 +85,7 @@ def _message_not_found() -> NotFound:
 
 async def _message_in(svc: Services, workspace_id: int, channel_id: int,
                       message_id: int) -> Message:
-    msg = await svc.store.message(workspace_id, message_id)
+    msg = await svc.store.messages.message(workspace_id, message_id)
     if msg is None or msg.channel_id != channel_id:
         raise _message_not_found()
     return msg
@@ -101,7 +101,7 @@ def _empty_summary(root_id: int) -> ThreadSummary:
 
 
 async def _thread_event(svc: Services, msg: Message, root_id: int) -> tuple[str, bytes]:
-    summary = (await svc.store.thread_summaries(msg.workspace_id, [root_id])).get(
+    summary = (await svc.store.threads.thread_summaries(msg.workspace_id, [root_id])).get(
         root_id, _empty_summary(root_id))
     return (events.channel_topic(msg.channel_id), events.encode(
         events.THREAD_UPDATED, events.thread_data(msg.workspace_id, msg.channel_id, summary)))
@@ -127,10 +127,10 @@ async def _check_broadcast(svc: Services, ident: Identity, workspace_id: int,
                            channel_id: int) -> None:
     """@channel / @here in a large channel needs ``mention_channel_large``."""
     member = await require_member(svc, ident, workspace_id)
-    if not await svc.store.is_channel_member(workspace_id, channel_id, ident.user_id):
+    if not await svc.store.roster.is_channel_member(workspace_id, channel_id, ident.user_id):
         raise NotFound("channel_not_found", "no such channel")
     if (not allowed(member, Perm.MENTION_CHANNEL_LARGE)
-            and await svc.store.channel_member_count(workspace_id, channel_id)
+            and await svc.store.roster.channel_member_count(workspace_id, channel_id)
             > svc.settings.large_channel_members):
         raise Forbidden("permission_denied",
                         f"your role may not use @channel or @here in channels of more than "
@@ -141,7 +141,7 @@ async def _check_thread_root(svc: Services, ident: Identity, workspace_id: int,
                              channel_id: int, root_id: int) -> None:
     # Membership first, so a message id of a channel the caller cannot see
     # answers like a channel that does not exist.
-    if not await svc.store.is_channel_member(workspace_id, channel_id, ident.user_id):
+    if not await svc.store.roster.is_channel_member(workspace_id, channel_id, ident.user_id):
         raise NotFound("channel_not_found", "no such channel")
     root = await _message_in(svc, workspace_id, channel_id, root_id)
     if root.thread_root_id is not None:
@@ -241,7 +241,7 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     found = mentions.parse(text)
     if found.everyone:
         await _check_broadcast(svc, ident, workspace_id, channel_id)
-    shard = await svc.store.shard_of(workspace_id)
+    shard = await svc.store.workspaces.shard_of(workspace_id)
     if shard is None:
         raise NotFound("workspace_not_found", "no such workspace")
     new = _new_message(svc, ident, workspace_id, channel_id, text, client_msg_id,
@@ -253,28 +253,28 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
         raise _append_error(exc) from exc
     attached: list[FileRecord] | None = None
     if file_ids:  # idempotent: a retry attaches what a failed first attempt did not
-        attached = await svc.store.attach_files(workspace_id, channel_id, stored.id,
-                                                file_ids, ident.user_id)
+        attached = await svc.store.shares.attach_files(workspace_id, channel_id, stored.id,
+                                                       file_ids, ident.user_id)
     if stored.id != msg_id:  # a retry: the first attempt published already
         return stored
     change = MentionChange((), ())
     if found.any:
-        change = await svc.store.set_mentions(stored, found.user_ids, found.everyone)
+        change = await svc.store.messages.set_mentions(stored, found.user_ids, found.everyone)
     items = [_created(stored, attached or ())]
     root_id = thread_root_id if thread_root_id is not None else stored.id
     followed: list[int] = []
     if thread_root_id is not None:
-        root = await svc.store.message(workspace_id, thread_root_id)
+        root = await svc.store.messages.message(workspace_id, thread_root_id)
         if root is not None:
-            followed += await svc.store.follow_thread(workspace_id, channel_id, root_id,
-                                                      [root.user_id], override=False)
-        followed += await svc.store.follow_thread(workspace_id, channel_id, root_id,
-                                                  [stored.user_id, *change.added],
-                                                  override=True)
+            followed += await svc.store.threads.follow_thread(workspace_id, channel_id, root_id,
+                                                              [root.user_id], override=False)
+        followed += await svc.store.threads.follow_thread(workspace_id, channel_id, root_id,
+                                                          [stored.user_id, *change.added],
+                                                          override=True)
         items.append(await _thread_event(svc, stored, root_id))
     elif change.added:
-        followed += await svc.store.follow_thread(workspace_id, channel_id, root_id,
-                                                  list(change.added), override=True)
+        followed += await svc.store.threads.follow_thread(workspace_id, channel_id, root_id,
+                                                          list(change.added), override=True)
     items += follow_events(workspace_id, channel_id, root_id, sorted(set(followed)))
     items += _mention_events(stored, change)
     await svc.publish_many(items)
@@ -296,18 +296,19 @@ async def edit_message(svc: Services, ident: Identity, workspace_id: int, channe
     found = mentions.parse(text)
     if found.everyone and not mentions.parse(msg.text).everyone:
         await _check_broadcast(svc, ident, workspace_id, channel_id)
-    edited = await svc.store.edit_message(workspace_id, message_id, text, dt.datetime.now(dt.UTC))
+    edited = await svc.store.messages.edit_message(workspace_id, message_id, text,
+                                                   dt.datetime.now(dt.UTC))
     if edited is None:
         raise Conflict("message_deleted", "the message was deleted")
-    change = await svc.store.set_mentions(edited, found.user_ids, found.everyone)
+    change = await svc.store.messages.set_mentions(edited, found.user_ids, found.everyone)
     shared = (await files.attachments(svc, workspace_id, [edited.id])).get(edited.id, [])
     items = [(events.channel_topic(channel_id), events.encode(
         events.MESSAGE_UPDATED, {"workspace_id": workspace_id, "channel_id": channel_id,
                                  "message": events.message_data(edited, shared)}))]
     if change.added:
         root_id = edited.thread_root_id if edited.thread_root_id is not None else edited.id
-        followed = await svc.store.follow_thread(workspace_id, channel_id, root_id,
-                                                 list(change.added), override=True)
+        followed = await svc.store.threads.follow_thread(workspace_id, channel_id, root_id,
+                                                         list(change.added), override=True)
         items += follow_events(workspace_id, channel_id, root_id, followed)
     items += _mention_events(edited, change)
     await svc.publish_many(items)
@@ -323,7 +324,7 @@ async def delete_message(svc: Services, ident: Identity, workspace_id: int, chan
     if msg.user_id != ident.user_id:
         require(member, Perm.DELETE_ANY_MESSAGE)
     _writable(channel)
-    result = await svc.store.delete_message(workspace_id, message_id)
+    result = await svc.store.messages.delete_message(workspace_id, message_id)
     if result is None:  # already deleted
         return
     tomb, unmentioned = result
@@ -344,15 +345,15 @@ async def set_pinned(svc: Services, ident: Identity, workspace_id: int, channel_
     _writable(channel)
     await _message_in(svc, workspace_id, channel_id, message_id)
     if pinned:
-        status = await svc.store.pin(workspace_id, channel_id, message_id, ident.user_id,
-                                     MAX_PINS)
+        status = await svc.store.pins.pin(workspace_id, channel_id, message_id, ident.user_id,
+                                          MAX_PINS)
         if status == "too_many":
             raise Conflict("too_many_pins", f"a channel has at most {MAX_PINS} pinned messages")
         if status == "gone":
             raise Conflict("message_deleted", "the message was deleted")
         changed = status == "pinned"
     else:
-        changed = await svc.store.unpin(workspace_id, channel_id, message_id)
+        changed = await svc.store.pins.unpin(workspace_id, channel_id, message_id)
     if changed:
         await svc.publish(events.channel_topic(channel_id), events.encode(
             events.MESSAGE_PINNED if pinned else events.MESSAGE_UNPINNED,
@@ -363,7 +364,7 @@ async def set_pinned(svc: Services, ident: Identity, workspace_id: int, channel_
 async def list_pins(svc: Services, ident: Identity, workspace_id: int,
                     channel_id: int) -> list[Pin]:
     await visible_channel(svc, ident, workspace_id, channel_id)
-    return await svc.store.pins(workspace_id, channel_id)
+    return await svc.store.pins.pins(workspace_id, channel_id)
 
 
 # -- reading ------------------------------------------------------------------------
@@ -374,11 +375,11 @@ async def enrich(svc: Services, workspace_id: int, channel_id: int,
     """Reactions, thread summaries, pins and files for a page: four queries."""
     live = [m.id for m in msgs if not m.deleted]
     by_message: dict[int, list[Reaction]] = {}
-    for r in await svc.store.reactions_of(workspace_id, live):
+    for r in await svc.store.reactions.reactions_of(workspace_id, live):
         by_message.setdefault(r.message_id, []).append(r)
-    summaries = await svc.store.thread_summaries(
+    summaries = await svc.store.threads.thread_summaries(
         workspace_id, [m.id for m in msgs if m.thread_root_id is None])
-    pinned = await svc.store.pinned_ids(workspace_id, channel_id, live)
+    pinned = await svc.store.pins.pinned_ids(workspace_id, channel_id, live)
     shared = await files.attachments(svc, workspace_id, live)
     return [MessageView(m, tuple(by_message.get(m.id, ())), summaries.get(m.id), m.id in pinned,
                         tuple(shared.get(m.id, ()))) for m in msgs]
@@ -389,8 +390,8 @@ async def history(svc: Services, ident: Identity, workspace_id: int, channel_id:
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
     await visible_channel(svc, ident, workspace_id, channel_id)
-    return await svc.store.history(workspace_id, channel_id, before=before, after=after,
-                                   limit=limit)
+    return await svc.store.messages.history(workspace_id, channel_id, before=before, after=after,
+                                            limit=limit)
 
 
 async def get_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
@@ -412,10 +413,10 @@ async def thread(svc: Services, ident: Identity, workspace_id: int, channel_id: 
     root = await _message_in(svc, workspace_id, channel_id, root_id)
     if root.thread_root_id is not None:
         raise NotFound("thread_not_found", "that message is a reply, not a thread root")
-    replies = await svc.store.thread_replies(workspace_id, root_id, after_seq,
-                                             max(1, min(limit, THREAD_PAGE_MAX)))
+    replies = await svc.store.threads.thread_replies(workspace_id, root_id, after_seq,
+                                                     max(1, min(limit, THREAD_PAGE_MAX)))
     views = await enrich(svc, workspace_id, channel_id, [root, *replies])
-    following = await svc.store.is_following(workspace_id, root_id, ident.user_id)
+    following = await svc.store.threads.is_following(workspace_id, root_id, ident.user_id)
     return views[0], views[1:], following
 
 
@@ -427,11 +428,11 @@ async def set_following(svc: Services, ident: Identity, workspace_id: int, chann
     if root.thread_root_id is not None:
         raise NotFound("thread_not_found", "that message is a reply, not a thread root")
     if follow:
-        changed = bool(await svc.store.follow_thread(workspace_id, channel_id, root_id,
-                                                     [ident.user_id], override=True))
+        changed = bool(await svc.store.threads.follow_thread(workspace_id, channel_id, root_id,
+                                                             [ident.user_id], override=True))
     else:
-        changed = await svc.store.unfollow_thread(workspace_id, channel_id, root_id,
-                                                  ident.user_id)
+        changed = await svc.store.threads.unfollow_thread(workspace_id, channel_id, root_id,
+                                                          ident.user_id)
     if changed:
         await svc.publish_many(follow_events(
             workspace_id, channel_id, root_id, [ident.user_id],

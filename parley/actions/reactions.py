@@ -24,12 +24,12 @@ async def set_reaction(svc: Services, ident: Identity, workspace_id: int, channe
     require(member, Perm.REACT)
     if channel.archived:
         raise Forbidden("channel_archived", "the channel is archived")
-    msg = await svc.store.message(workspace_id, message_id)
+    msg = await svc.store.messages.message(workspace_id, message_id)
     if msg is None or msg.channel_id != channel_id:
         raise NotFound("message_not_found", "no such message")
     if present:
-        status = await svc.store.add_reaction(workspace_id, channel_id, message_id,
-                                              ident.user_id, emoji, MAX_DISTINCT_EMOJI)
+        status = await svc.store.reactions.add_reaction(workspace_id, channel_id, message_id,
+                                                        ident.user_id, emoji, MAX_DISTINCT_EMOJI)
         if status == "gone":
             raise Conflict("message_deleted", "the message was deleted")
         if status == "too_many":
@@ -37,7 +37,8 @@ async def set_reaction(svc: Services, ident: Identity, workspace_id: int, channe
                            f"a message has at most {MAX_DISTINCT_EMOJI} different emoji")
         changed = status == "added"
     else:
-        changed = await svc.store.remove_reaction(workspace_id, message_id, ident.user_id, emoji)
+        changed = await svc.store.reactions.remove_reaction(workspace_id, message_id,
+                                                            ident.user_id, emoji)
     if changed:
         await svc.publish(events.channel_topic(channel_id), events.encode(
             events.REACTION_ADDED if present else events.REACTION_REMOVED,

@@ -16,9 +16,9 @@ from parley.actions.channels import visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import InvalidInput
+from parley.model import Message
 from parley.permissions import Perm, allowed, require
 from parley.services import Services
-from storage.interfaces import Message
 
 PAGE_MAX = 100
 
@@ -36,7 +36,7 @@ async def search(svc: Services, ident: Identity, workspace_id: int, query: str, 
     for t in (since, until):
         if t is not None and t.tzinfo is None:
             raise InvalidInput("invalid_date", "dates need a time zone (e.g. Z or +02:00)")
-    return await svc.store.search(
+    return await svc.store.search.search(
         workspace_id, ident.user_id, query,
         include_public=allowed(member, Perm.BROWSE_PUBLIC_CHANNELS), channel_id=channel_id,
         author_id=author_id, since=since, until=until, before_id=before_id,

@@ -17,9 +17,9 @@ from parley import events
 from parley.actions import validate
 from parley.auth import Identity
 from parley.errors import Conflict, Forbidden, InvalidInput, NotFound
+from parley.model import Invite, Member, Workspace
 from parley.permissions import Perm, Role, allowed, outranks, require
 from parley.services import Services
-from storage.interfaces import Invite, Member, Workspace
 
 INVITE_TOKEN_BYTES = 24  # 192 bits of secret after the workspace id
 INVITE_TTL_MAX_S = 30 * 24 * 3600  # the longest an invite link may live
@@ -30,7 +30,7 @@ MEMBER_PAGE_MAX = 200
 async def require_member(svc: Services, ident: Identity, workspace_id: int) -> Member:
     """The caller's active membership, or NotFound: a workspace the caller is
     not in does not exist as far as they can tell (no id probing)."""
-    member = await svc.store.member(workspace_id, ident.user_id)
+    member = await svc.store.members.member(workspace_id, ident.user_id)
     if member is None or not member.active:
         raise NotFound("workspace_not_found", "no such workspace")
     return member
@@ -38,7 +38,7 @@ async def require_member(svc: Services, ident: Identity, workspace_id: int) -> M
 
 async def require_target(svc: Services, workspace_id: int, user_id: int) -> Member:
     """Another user's active membership, or NotFound ``user_not_found``."""
-    member = await svc.store.member(workspace_id, user_id)
+    member = await svc.store.members.member(workspace_id, user_id)
     if member is None or not member.active:
         raise NotFound("user_not_found", "no such member in this workspace")
     return member
@@ -46,20 +46,21 @@ async def require_target(svc: Services, workspace_id: int, user_id: int) -> Memb
 
 async def create_workspace(svc: Services, ident: Identity, name: str) -> Workspace:
     name = validate.display_text(name, "workspace_name")
-    owner = await svc.store.user(ident.user_id)
+    owner = await svc.store.users.user(ident.user_id)
     if owner is None:
         raise NotFound("user_not_found", "no such user")
-    return await svc.store.create_workspace(svc.ids.next_id(), name, owner, svc.ids.next_id())
+    return await svc.store.workspaces.create_workspace(svc.ids.next_id(), name, owner,
+                                                       svc.ids.next_id())
 
 
 async def list_workspaces(svc: Services, ident: Identity) -> list[Workspace]:
-    return await svc.store.workspaces_of(ident.user_id)
+    return await svc.store.workspaces.workspaces_of(ident.user_id)
 
 
 async def get_workspace(svc: Services, ident: Identity,
                         workspace_id: int) -> tuple[Workspace, Member]:
     member = await require_member(svc, ident, workspace_id)
-    ws = await svc.store.workspace(workspace_id)
+    ws = await svc.store.workspaces.workspace(workspace_id)
     if ws is None:
         raise NotFound("workspace_not_found", "no such workspace")
     return ws, member
@@ -69,16 +70,16 @@ async def list_members(svc: Services, ident: Identity, workspace_id: int, after_
                        limit: int) -> list[Member]:
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.LIST_MEMBERS)
-    return await svc.store.members_page(workspace_id, after_user_id,
-                                        max(1, min(limit, MEMBER_PAGE_MAX)))
+    return await svc.store.members.members_page(workspace_id, after_user_id,
+                                                max(1, min(limit, MEMBER_PAGE_MAX)))
 
 
 async def _announce_join(svc: Services, workspace_id: int, user_id: int) -> None:
     """A new (or returning) member is in #general: tell them and the channel."""
-    general = await svc.store.default_channel(workspace_id)
+    general = await svc.store.channels.default_channel(workspace_id)
     if general is None:
         return
-    state = await svc.store.read_state(workspace_id, general.id, user_id)
+    state = await svc.store.reads.read_state(workspace_id, general.id, user_id)
     await svc.publish_many([
         (events.user_topic(user_id),
          events.encode(events.CHANNEL_JOINED, events.joined_data(general, state))),
@@ -98,11 +99,11 @@ async def add_member(svc: Services, ident: Identity, workspace_id: int, email: s
     if role == Role.ADMIN:
         require(actor, Perm.GRANT_ADMIN)
     address = validate.lookup_email(email)
-    user = None if address is None else await svc.store.user_by_email(address)
+    user = None if address is None else await svc.store.users.user_by_email(address)
     if user is None or user.deactivated:
         raise NotFound("user_not_found", "no account with this e-mail address")
-    before = await svc.store.member(workspace_id, user.id)
-    member = await svc.store.add_member(workspace_id, user, role)
+    before = await svc.store.members.member(workspace_id, user.id)
+    member = await svc.store.members.add_member(workspace_id, user, role)
     if before is None or not before.active:
         await _announce_join(svc, workspace_id, user.id)
     return member
@@ -139,8 +140,9 @@ async def create_invite(svc: Services, ident: Identity, workspace_id: int, role:
     if max_uses is not None and not 1 <= max_uses <= 10_000:
         raise InvalidInput("invalid_max_uses", "max_uses must be 1 to 10000")
     secret = secrets.token_urlsafe(INVITE_TOKEN_BYTES)
-    invite = await svc.store.create_invite(svc.ids.next_id(), workspace_id, _invite_hash(secret),
-                                           role, ident.user_id, ttl, max_uses)
+    invite = await svc.store.invites.create_invite(svc.ids.next_id(), workspace_id,
+                                                   _invite_hash(secret), role, ident.user_id,
+                                                   ttl, max_uses)
     return invite, f"{workspace_id}.{secret}"
 
 
@@ -148,25 +150,26 @@ async def list_invites(svc: Services, ident: Identity, workspace_id: int, after_
                        limit: int) -> list[Invite]:
     actor = await require_member(svc, ident, workspace_id)
     require(actor, Perm.INVITE)
-    return await svc.store.invites(workspace_id, after_id, max(1, min(limit, INVITE_PAGE_MAX)))
+    return await svc.store.invites.invites(workspace_id, after_id,
+                                           max(1, min(limit, INVITE_PAGE_MAX)))
 
 
 async def revoke_invite(svc: Services, ident: Identity, workspace_id: int,
                         invite_id: int) -> None:
     actor = await require_member(svc, ident, workspace_id)
     require(actor, Perm.INVITE)
-    if await svc.store.invite(workspace_id, invite_id) is None:
+    if await svc.store.invites.invite(workspace_id, invite_id) is None:
         raise NotFound("invite_not_found", "no such invite")
-    await svc.store.revoke_invite(workspace_id, invite_id)  # idempotent
+    await svc.store.invites.revoke_invite(workspace_id, invite_id)  # idempotent
 
 
 async def accept_invite(svc: Services, ident: Identity, token: str) -> Member:
     parsed = _parse_invite_token(token)
-    user = await svc.store.user(ident.user_id)
+    user = await svc.store.users.user(ident.user_id)
     if parsed is None or user is None:
         raise NotFound("invite_not_found", "the invite is unknown, expired, revoked or used up")
     workspace_id, secret = parsed
-    outcome = await svc.store.accept_invite(workspace_id, _invite_hash(secret), user)
+    outcome = await svc.store.invites.accept_invite(workspace_id, _invite_hash(secret), user)
     if outcome.status == "deactivated":
         raise Forbidden("membership_deactivated",
                         "an admin deactivated your membership; ask them to add you back")
@@ -181,7 +184,7 @@ async def accept_invite(svc: Services, ident: Identity, token: str) -> Member:
 
 
 async def _end(svc: Services, workspace_id: int, user_id: int, reason: str) -> None:
-    channel_ids = await svc.store.end_membership(workspace_id, user_id, reason)
+    channel_ids = await svc.store.members.end_membership(workspace_id, user_id, reason)
     if channel_ids is None:
         return
     items: list[tuple[str, bytes]] = []
@@ -229,7 +232,7 @@ async def change_role(svc: Services, ident: Identity, workspace_id: int, user_id
         raise Forbidden("permission_denied", "you may only change the role of a lower role")
     if role == target.role:
         return target
-    updated = await svc.store.set_role(workspace_id, user_id, role)
+    updated = await svc.store.members.set_role(workspace_id, user_id, role)
     if updated is None:
         raise NotFound("user_not_found", "no such member in this workspace")
     await svc.publish(events.user_topic(user_id), events.encode(

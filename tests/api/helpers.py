@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import websockets
 
-from parley.runner import Running
+from server.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login
 
 

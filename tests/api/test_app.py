@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from parley.runner import Running
+from server.runner import Running
 from tests.fixtures.parley import Api, register_and_login
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import Team, User, drain, expect, make_team, settle
 from tests.fixtures.parley import WsClient
 

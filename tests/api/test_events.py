@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from parley import events
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import Team, User, drain, expect, make_team, settle
 from tests.fixtures.parley import WsClient
 

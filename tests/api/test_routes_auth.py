@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import websockets
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import expect, make_team
 from tests.fixtures.parley import Api, register_and_login
 

@@ -3,7 +3,7 @@ with read state, DMs and marking read - happy paths and refusals."""
 
 from __future__ import annotations
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import drain, expect, make_team, make_user, settle, types
 
 

@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 
 from parley.actions import files as file_actions
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import Team, User, drain, expect, make_team, settle
 
 STORES = ["local", "s3"]
@@ -449,7 +449,7 @@ async def test_deleting_a_file_shows_it_removed_in_its_messages(app: Running) ->
     msg = await share(t, t.bob, t.general, f["id"], text="look")
     ws = await t.connect(t.carol)
     await drain(ws, 0.2)
-    record = await app.rt.services.store.file(int(t.ws), int(f["id"]))
+    record = await app.rt.services.store.files.file(int(t.ws), int(f["id"]))
     assert record is not None and record.thumbnail_key is not None
 
     await expect(t.carol.api, "DELETE", t.w(f"/files/{f['id']}"), 403, "not_uploader")
@@ -500,7 +500,7 @@ async def test_uploads_never_completed_are_removed(app: Running) -> None:
     stale = await request_upload(t, t.bob, 5, "s.txt", "text/plain")
     await follow_ticket(stale, b"12345")
     done = await upload(t, t.bob, b"kept", "k.txt", "text/plain")
-    record = await svc.store.file(int(t.ws), int(stale["file"]["id"]))
+    record = await svc.store.files.file(int(t.ws), int(stale["file"]["id"]))
     assert record is not None and await svc.blobs.stat(record.key) is not None
 
     assert await file_actions.cleanup_stale_uploads(svc) == 0  # not old yet
@@ -518,7 +518,7 @@ async def test_the_runtime_runs_the_cleanup_task(parley: Running) -> None:
     t = await make_team(parley)
     svc = parley.rt.services
     stale = await request_upload(t, t.bob, 5, "s.txt", "text/plain")
-    # parley/runner.py started the maintenance tasks with the API: restart
+    # server/runner.py started the maintenance tasks with the API: restart
     # them so that their first pass sees the shortened TTL.
     assert len(parley.rt.tasks) == 1
     for task in parley.rt.tasks:
@@ -529,7 +529,7 @@ async def test_the_runtime_runs_the_cleanup_task(parley: Running) -> None:
     parley.rt.start_maintenance()  # idempotent
     assert len(parley.rt.tasks) == 1
     for _ in range(100):
-        record = await svc.store.file(int(t.ws), int(stale["file"]["id"]))
+        record = await svc.store.files.file(int(t.ws), int(stale["file"]["id"]))
         if record is not None and record.state == "deleted":
             break
         await settle(0.05)

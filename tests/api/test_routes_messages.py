@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import drain, expect, make_team, settle, types
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import websockets
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import drain, expect, make_team, make_user, settle, types
 
 

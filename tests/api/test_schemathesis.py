@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import expect, make_team
 
 RUN_BUDGET_S = 110.0  # the whole run, schemathesis start-up included

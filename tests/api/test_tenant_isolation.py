@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from parley.runner import Running
+from server.runner import Running
 from tests.api.helpers import Team, User, expect, make_team
 
 Ids = dict[str, str]

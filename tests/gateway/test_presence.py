@@ -35,8 +35,8 @@ from gateway.presence import (
     presence_topic,
 )
 from parley import events
+from parley.ports.presence import Presence, Status, SyncResult
 from storage.hub_redis import HubOptions, RedisHub
-from storage.interfaces_presence import Presence, Status, SyncResult
 from storage.presence_redis import RedisPresenceStore
 from tests.storage.test_presence_conformance import delete_keys
 

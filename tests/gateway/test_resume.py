@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from parley.runner import Running
+from server.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login
 
 

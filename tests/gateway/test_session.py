@@ -13,7 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from parley.runner import Running
+from server.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login
 
 

@@ -26,8 +26,8 @@ from gateway import session as session_mod
 from gateway.codes import CloseCode
 from gateway.session import GatewayApp, Session
 from parley.auth import Identity
-from parley.composition import Runtime
-from parley.runner import Running
+from server.composition import Runtime
+from server.runner import Running
 from tests.fixtures.parley import WsClient, register_and_login
 
 CODECS: tuple[type[codecs.MsgpackCodec] | type[codecs.JsonCodec], ...] = (

@@ -19,7 +19,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway import session as session_mod
-from parley.runner import Running
+from server.runner import Running
 from tests.fixtures.parley import WsClient, register_and_login
 from tests.fixtures.redis import free_ports
 
@@ -101,7 +101,7 @@ async def test_sigterm_drains_a_real_serve_process(tmp_path: Path, pg_dsn: str) 
     api_port, gw_port = free_ports(2)
     env = {**os.environ, "PARLEY_DATABASE_URL": pg_dsn, "PARLEY_DATA_DIR": str(tmp_path),
            "PARLEY_API_PORT": str(api_port), "PARLEY_GATEWAY_PORT": str(gw_port)}
-    proc = subprocess.Popen([sys.executable, "-m", "parley.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from parley.composition import build
-from parley.runner import Running, start
+from server.composition import build
+from server.runner import Running, start
 from tests.fixtures.parley import WsClient, make_settings, register_and_login
 from tests.fixtures.postgres import PgFactory
 

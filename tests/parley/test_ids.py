@@ -23,7 +23,7 @@ _CHILD = textwrap.dedent("""
     async def main():
         db = PgDatabase([sys.argv[1]], pool_max=2)
         await db.connect()
-        ids = LeasedIdAllocator(db)
+        ids = LeasedIdAllocator(db.leases)
         await ids.start()
         out = [ids.next_id() for _ in range(20000)]
         print(json.dumps({"worker": ids.worker_id, "ids": out}))
@@ -53,23 +53,23 @@ async def test_ids_from_several_processes_never_collide(pg_dsn: str) -> None:
 async def test_released_and_expired_leases_are_reused(pg_dsn: str) -> None:
     db = PgDatabase([pg_dsn])
     await db.connect()
-    first = await db.lease_worker_id("a", 60)
-    second = await db.lease_worker_id("b", 60)
+    first = await db.leases.lease_worker_id("a", 60)
+    second = await db.leases.lease_worker_id("b", 60)
     assert (first, second) == (0, 1)
-    await db.release_worker_id(0, "a")
-    assert await db.lease_worker_id("c", 60) == 0
-    assert not await db.renew_worker_id(0, "a", 60)  # a lost it
-    assert await db.renew_worker_id(0, "c", 60)
-    expired = await db.lease_worker_id("d", 0.001)
+    await db.leases.release_worker_id(0, "a")
+    assert await db.leases.lease_worker_id("c", 60) == 0
+    assert not await db.leases.renew_worker_id(0, "a", 60)  # a lost it
+    assert await db.leases.renew_worker_id(0, "c", 60)
+    expired = await db.leases.lease_worker_id("d", 0.001)
     await asyncio.sleep(0.05)
-    assert await db.lease_worker_id("e", 60) == expired
+    assert await db.leases.lease_worker_id("e", 60) == expired
     await db.close()
 
 
 async def test_an_allocator_stops_issuing_when_its_lease_may_have_expired(pg_dsn: str) -> None:
     db = PgDatabase([pg_dsn])
     await db.connect()
-    ids = LeasedIdAllocator(db)
+    ids = LeasedIdAllocator(db.leases)
     await ids.start()
     ids.next_id()
     ids._valid_until = 0.0  # as if renewals had failed for a whole lease period

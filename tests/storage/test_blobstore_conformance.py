@@ -1,4 +1,4 @@
-"""Conformance suite for ``storage.interfaces_blobs.BlobStore``.
+"""Conformance suite for ``parley.ports.blobs.BlobStore``.
 
 Every contract test runs against ``LocalBlobStore`` (a temporary directory)
 and ``S3BlobStore`` (moto's S3 server over HTTP, a fresh bucket per test).
@@ -24,15 +24,15 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from storage.blobs_local import URL_PREFIX, LocalBlobStore
-from storage.blobs_s3 import S3BlobStore
-from storage.interfaces_blobs import (
+from parley.ports.blobs import (
     MAX_DOWNLOAD_URL_TTL_S,
     BlobNotFound,
     BlobStore,
     BlobTooLarge,
     InvalidKey,
 )
+from storage.blobs_local import URL_PREFIX, LocalBlobStore
+from storage.blobs_s3 import S3BlobStore
 from tests.fixtures.s3 import S3Endpoint
 
 KINDS = ["local", "s3"]

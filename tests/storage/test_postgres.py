@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from storage.interfaces import NewMessage
+from parley.model import NewMessage
 from storage.migrate import apply_migrations
 from storage.postgres import PgDatabase
 from storage.writer import GroupCommitWriter
@@ -31,14 +31,14 @@ async def two_shards(pg_factory: PgFactory) -> AsyncIterator[PgDatabase]:
 async def test_workspaces_spread_over_both_shards_and_data_stays_home(
         two_shards: PgDatabase) -> None:
     db = two_shards
-    owner = await db.create_user(next(_ids), "o@x.io", "Owner", "h")
+    owner = await db.users.create_user(next(_ids), "o@x.io", "Owner", "h")
     assert owner is not None
     writer = GroupCommitWriter(db)
     placed: dict[str, list[int]] = {"shard0": [], "shard1": []}
     for i in range(24):
-        ws = await db.create_workspace(next(_ids), f"W{i}", owner, next(_ids))
+        ws = await db.workspaces.create_workspace(next(_ids), f"W{i}", owner, next(_ids))
         placed[ws.shard].append(ws.id)
-        general = (await db.user_channels(ws.id, owner.id))[0][0].id
+        general = (await db.roster.user_channels(ws.id, owner.id))[0][0].id
         await writer.append(ws.shard, NewMessage(
             id=next(_ids), channel_id=general, workspace_id=ws.id, user_id=owner.id,
             text=f"hello {i}", client_msg_id=None, thread_root_id=None,
@@ -55,9 +55,9 @@ async def test_workspaces_spread_over_both_shards_and_data_stays_home(
     # Lookups route through the directory on shard0.
     for shard, mine in placed.items():
         for wid in mine:
-            assert await db.shard_of(wid) == shard
-            assert (await db.workspace(wid)) is not None
-    assert {w.id for w in await db.workspaces_of(owner.id)} == set(
+            assert await db.workspaces.shard_of(wid) == shard
+            assert (await db.workspaces.workspace(wid)) is not None
+    assert {w.id for w in await db.workspaces.workspaces_of(owner.id)} == set(
         placed["shard0"] + placed["shard1"])
     await writer.close()
 
@@ -101,10 +101,10 @@ async def test_history_page_is_one_index_scan(pg_dsn: str) -> None:
 async def test_cached_shard_knows_only_what_was_looked_up_and_needs_no_io(
         two_shards: PgDatabase) -> None:
     db = two_shards
-    owner = await db.create_user(next(_ids), "c@x.io", "Owner", "h")
+    owner = await db.users.create_user(next(_ids), "c@x.io", "Owner", "h")
     assert owner is not None
-    ws = await db.create_workspace(next(_ids), "W", owner, next(_ids))
-    assert db.cached_shard(ws.id) == ws.shard, "create_workspace warms the cache"
+    ws = await db.workspaces.create_workspace(next(_ids), "W", owner, next(_ids))
+    assert db.workspaces.cached_shard(ws.id) == ws.shard, "create_workspace warms the cache"
     # Another process (a fresh store on the same databases) knows nothing yet.
     other = PgDatabase(db.dsns, pool_max=2)
     await other.connect()

@@ -1,4 +1,4 @@
-"""Conformance suite for ``storage.interfaces_presence.PresenceStore``.
+"""Conformance suite for ``parley.ports.presence.PresenceStore``.
 
 Every test runs against ``MemoryPresenceStore``, ``RedisPresenceStore`` on
 one real server (``redis_url``) and ``RedisPresenceStore.cluster`` on a real
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
-from parley.composition import make_presence_store
 from parley.config import Settings
-from storage.interfaces_presence import OFFLINE_UNKNOWN, Presence, PresenceStore, Status
+from parley.ports.presence import OFFLINE_UNKNOWN, Presence, PresenceStore, Status
+from server.composition import make_presence_store
 from storage.presence_memory import MemoryPresenceState, MemoryPresenceStore
 from storage.presence_redis import RedisPresenceStore
 from tests.fixtures.redis import start_valkey_server

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from storage.interfaces import AppendRejected, NewMessage, StoreUnavailable, User
+from parley.model import AppendRejected, NewMessage, StoreUnavailable, User
 from storage.postgres import PgDatabase
 from storage.writer import GroupCommitWriter
 
@@ -35,27 +35,28 @@ async def db(pg_dsn: str) -> AsyncIterator[PgDatabase]:
 async def _workspace(db: PgDatabase, n_users: int = 3) -> tuple[int, int, list[int]]:
     users = []
     for i in range(n_users):
-        u = await db.create_user(next(_ids), f"u{i}-{next(_ids)}@x.io", f"U{i}", "h")
+        u = await db.users.create_user(next(_ids), f"u{i}-{next(_ids)}@x.io", f"U{i}", "h")
         assert u is not None
         users.append(u)
-    ws = await db.create_workspace(next(_ids), "W", users[0], next(_ids))
-    chans = await db.user_channels(ws.id, users[0].id)
+    ws = await db.workspaces.create_workspace(next(_ids), "W", users[0], next(_ids))
+    chans = await db.roster.user_channels(ws.id, users[0].id)
     general = chans[0][0].id
     for u in users[1:]:
-        await db.add_member(ws.id, User(u.id, u.email, u.display_name, "h", False), "member")
+        await db.members.add_member(ws.id, User(u.id, u.email, u.display_name, "h", False),
+                                    "member")
     return ws.id, general, [u.id for u in users]
 
 
 async def test_concurrent_appends_get_gap_free_sequences_in_one_order(db: PgDatabase) -> None:
     ws, ch, users = await _workspace(db)
     writer = GroupCommitWriter(db, window_ms=1.0, max_batch=64)
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
     msgs = [new_msg(ws, ch, users[i % 3], f"m{i}") for i in range(500)]
     stored = await asyncio.gather(*(writer.append(shard, m) for m in msgs))
     assert sorted(s.seq for s in stored) == list(range(1, 501))
     assert writer.batches < 500, "appends were batched"
-    rows = await db.history(ws, ch, after=0, limit=1000)
+    rows = await db.messages.history(ws, ch, after=0, limit=1000)
     assert [r.seq for r in rows] == list(range(1, 501))
     assert {r.id for r in rows} == {m.id for m in msgs}
     await writer.close()
@@ -64,7 +65,7 @@ async def test_concurrent_appends_get_gap_free_sequences_in_one_order(db: PgData
 async def test_retry_with_same_client_msg_id_returns_the_first_message(db: PgDatabase) -> None:
     ws, ch, users = await _workspace(db)
     writer = GroupCommitWriter(db)
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
     first = await writer.append(shard, new_msg(ws, ch, users[1], "once", "abc"))
     again = await writer.append(shard, new_msg(ws, ch, users[1], "once", "abc"))
@@ -76,16 +77,16 @@ async def test_retry_with_same_client_msg_id_returns_the_first_message(db: PgDat
     dup = await asyncio.gather(*(writer.append(shard, new_msg(ws, ch, users[0], "x", "k"))
                                  for _ in range(10)))
     assert len({d.id for d in dup}) == 1
-    assert (await db.channel(ws, ch)).last_seq == 3  # type: ignore[union-attr]
+    assert (await db.channels.channel(ws, ch)).last_seq == 3  # type: ignore[union-attr]
     await writer.close()
 
 
 async def test_non_member_is_rejected_and_takes_no_sequence_number(db: PgDatabase) -> None:
     ws, ch, users = await _workspace(db)
-    outsider = await db.create_user(next(_ids), "out@x.io", "Out", "h")
+    outsider = await db.users.create_user(next(_ids), "out@x.io", "Out", "h")
     assert outsider is not None
     writer = GroupCommitWriter(db)
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
     ok, bad = await asyncio.gather(
         writer.append(shard, new_msg(ws, ch, users[0])),
@@ -117,7 +118,7 @@ async def test_two_writers_on_one_channel_never_duplicate_or_skip(db: PgDatabase
     ws, ch, users = await _workspace(db)
     other = PgDatabase([pg_dsn], pool_max=4)
     await other.connect()
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
     w1, w2 = GroupCommitWriter(db, max_batch=16), GroupCommitWriter(other, max_batch=16)
     jobs = [(w1 if i % 2 else w2).append(shard, new_msg(ws, ch, users[i % 3], f"{i}"))
@@ -135,7 +136,7 @@ async def test_submit_calls_back_once_per_message_after_commit_in_seq_order(
     commit, in commit order; rejections and duplicates arrive the same way."""
     ws, ch, users = await _workspace(db)
     writer = GroupCommitWriter(db, window_ms=1.0, max_batch=64)
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
     results: list[object] = []
     committed_seen: list[int] = []
@@ -164,7 +165,7 @@ async def test_submit_calls_back_once_per_message_after_commit_in_seq_order(
     # In commit order: the seqs of the 200 fresh messages arrive increasing.
     first_seen = [s for i, s in enumerate(committed_seen) if s not in committed_seen[:i]]
     assert first_seen == sorted(first_seen)
-    rows = await db.history(ws, ch, after=0, limit=1000)
+    rows = await db.messages.history(ws, ch, after=0, limit=1000)
     assert [r.seq for r in rows] == list(range(1, 201))
     await writer.close()
     with pytest.raises(StoreUnavailable):
@@ -174,7 +175,7 @@ async def test_submit_calls_back_once_per_message_after_commit_in_seq_order(
 async def test_a_failing_callback_does_not_cost_the_rest_of_the_batch(db: PgDatabase) -> None:
     ws, ch, users = await _workspace(db)
     writer = GroupCommitWriter(db, window_ms=5.0)
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
 
     def boom(res: object) -> None:
@@ -195,9 +196,9 @@ async def test_crossing_batches_over_many_channels_neither_deadlock_nor_skip(
     spaces = [await _workspace(db) for _ in range(4)]
     other = PgDatabase([pg_dsn], pool_max=4)
     await other.connect()
-    shard = await db.shard_of(spaces[0][0])
+    shard = await db.workspaces.shard_of(spaces[0][0])
     assert shard is not None
-    assert [await db.shard_of(ws) for ws, _, _ in spaces] == [shard] * len(spaces)
+    assert [await db.workspaces.shard_of(ws) for ws, _, _ in spaces] == [shard] * len(spaces)
     w1 = GroupCommitWriter(db, max_batch=32, lanes=1)
     w2 = GroupCommitWriter(other, max_batch=32, lanes=1)
     jobs = []
@@ -208,7 +209,8 @@ async def test_crossing_batches_over_many_channels_neither_deadlock_nor_skip(
     stored = await asyncio.gather(*jobs)
     for ws, ch, _ in spaces:
         assert sorted(s.seq for s in stored if s.channel_id == ch) == list(range(1, 121))
-        assert [r.seq for r in await db.history(ws, ch, after=0, limit=200)] == list(range(1, 121))
+        seqs = [r.seq for r in await db.messages.history(ws, ch, after=0, limit=200)]
+        assert seqs == list(range(1, 121))
     await w1.close()
     await w2.close()
     await other.close()
@@ -225,7 +227,7 @@ async def test_a_channel_without_counter_row_fails_its_batch_and_stores_nothing(
         await conn.execute("DELETE FROM channel_counters WHERE channel_id = $1", ch)
     finally:
         await conn.close()
-    shard = await db.shard_of(ws)
+    shard = await db.workspaces.shard_of(ws)
     assert shard is not None
     writer = GroupCommitWriter(db, window_ms=5.0, lanes=1)
     results = await asyncio.gather(writer.append(shard, new_msg(ws, ch, users[0])),
@@ -233,5 +235,5 @@ async def test_a_channel_without_counter_row_fails_its_batch_and_stores_nothing(
                                    return_exceptions=True)
     assert all(isinstance(r, Exception) and not isinstance(r, AppendRejected)
                for r in results), results
-    assert await db.history(ws2, ch2, after=0, limit=10) == []
+    assert await db.messages.history(ws2, ch2, after=0, limit=10) == []
     await writer.close()

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from parley.config import SETTINGS_DOC, ConfigError, Settings, load_settings
+from parley.config import SETTINGS_DOC, ConfigError, Settings
+from server.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

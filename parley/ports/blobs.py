@@ -1,6 +1,6 @@
 """The ``BlobStore`` contract: where file bytes live.
 
-Rules for this file (the same as ``storage/interfaces.py``):
+Rules for this file (the same as for every port, see ``parley/ports/__init__.py``):
 
 * It imports nothing of ours; the composition root and the actions import it.
 * The ``BlobStore`` docstring is the contract; one conformance suite

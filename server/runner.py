@@ -23,8 +23,8 @@ from gateway.codes import CONNECT_PATH, CloseCode
 from gateway.session import GatewayApp
 from gateway.transport import GatewayServer, TransportLimits, serve
 from gateway.websocket import WsLimits
-from parley.composition import Runtime, build
 from parley.config import Settings
+from server.composition import Runtime, build
 
 log = logging.getLogger("parley")
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from parley.config import ConfigError, Settings, load_settings
-from storage.interfaces import StoreUnavailable
+from parley.config import ConfigError, Settings
+from parley.model import StoreUnavailable
+from server.settings import load_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -76,7 +77,7 @@ def _install_uvloop() -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    from parley.composition import build
+    from server.composition import build
 
     rt = await build(settings, migrate=False, serving=False)
     try:
@@ -87,7 +88,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _shards(settings: Settings) -> None:
-    from parley.composition import build
+    from server.composition import build
 
     rt = await build(settings, migrate=False, serving=False)
     try:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_message_bytes:
             echo_args += ["--max-message-bytes", str(args.max_message_bytes)]
         return int(echo_main(echo_args) or 0)
-    from parley import runner
+    from server import runner
 
     if args.command == "serve":
         cmd = runner.run(settings)

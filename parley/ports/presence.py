@@ -1,6 +1,6 @@
 """The ``PresenceStore`` contract: where gateways keep who is online.
 
-Rules for this file (the same as ``storage/interfaces.py``):
+Rules for this file (the same as for every port, see ``parley/ports/__init__.py``):
 
 * It imports nothing of ours; gateways and the composition root import it.
 * The ``PresenceStore`` docstring is the contract; one conformance suite

@@ -1,4 +1,4 @@
-"""The server process's garbage-collector settings (parley.runner.tune_gc)."""
+"""The server process's garbage-collector settings (server.runner.tune_gc)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from parley.config import ConfigError, load_settings
-from parley.runner import tune_gc
+from parley.config import ConfigError
+from server.runner import tune_gc
+from server.settings import load_settings
 
 
 @pytest.fixture

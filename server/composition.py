@@ -14,7 +14,7 @@ file bytes       local disk in data_dir/files     ``s3_bucket`` (+ ``s3_endpoint
 ===============  ===============================  ===================================
 
 Background work (``Runtime.start_maintenance``): the cleanup of uploads
-never completed.  ``parley/runner.py`` starts it in processes that serve the
+never completed.  ``server/runner.py`` starts it in processes that serve the
 API; several processes running it at once is harmless (each step is a
 compare-and-set).
 """
@@ -32,11 +32,11 @@ from pathlib import Path
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator, LeasedIdAllocator
+from parley.ports.blobs import BlobStore
+from parley.ports.hub import Hub
+from parley.ports.presence import PresenceStore
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
-from storage.interfaces import Hub
-from storage.interfaces_blobs import BlobStore
-from storage.interfaces_presence import PresenceStore
 from storage.postgres import PgDatabase
 from storage.writer import GroupCommitWriter
 
@@ -168,7 +168,7 @@ async def build(settings: Settings, *, migrate: bool = True,
         if embedded is not None or not serving:
             ids = IdAllocator(0)  # a single embedded process owns the database
         else:
-            leased = LeasedIdAllocator(db)
+            leased = LeasedIdAllocator(db.leases)
             await leased.start()
             ids = leased
         hub = make_hub(settings)
@@ -187,7 +187,7 @@ async def build(settings: Settings, *, migrate: bool = True,
         if embedded is not None:
             embedded.stop()
         raise
-    svc = Services(settings=settings, store=db, writer=writer, hub=hub, ids=ids, tokens=tokens,
-                   presence=presence, blobs=blobs)
+    svc = Services(settings=settings, store=db.stores(), writer=writer, hub=hub, ids=ids,
+                   tokens=tokens, presence=presence, blobs=blobs)
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

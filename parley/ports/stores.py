@@ -1,0 +1,47 @@
+"""The database ports as one bundle (``Services.store``).
+
+A bundle, not an interface: each field is its own small port, implemented
+by its own class (``storage/pg_*.py`` for PostgreSQL), so an action names
+the aggregate it touches (``svc.store.roster.is_channel_member(...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from parley.ports.accounts import LeaseStore, SessionStore, UserStore
+from parley.ports.channels import ChannelStore, ReadStore, RosterStore
+from parley.ports.files import FileLimitStore, FileShareStore, FileStore
+from parley.ports.messages import MessageStore, PinStore, ReactionStore, SearchIndex, ThreadStore
+from parley.ports.workspaces import InviteStore, MemberStore, WorkspaceStore
+
+
+class Health(Protocol):
+    """Readiness of the databases behind the stores."""
+
+    async def ping(self) -> bool:
+        """True when every database answers and no migration is pending;
+        never raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    users: UserStore
+    sessions: SessionStore
+    leases: LeaseStore
+    workspaces: WorkspaceStore
+    members: MemberStore
+    invites: InviteStore
+    channels: ChannelStore
+    roster: RosterStore
+    reads: ReadStore
+    messages: MessageStore
+    threads: ThreadStore
+    reactions: ReactionStore
+    pins: PinStore
+    search: SearchIndex
+    files: FileStore
+    shares: FileShareStore
+    file_limits: FileLimitStore
+    health: Health
