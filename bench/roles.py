@@ -37,6 +37,7 @@ import msgpack
 
 from bench.wsclient import OP_BINARY, WsClient, read_timestamp, timed_text
 from core_ext import build_frame
+from parley.ratelimit import TokenBucket
 
 #: Latencies are stored as unsigned 32-bit microseconds (up to ~71 minutes).
 _MAX_US = 2**32 - 1
@@ -72,27 +73,19 @@ class Stats:
 
 
 class Bucket:
-    """A token bucket mirroring a server-side rate limit (rate 0 = unlimited)."""
+    """The server's own token bucket (``parley.ratelimit``) on the bench's
+    clock, so the generator paces exactly as the server limits (rate 0 =
+    unlimited)."""
 
-    __slots__ = ("at", "burst", "rate", "tokens")
+    __slots__ = ("_bucket",)
 
     def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = time.monotonic()
+        self._bucket = (TokenBucket(rate, max(1.0, burst), time.monotonic()) if rate > 0
+                        else None)
 
     def take(self) -> float:
         """0.0 if a token was taken, else the seconds until one is available."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return 0.0 if self._bucket is None else self._bucket.take(time.monotonic())
 
 
 class BenchConn(WsClient):

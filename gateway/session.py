@@ -34,6 +34,7 @@ from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import DomainError
 from parley.model import Message, StoreUnavailable
+from parley.ratelimit import TokenBucket
 from parley.services import Services
 
 log = logging.getLogger("parley.gateway")
@@ -49,9 +50,8 @@ RESUME_WAIT_S = 10.0  # with ?resume=1, how long live events wait for the resume
 class Session:
     """One authenticated connection (implements router.Subscriber)."""
 
-    __slots__ = ("app", "binary", "channels", "codec", "conn", "expires_at", "floors", "held",
-                 "held_count",
-                 "ident", "session_id", "strikes", "tokens", "tokens_at", "user_id",
+    __slots__ = ("app", "binary", "bucket", "channels", "codec", "conn", "expires_at", "floors",
+                 "held", "held_count", "ident", "session_id", "strikes", "user_id",
                  "workspace_id")
 
     def __init__(self, app: GatewayApp, conn: WsTransport, ident: Identity, workspace_id: int,
@@ -73,8 +73,10 @@ class Session:
         # channel, the seq already sent; live events up to it are dropped.
         self.floors: dict[int, int] | None = None
         self.expires_at = ident.expires_at
-        self.tokens = app.svc.settings.ws_command_burst
-        self.tokens_at = time.monotonic()
+        settings = app.svc.settings
+        # The connection's command budget (parley.ratelimit, shared with REST).
+        self.bucket = TokenBucket(settings.ws_commands_per_s, settings.ws_command_burst,
+                                  time.monotonic())
         self.strikes = 0
 
     # -- router.Subscriber -----------------------------------------------------
@@ -122,25 +124,6 @@ class Session:
         self.send({"t": "error", "ref": ref,
                    "d": {"code": code, "message": message, "retryable": retryable, **extra}})
 
-    def take_token(self, rate_per_s: float, burst: float, now: float | None = None) -> bool:
-        """Take one command token; False when the bucket is empty.
-
-        ``now`` is ``time.monotonic()`` seconds, read here when not given (the
-        heartbeat fast path passes the reading it also gives presence).
-        """
-        if now is None:
-            now = time.monotonic()
-        # The same arithmetic as min(burst, ...), without a builtin call: this
-        # runs once per command, heartbeats included.
-        tokens = self.tokens + (now - self.tokens_at) * rate_per_s
-        if tokens > burst:
-            tokens = burst
-        self.tokens_at = now
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
-            return True
-        self.tokens = tokens
-        return False
 
 
 def _frames(payload: bytes) -> tuple[bytes, Callable[[], bytes]]:
@@ -369,9 +352,8 @@ class GatewayApp:
             # encodings (codec.heartbeats), handled exactly as the generic
             # path below would (token bucket, strikes, no reply) without
             # decoding the envelope.  Draining does not refuse heartbeats.
-            settings = self.svc.settings
             now = time.monotonic()
-            if session.take_token(settings.ws_commands_per_s, settings.ws_command_burst, now):
+            if session.bucket.take(now) == 0.0:
                 session.strikes = 0
                 self.presence.on_heartbeat(session, now, active)
             else:
@@ -382,8 +364,7 @@ class GatewayApp:
         except codecs.BadEnvelope as exc:
             session.error(exc.ref, exc.code, exc.message)
             return
-        settings = self.svc.settings
-        if not session.take_token(settings.ws_commands_per_s, settings.ws_command_burst):
+        if session.bucket.take(time.monotonic()) != 0.0:
             self._rate_limited(session, conn, ref)
             return
         session.strikes = 0
