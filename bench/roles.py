@@ -91,7 +91,7 @@ class Bucket:
 class BenchConn(WsClient):
     """A generator socket: knows its process Stats and when it is ready."""
 
-    def __init__(self, request: bytes, stats: Stats, wait_hello: bool) -> None:
+    def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool) -> None:
         super().__init__(request)
         self.stats = stats
         self.wait_hello = wait_hello
@@ -308,7 +308,7 @@ class Publisher:
 class PacedConn(BenchConn):
     """A closed loop of ``window`` requests in flight, paced by a token bucket."""
 
-    def __init__(self, request: bytes, stats: Stats, wait_hello: bool, *, window: int,
+    def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool, *, window: int,
                  rate: float, burst: float) -> None:
         super().__init__(request, stats, wait_hello)
         self.window = window
@@ -349,7 +349,7 @@ class PacedConn(BenchConn):
 class EchoConn(PacedConn):
     """Round trips: the payload comes back; its timestamp gives the RTT."""
 
-    def __init__(self, request: bytes, stats: Stats, wait_hello: bool, *, size: int,
+    def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool, *, size: int,
                  window: int = 1) -> None:
         super().__init__(request, stats, wait_hello, window=window, rate=0, burst=0)
         self.size = size
@@ -386,7 +386,7 @@ class CommandConn(PacedConn):
             cls = HeartbeatConn
         return super().__new__(cls)
 
-    def __init__(self, request: bytes, stats: Stats, wait_hello: bool, *, op: str,
+    def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool, *, op: str,
                  channel_id: int, size: int, window: int, rate: float, burst: float) -> None:
         super().__init__(request, stats, wait_hello, window=window, rate=rate, burst=burst)
         self.op = op
@@ -460,7 +460,7 @@ class HeartbeatConn(CommandConn):
     answers): the cost of replying, measured the same way.
     """
 
-    def __init__(self, request: bytes, stats: Stats, wait_hello: bool, *, op: str,
+    def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool, *, op: str,
                  channel_id: int, size: int, window: int, rate: float, burst: float) -> None:
         super().__init__(request, stats, wait_hello, op=op, channel_id=channel_id, size=size,
                          window=window, rate=rate, burst=burst)

@@ -18,24 +18,21 @@ so a timestamp written by the publisher process compares with it).
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import time
-from collections.abc import Sequence
 
 from core_ext import FrameParser, build_frame
-
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+from core_ext.defs_py import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from core_ext.defs_py import OP_CONTINUATION as OP_CONT
+from gateway.upgrade_client import (
+    HandshakeRejected as HandshakeRejected,  # re-exported: the generator catches it
+)
+from gateway.upgrade_client import UpgradeResponse
+from gateway.upgrade_client import upgrade_request as upgrade_request
 
 #: Largest frame the generator accepts from a server (resume replays can be big).
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: A response head longer than this is not a WebSocket server talking.
-MAX_RESPONSE_HEAD = 64 * 1024
 
 #: Marker that precedes the publisher's timestamp inside every timed payload:
 #: ``~ts=`` + 19 decimal digits of ``time.monotonic_ns()`` + ``~``.  Receivers
@@ -63,27 +60,6 @@ def read_timestamp(payload: bytes) -> int:
         return -1
 
 
-class HandshakeRejected(ConnectionError):
-    """The server answered the upgrade with something other than 101."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"upgrade rejected with HTTP {status}: {body[:200]!r}")
-        self.status = status
-        self.body = body
-
-
-def upgrade_request(host: str, port: int, path: str, subprotocol: str | None,
-                    headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    """The HTTP/1.1 upgrade request a browser-less client sends."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-    if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 class WsClient(asyncio.Protocol):
     """A client WebSocket; subclasses handle messages.
 
@@ -91,15 +67,16 @@ class WsClient(asyncio.Protocol):
     ``HandshakeRejected``/``ConnectionError``); ``closed`` when TCP is gone.
     """
 
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: tuple[bytes, str]) -> None:
+        """``request``: the request bytes and key from ``upgrade_request``."""
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.request = request
+        self.request, key = request
+        self._response: UpgradeResponse | None = UpgradeResponse(key)
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.mask_key = os.urandom(4)
-        self._head = b""
         self._parser: FrameParser | None = None
         self._fragments: list[bytes] | None = None
         self.close_code: int | None = None
@@ -157,23 +134,18 @@ class WsClient(asyncio.Protocol):
     # -- handshake --------------------------------------------------------------
 
     def _handshake(self, data: bytes) -> None:
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > MAX_RESPONSE_HEAD:
-                self.abort(ConnectionError("response head too large"))
-            return
-        head, rest = self._head[:end], self._head[end + 4:]
-        self._head = b""
-        status_line = head.split(b"\r\n", 1)[0]
-        parts = status_line.split(b" ", 2)
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if status != 101:
+        assert self._response is not None
+        try:
+            rest = self._response.feed(data)
+        except HandshakeRejected as exc:
             if not self.opened.done():
-                self.opened.set_exception(HandshakeRejected(status, rest))
+                self.opened.set_exception(exc)
             if self.transport is not None:
                 self.transport.close()
             return
+        if rest is None:
+            return
+        self._response = None
         self._parser = FrameParser(MAX_FRAME_BYTES, require_mask=False)
         if not self.opened.done():
             self.opened.set_result(None)

@@ -8,7 +8,6 @@ can be tested on its own; Locust is never imported into the pytest process
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import time
@@ -18,21 +17,11 @@ from urllib.parse import urlsplit
 import msgpack
 
 from core_ext import FrameParser, build_frame
+from core_ext.defs_py import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG
+from gateway.codes import SUBPROTOCOL_MSGPACK as SUBPROTOCOL
+from gateway.upgrade_client import HandshakeRejected, UpgradeResponse, upgrade_request
 
-SUBPROTOCOL = "parley.msgpack.v1"
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-
-class UpgradeFailed(ConnectionError):
-    """The gateway did not answer 101; ``status`` says what it answered."""
-
-    def __init__(self, status: int, head: str) -> None:
-        super().__init__(f"upgrade failed with HTTP {status}: {head[:200]}")
-        self.status = status
 
 
 class GatewayClient:
@@ -55,26 +44,21 @@ class GatewayClient:
         """Upgrade and wait for ``hello``; returns it."""
         sock = socket.create_connection((self.host, self.port), self.timeout)
         self.sock = sock
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                   f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
-                   f"Authorization: Bearer {self.token}\r\n\r\n")
-        sock.sendall(request.encode("latin-1"))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed during the upgrade")
-            head += chunk
-        raw, rest = head.split(b"\r\n\r\n", 1)
-        status_line = raw.split(b"\r\n", 1)[0].split(b" ")
-        status = int(status_line[1]) if len(status_line) > 1 else 0
-        if status != 101:
+        request, key = upgrade_request(self.host, self.port, self.path, SUBPROTOCOL,
+                                       [("Authorization", f"Bearer {self.token}")])
+        sock.sendall(request)
+        response = UpgradeResponse(key)
+        rest = None
+        try:
+            while rest is None:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed during the upgrade")
+                rest = response.feed(chunk)
+        except (HandshakeRejected, ConnectionError):
             sock.close()
             self.sock = None
-            raise UpgradeFailed(status, raw.decode("latin-1", "replace"))
+            raise
         events = self._feed(rest) if rest else []
         deadline = time.monotonic() + self.timeout
         while True:
