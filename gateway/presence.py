@@ -58,7 +58,6 @@ import msgpack
 
 from parley.ports.presence import Presence, Status
 
-
 # -- protocol names (docs/protocol.md, "Presence and typing") ------------------
 
 OP_SUBSCRIBE = "presence.subscribe"  # d: user_ids
