@@ -30,6 +30,7 @@ from gateway.router import Router
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
 from parley.actions import accounts, delivery, files, messages
+from parley.actions import presence as presence_reads
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import DomainError
@@ -175,8 +176,8 @@ class GatewayApp:
         self.svc = svc
         self.presence = PresenceService(
             svc.presence, svc.hub,
-            channel_size=svc.store.roster.channel_member_count,
-            visible=svc.store.members.active_members_among)
+            channel_size=lambda wid, cid: presence_reads.channel_size(svc, wid, cid),
+            visible=lambda wid, ids: presence_reads.watchable(svc, wid, ids))
         self.router = Router(
             svc.hub,
             lambda wid, cid, after: delivery.events_after(svc, wid, cid, after),
@@ -301,12 +302,6 @@ class GatewayApp:
         if rows is None:
             session.conn.close(CloseCode.MEMBERSHIP_ENDED, "not a member of this workspace")
             return
-        if self.svc.store.workspaces.cached_shard(session.workspace_id) is None:
-            # Warm the store's placement cache, so the synchronous send path
-            # (``_start_send``) finds the shard without I/O.  If the directory
-            # is down, sends take the full path, which looks it up again.
-            with contextlib.suppress(StoreUnavailable):
-                await self.svc.store.workspaces.shard_of(session.workspace_id)
         await self.router.add_user(session)
         for channel, _ in rows:
             session.channels.add(channel.id)
@@ -421,12 +416,11 @@ class GatewayApp:
         except codecs.BadEnvelope as exc:
             session.error(ref, exc.code, exc.message)
             return
-        shard = self.svc.store.workspaces.cached_shard(session.workspace_id)
-        if shard is not None and f.root_id is None and not f.file_ids:
+        if f.root_id is None and not f.file_ids:
             try:
                 started = messages.post_message_nowait(
                     self.svc, session.ident, session.workspace_id, f.channel_id, f.text,
-                    f.cmid, shard=shard, done=lambda res: self._sent(session, ref, res))
+                    f.cmid, done=lambda res: self._sent(session, ref, res))
             except DomainError as exc:
                 session.error(ref, exc.code, exc.message, retryable=exc.retryable)
                 return

@@ -5,9 +5,11 @@ authenticated sessions are members of."""
 
 from __future__ import annotations
 
+import contextlib
+
 from parley import events
 from parley.auth import Identity
-from parley.model import Channel
+from parley.model import Channel, StoreUnavailable
 from parley.services import Services
 
 BACKFILL_PAGE = 500  # messages per backfill query
@@ -33,10 +35,18 @@ async def events_after(svc: Services, workspace_id: int, channel_id: int, after_
 async def session_channels(svc: Services, ident: Identity,
                            workspace_id: int) -> list[tuple[Channel, int]] | None:
     """The user's channels with read positions, or None when the user is no
-    longer an active member of the workspace (or the session was revoked)."""
+    longer an active member of the workspace (or the session was revoked).
+
+    Also learns the workspace's shard, so the session's plain sends take the
+    synchronous path (``messages.post_message_nowait`` needs it cached); if
+    the directory is down, they take the full path, which looks it up again.
+    """
     member = await svc.store.members.member(workspace_id, ident.user_id)
     if member is None or not member.active:
         return None
     if not await svc.store.sessions.session_active(ident.session_id, ident.user_id):
         return None
+    if svc.store.workspaces.cached_shard(workspace_id) is None:
+        with contextlib.suppress(StoreUnavailable):
+            await svc.store.workspaces.shard_of(workspace_id)
     return await svc.store.roster.user_channels(workspace_id, ident.user_id)

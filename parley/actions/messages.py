@@ -177,7 +177,7 @@ def _created(msg: Message, attached: Sequence[FileRecord]) -> tuple[str, bytes]:
 
 
 def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
-                        text: str, client_msg_id: str | None, *, shard: str,
+                        text: str, client_msg_id: str | None, *,
                         done: Callable[[Message | DomainError], None]) -> bool:
     """``post_message`` for a plain message, without a coroutine per message:
     the gateway's hot path (one ``send`` command = one call).
@@ -185,7 +185,8 @@ def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, chann
     Plain means: no files, not a thread reply, no mention (``@`` parsed as
     nothing), posted by a workspace member whose membership the caller
     checked at connect time (channel membership is checked in the write
-    transaction, as always) into the workspace on ``shard``.  Returns False,
+    transaction, as always) into a workspace whose shard is already known
+    (``delivery.session_channels`` learns it when a session opens).  Returns False,
     having done nothing, for anything else: the caller then awaits
     ``post_message``, which handles every case.  Invalid text or
     ``client_msg_id`` raise ``DomainError`` at once.  Otherwise ``done`` is
@@ -197,6 +198,9 @@ def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, chann
     text = validate.message_text(text, svc.settings.max_message_chars)
     client_msg_id = validate.client_msg_id(client_msg_id)
     if mentions.parse(text).any:  # (no "@": parse returns at once)
+        return False
+    shard = svc.store.workspaces.cached_shard(workspace_id)
+    if shard is None:
         return False
     new = _new_message(svc, ident, workspace_id, channel_id, text, client_msg_id, None, False)
 
