@@ -47,6 +47,14 @@ BLOB = "/v1/blobs/{key:path}"
 #: Request bodies streamed by these routes, not buffered (see ``api.app``).
 STREAMED_PATHS = re.compile(r"^/v1/(workspaces/[^/]+/files/[^/]+/content|blobs/.*)$")
 
+#: Headers of every download answer (the bytes, or the redirect to them): the
+#: browser must not sniff, run or cache what it gets (docs/architecture.md, Files).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+    "Cache-Control": "private, no-store",
+}
+
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The bytes (local store): sniffed Content-Type, Content-Disposition",
@@ -88,7 +96,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 
 async def _answer(s: Services, d: files.Download) -> Response:
-    headers = dict(files.SECURITY_HEADERS)
+    headers = dict(SECURITY_HEADERS)
     if d.url is not None:
         return RedirectResponse(d.url, status_code=302, headers=headers)
     body = await files.open_stream(s, d.key)
@@ -215,7 +223,7 @@ async def signed_download(key: Key, s: Svc, op: Signed = None, exp: Signed = Non
     """A signed, expiring download URL of the local store (the signature is
     the grant; it names the Content-Type and Content-Disposition)."""
     grant = files.signed_grant(s, "get", key, _signed(op, exp, None, ct, cd, sig))
-    headers = dict(files.SECURITY_HEADERS)
+    headers = dict(SECURITY_HEADERS)
     headers["Content-Disposition"] = grant.disposition or "attachment"
     body = await files.open_stream(s, key)
     return StreamingResponse(body, media_type=grant.content_type or "application/octet-stream",

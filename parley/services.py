@@ -13,6 +13,7 @@ from parley.ids import IdAllocator
 from parley.ports.appender import MessageAppender
 from parley.ports.blobs import BlobStore
 from parley.ports.hub import Hub
+from parley.ports.media import Thumbnailer
 from parley.ports.presence import PresenceStore
 from parley.ports.stores import Stores
 
@@ -29,6 +30,7 @@ class Services:
     tokens: TokenIssuer
     presence: PresenceStore
     blobs: BlobStore  # file bytes (local disk or S3); the index lives in ``store``
+    thumbnails: Thumbnailer  # untrusted image decoding, out of this process
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[tuple[str, bytes]] = field(default_factory=list, init=False, repr=False)

@@ -38,6 +38,7 @@ from parley.ports.presence import PresenceStore
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
 from storage.postgres import PgDatabase
+from storage.thumbnails import ProcessThumbnailer
 from storage.writer import GroupCommitWriter
 
 log = logging.getLogger("parley")
@@ -188,6 +189,7 @@ async def build(settings: Settings, *, migrate: bool = True,
             embedded.stop()
         raise
     svc = Services(settings=settings, store=db.stores(), writer=writer, hub=hub, ids=ids,
-                   tokens=tokens, presence=presence, blobs=blobs)
+                   tokens=tokens, presence=presence, blobs=blobs,
+                   thumbnails=ProcessThumbnailer())
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

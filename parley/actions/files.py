@@ -13,10 +13,10 @@ Rules:
   completion (or by a racing second completion) are never served under the
   type sniffed from other bytes.
 * **Never trust the client's type.**  The served Content-Type is sniffed
-  from the first bytes (``sniff``); only ``SAFE_INLINE`` types (png, jpeg,
-  gif, webp) are shown inline, everything else (SVG and HTML included) is
-  ``attachment``; every download also carries ``nosniff`` and ``CSP:
-  sandbox`` (``SECURITY_HEADERS``).
+  from the first bytes (``parley.media.sniff``); only ``SAFE_INLINE`` types
+  (png, jpeg, gif, webp) are shown inline, everything else (SVG and HTML
+  included) is ``attachment``; every download also carries ``nosniff`` and
+  ``CSP: sandbox`` (``api/routes_files.py``).
 * **Visibility.**  A ready file is visible to its uploader and to whoever can
   see a live message sharing it (membership of the channel, or a public
   channel for roles that may browse).  Anything else answers 404
@@ -28,31 +28,26 @@ Rules:
   and again on completion (real size, sniffed type).  The streaming path
   refuses a Content-Length over the bound before reading, and counts bytes
   while streaming (413 ``file_too_large``).
-* **Thumbnails are untrusted work.**  They are made in a child process
-  (``thumbnail_worker``) that caps its address space and CPU time, refuses
-  images of more than ``thumbnail_max_pixels`` *before* decoding, and is
-  killed at ``thumbnail_timeout_s``.  A file without a thumbnail is still
-  ready: a decompression bomb just gets none.
+* **Thumbnails are untrusted work.**  They are made behind the
+  ``Thumbnailer`` port (a bounded child process, ``storage/thumbnails.py``)
+  within ``thumbnail_max_pixels``, ``thumbnail_memory_mb`` and
+  ``thumbnail_timeout_s``.  A file without a thumbnail is still ready: a
+  decompression bomb just gets none.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
 import secrets
-import struct
-import sys
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
 
-from parley import events
+from parley import events, media
 from parley.actions.channels import visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
@@ -69,6 +64,7 @@ from parley.ports.blobs import (
     SignedGrant,
     UploadTicket,
 )
+from parley.ports.media import THUMBNAIL_INPUT_MAX
 from parley.services import Services
 
 log = logging.getLogger("parley.files")
@@ -78,22 +74,9 @@ NAME_MAX = 255  # characters of a file name
 FILES_PER_MESSAGE = 10
 CHANNEL_FILES_PAGE_MAX = 100
 SHARES_SCANNED = 50  # channels looked at when authorizing a download
-SNIFF_BYTES = 4096  # how much of a file the type sniffer reads
 ALLOWED_TYPES_MAX = 50  # patterns in a workspace's allowed list
-# Types a browser may show inline: raster formats that cannot run script.
-SAFE_INLINE = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-THUMBNAIL_TYPES = SAFE_INLINE
-THUMBNAIL_BOX = 360  # a thumbnail fits in 360 x 360 pixels
-THUMBNAIL_INPUT_MAX = 64 * 1024 * 1024  # larger images get no thumbnail
-THUMBNAIL_OUTPUT_MAX = 4 * 1024 * 1024  # a thumbnail PNG larger than this is refused
 CLEANUP_INTERVAL_S = 300.0  # how often the cleanup task looks for stale uploads
 CLEANUP_BATCH = 200
-#: Headers of every download answer (the bytes, or the redirect to them).
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "sandbox",
-    "Cache-Control": "private, no-store",
-}
 _MIME_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"  # RFC 6838 type and subtype names
 _MIME_RE = re.compile(rf"^{_MIME_NAME}/{_MIME_NAME}$")
 _PATTERN_RE = re.compile(rf"^(\*|\*/\*|{_MIME_NAME}/(\*|{_MIME_NAME}))$")
@@ -120,90 +103,6 @@ def _final_key(workspace_id: int, file_id: int) -> str:
     return f"w/{workspace_id}/{file_id}/{secrets.token_hex(8)}"
 
 
-# -- types --------------------------------------------------------------------------
-
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (0, b"%PDF-", "application/pdf"),
-    (0, b"PK\x03\x04", "application/zip"),
-    (0, b"PK\x05\x06", "application/zip"),
-    (0, b"\x1f\x8b", "application/gzip"),
-    (0, b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
-    (0, b"BM", "image/bmp"),
-    (0, b"II*\x00", "image/tiff"),
-    (0, b"MM\x00*", "image/tiff"),
-    (0, b"\x1a\x45\xdf\xa3", "video/webm"),
-    (0, b"OggS", "audio/ogg"),
-    (0, b"fLaC", "audio/flac"),
-    (0, b"ID3", "audio/mpeg"),
-)
-_HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<iframe",
-                 b"<meta", b"<title", b"<style", b"<img", b"<a ", b"<div", b"<p>", b"<!--")
-
-
-def sniff(head: bytes) -> str:
-    """The content type of a file from its first bytes (``SNIFF_BYTES``).
-
-    Binary formats by signature; text as HTML or SVG when it looks like
-    markup anywhere near the start (browsers sniff leniently, so we err the
-    same way), else ``text/plain``; anything else ``application/octet-stream``.
-    """
-    for offset, magic, ctype in _MAGIC:
-        if head[offset:offset + len(magic)] == magic:
-            return ctype
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "audio/wav"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in {b"heic", b"heix", b"mif1"}:
-            return "image/heic"
-        return "video/quicktime" if brand == b"qt  " else "video/mp4"
-    if head[:2] == b"\xff\xfb" or head[:2] == b"\xff\xf3":
-        return "audio/mpeg"
-    text = _as_text(head)
-    if text is None:
-        return "application/octet-stream"
-    lowered = text.lstrip("\ufeff \t\r\n").lower().encode()
-    if b"<svg" in lowered:
-        return "image/svg+xml"
-    if any(m in lowered for m in _HTML_MARKERS):
-        return "text/html"
-    if lowered.startswith(b"<?xml"):
-        return "application/xml"
-    return "text/plain"
-
-
-def _as_text(head: bytes) -> str | None:
-    if b"\x00" in head:
-        return None
-    for cut in range(4):  # the sample may end inside a multi-byte character
-        try:
-            text = head[:len(head) - cut].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        if all(ch in "\t\r\n\f" or not unicodedata.category(ch).startswith("C")
-               for ch in text[:512]):
-            return text
-        return None
-    return None
-
-
-def _type_matches(ctype: str, patterns: Sequence[str]) -> bool:
-    major = ctype.split("/", 1)[0]
-    return any(p in {"*", "*/*"} or p == ctype or p == f"{major}/*" for p in patterns)
-
-
-def content_disposition(kind: str, name: str) -> str:
-    """RFC 6266: an ASCII fallback plus the UTF-8 name (``filename*``)."""
-    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
-    return f"{kind}; filename=\"{fallback or 'file'}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
 # -- limits -------------------------------------------------------------------------
 
 
@@ -215,8 +114,8 @@ class EffectiveLimits:
 
     def type_allowed(self, ctype: str) -> bool:
         ws = self.workspace.allowed_types
-        return (_type_matches(ctype, self.server_types)
-                and (ws is None or _type_matches(ctype, ws)))
+        return (media.type_matches(ctype, self.server_types)
+                and (ws is None or media.type_matches(ctype, ws)))
 
 
 async def limits(svc: Services, ident: Identity, workspace_id: int) -> EffectiveLimits:
@@ -369,18 +268,22 @@ async def _finish(svc: Services, f: FileRecord, key: str) -> FileRecord:
             raise Conflict("upload_size_mismatch",
                            f"{info.size} bytes arrived but {f.size} were declared; "
                            "upload again")
-        head = b"".join([c async for c in svc.blobs.get(key, length=SNIFF_BYTES)])
-        ctype = sniff(head)
+        head = b"".join([c async for c in svc.blobs.get(key, length=media.SNIFF_BYTES)])
+        ctype = media.sniff(head)
         if not (await _limits(svc, f.workspace_id)).type_allowed(ctype):
             await svc.store.files.mark_file_deleted(f.workspace_id, f.id, only_pending=True)
             raise UnsupportedType("file_type_not_allowed",
                                   f"the file's content is {ctype}, which is not allowed in "
                                   "this workspace")
         width = height = None
-        if ctype in THUMBNAIL_TYPES and f.size <= THUMBNAIL_INPUT_MAX:
-            made = await make_thumbnail(svc, key)
+        if ctype in media.THUMBNAIL_TYPES and f.size <= THUMBNAIL_INPUT_MAX:
+            made = await svc.thumbnails.thumbnail(
+                svc.blobs.get(key, chunk_size=256 * 1024),
+                max_pixels=svc.settings.thumbnail_max_pixels,
+                memory_mb=svc.settings.thumbnail_memory_mb,
+                timeout_s=svc.settings.thumbnail_timeout_s)
             if made is not None:
-                png, width, height = made
+                png, width, height = made.png, made.width, made.height
                 thumb = key + ".thumb"
                 await _blob_call(svc.blobs.put(thumb, _one(png), max_size=len(png),
                                                content_type="image/png"))
@@ -420,109 +323,6 @@ async def _blob_call(aw: Awaitable[T]) -> T:
     except BlobUnavailable as exc:
         raise UnavailableError("storage_unavailable",
                                "file storage is unavailable; nothing was changed, retry") from exc
-
-
-# -- thumbnails ---------------------------------------------------------------------
-
-_ROOT = str(Path(__file__).resolve().parents[2])  # so the child imports this checkout
-_WORKER_CODE = (f"import sys; sys.path.insert(0, {_ROOT!r}); "
-                "from parley.actions.files import thumbnail_worker; thumbnail_worker()")
-_EXIT_TOO_MANY_PIXELS = 3
-
-
-async def make_thumbnail(svc: Services, key: str) -> tuple[bytes, int, int] | None:
-    """(PNG bytes, width, height of the original) or None: not decodable,
-    too many pixels, over the time or memory bound.  The image streams from
-    the blob store into a child process; this process never decodes it."""
-    s = svc.settings
-    env = {"PATH": "/usr/bin:/bin"}  # nothing of ours: the child needs no secret
-    cpu_s = max(1, int(s.thumbnail_timeout_s) + 1)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", "-c", _WORKER_CODE, str(s.thumbnail_max_pixels),
-        str(s.thumbnail_memory_mb), str(cpu_s), str(THUMBNAIL_BOX),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL, env=env)
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin, stdout = proc.stdin, proc.stdout
-
-    async def feed() -> None:
-        try:
-            async for chunk in svc.blobs.get(key, chunk_size=256 * 1024):
-                stdin.write(chunk)
-                await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the worker refused the image early (too many pixels)
-        finally:
-            stdin.close()
-
-    async def collect() -> bytes:
-        out = bytearray()
-        while chunk := await stdout.read(64 * 1024):
-            out += chunk
-            if len(out) > THUMBNAIL_OUTPUT_MAX + 8:
-                break  # refused below; the worker is killed
-        return bytes(out)
-
-    feeder = asyncio.create_task(feed())
-    try:
-        async with asyncio.timeout(s.thumbnail_timeout_s):
-            out = await collect()
-            code = await proc.wait() if len(out) <= THUMBNAIL_OUTPUT_MAX + 8 else -1
-            await feeder
-    except TimeoutError:
-        log.warning("thumbnail of %s took over %.1f s; none made", key, s.thumbnail_timeout_s)
-        return None
-    except (BlobNotFound, BlobUnavailable):
-        log.warning("thumbnail of %s: could not read the image", key, exc_info=True)
-        return None
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        if not feeder.done():
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await feeder
-    if code != 0 or len(out) < 9:
-        if code == _EXIT_TOO_MANY_PIXELS:
-            log.info("no thumbnail for %s: more than %d pixels", key, s.thumbnail_max_pixels)
-        return None
-    width, height = struct.unpack(">II", out[:8])
-    return out[8:], width, height
-
-
-def thumbnail_worker() -> None:
-    """The child process: limits first, then Pillow.  argv: max pixels,
-    memory MiB, CPU seconds, box.  stdin: the image; stdout: width, height
-    (two big-endian uint32) and the PNG thumbnail.  Exit 3: too many pixels;
-    any other failure: non-zero."""
-    import io
-    import resource
-    import warnings
-
-    max_pixels, mem_mb, cpu_s, box = (int(a) for a in sys.argv[1:5])
-    resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-    from PIL import Image
-
-    # Pillow checks MAX_IMAGE_PIXELS when it reads the header (before any
-    # pixel is decoded): a warning above it, an error above twice; both fail.
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-    data = sys.stdin.buffer.read(THUMBNAIL_INPUT_MAX + 1)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size  # from the header; nothing decoded yet
-            if width < 1 or height < 1 or width * height > max_pixels:
-                sys.exit(_EXIT_TOO_MANY_PIXELS)
-            im.draft("RGB", (box, box))  # JPEG: decode at a reduced scale
-            im.thumbnail((box, box))
-            small = im if im.mode in {"RGB", "RGBA", "L", "LA", "P"} else im.convert("RGBA")
-            buf = io.BytesIO()
-            small.save(buf, "PNG")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        sys.exit(_EXIT_TOO_MANY_PIXELS)
-    sys.stdout.buffer.write(struct.pack(">II", width, height) + buf.getvalue())
 
 
 # -- reading ------------------------------------------------------------------------
@@ -576,11 +376,10 @@ async def download(svc: Services, ident: Identity, workspace_id: int, file_id: i
         if f.thumbnail_key is None:
             raise NotFound("thumbnail_not_found", "this file has no thumbnail")
         key, size, ctype = f.thumbnail_key, None, "image/png"
-        disposition = content_disposition("inline", f"{f.name}.thumb.png")
+        disposition = media.content_disposition("inline", f"{f.name}.thumb.png")
     else:
         key, size, ctype = f.key, f.size, f.content_type or "application/octet-stream"
-        kind = "inline" if ctype in SAFE_INLINE else "attachment"
-        disposition = content_disposition(kind, f.name)
+        disposition = media.disposition_for(ctype, f.name)
     url = None
     if not svc.blobs.served_by_api:
         ttl = min(svc.settings.download_url_ttl_s, MAX_DOWNLOAD_URL_TTL_S)

@@ -31,6 +31,7 @@ from PIL import Image
 
 from parley.actions import files as file_actions
 from server.runner import Running
+from storage import thumbnails
 from tests.api.helpers import Team, User, drain, expect, make_team, settle
 
 STORES = ["local", "s3"]
@@ -350,11 +351,11 @@ def test_the_thumbnail_worker_refuses_a_bomb_before_decoding() -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", file_actions._WORKER_CODE, "40000000", "512",
+    proc = subprocess.run([sys.executable, "-c", thumbnails._WORKER_CODE, "40000000", "512",
                            "5", "360"], input=png_bomb(), capture_output=True, timeout=30,
                           check=False)
     assert proc.returncode == 3, proc.stderr
-    ok = subprocess.run([sys.executable, "-c", file_actions._WORKER_CODE, "40000000", "512",
+    ok = subprocess.run([sys.executable, "-c", thumbnails._WORKER_CODE, "40000000", "512",
                          "5", "360"], input=png(720, 720), capture_output=True, timeout=30,
                         check=False)
     assert ok.returncode == 0, ok.stderr
