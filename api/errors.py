@@ -55,6 +55,12 @@ def install(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
                    for e in exc.errors()]
+        if any(e.get("type") == "string_unicode" for e in exc.errors()):
+            # A lone surrogate (a "\ud800" escape json.loads accepted), refused
+            # by pydantic in a length-limited field: the same code as the JSON
+            # gateway gives it (gateway/codec.py), not the generic one.
+            return error_response(400, "invalid_text", "a string holds a lone surrogate: "
+                                  "strings must be Unicode text", details=details)
         return error_response(400, "invalid_request", "the request is not valid", details=details)
 
     @app.exception_handler(StarletteHTTPException)

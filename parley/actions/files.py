@@ -53,6 +53,7 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from parley import events
+from parley.actions import validate
 from parley.actions.channels import visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
@@ -261,7 +262,7 @@ def _file_name(name: str) -> str:
     # Display text only, but a download suggests it: keep the last path
     # component, no control characters.
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if (not name or len(name) > NAME_MAX or name in {".", ".."}
+    if (not name or len(name) > NAME_MAX or name in {".", ".."} or not validate.storable(name)
             or any(unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in name)):
         raise InvalidInput("invalid_file_name",
                            f"a file name has 1 to {NAME_MAX} characters and no control "
