@@ -2,8 +2,8 @@
 
 Theory of operation.  ``submit`` puts the message on a queue with a
 completion callback (``append`` is ``submit`` plus a future to await).
-Queues are per (shard, lane), the lane chosen by channel id
-(``channel_id % lanes``), so one channel always uses one lane.  Each lane
+Queues are per (shard, lane), the lane chosen by a hash of the channel id
+(``lane_of``), so one channel always uses one lane.  Each lane
 has at most ONE batch in flight: while it commits, new appends accumulate,
 and they form the next batch as soon as the previous one finishes (so
 batches grow with load; at low load a batch waits at most ``window_ms`` for
@@ -80,6 +80,26 @@ _TEXT_SQLSTATES = frozenset({"22021", "22P05"})
 
 Done = Callable[[Message | BaseException], None]
 _Pending = tuple[NewMessage, Done]
+
+# Fibonacci hashing (Knuth, TAOCP 6.4): 2**64 / golden ratio, odd.
+_MIX = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+def lane_of(channel_id: int, lanes: int) -> int:
+    """The lane (0 <= lane < ``lanes``) of a channel: the top 32 bits of
+    ``channel_id * _MIX mod 2**64``, scaled to ``lanes`` (multiply-shift).
+
+    Why not ``channel_id % lanes``: a snowflake's low 12 bits are the
+    per-millisecond sequence, 0 for nearly every id made one at a time (a
+    channel created over REST), so almost every channel landed in lane 0.
+    The product's top bits depend on every bit of the id, so ids that differ
+    only in their timestamp spread evenly (tests/storage/test_writer_lanes.py).
+    A pure function of the id: a channel maps to the same lane in every
+    process and for its whole life.  Measured ~0.1 us more than ``%``.
+    """
+    return ((((channel_id * _MIX) & _MASK64) >> 32) * lanes) >> 32
+
 
 def _blames_an_entry(exc: BaseException) -> bool:
     """Whether a failed batch call is the fault of some entry's values, so
@@ -159,7 +179,7 @@ class GroupCommitWriter:
     def submit(self, shard: str, msg: NewMessage, done: Done) -> None:
         if self._closed:
             raise StoreUnavailable("writer is closed")
-        lane = (shard, msg.channel_id % self._lanes)
+        lane = (shard, lane_of(msg.channel_id, self._lanes))
         self._queues[lane].append((msg, done))
         if lane not in self._running:
             self._running[lane] = asyncio.create_task(self._drain(lane))
