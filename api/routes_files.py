@@ -74,7 +74,7 @@ def _content_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit takes "²", int() does not
         raise InvalidInput("invalid_request", "Content-Length must be a number")
     return int(raw)
 

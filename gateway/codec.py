@@ -218,7 +218,8 @@ def codec_for(subprotocol: str) -> type[MsgpackCodec] | type[JsonCodec]:
 
 def as_id(value: Any, field: str) -> int:
     """An id from a command: an int (msgpack) or a decimal string (JSON)."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+    # isascii: str.isdigit also takes "²" and other digits int() refuses (ValueError).
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
         raise BadEnvelope("invalid_field", f"'{field}' must be an id")

@@ -76,6 +76,9 @@ async def test_every_stored_string_refuses_text_postgres_cannot_hold(
     # surrogate (invalid UTF-8 becomes U+FFFD) but "%00" is a NUL.
     await expect(ada.api, "PUT", f"{m}/reactions/x%00", 400, "invalid_request")  # a pattern
     await expect(ada.api, "GET", f"{w}/search?q=x%00y", 400, "invalid_query")
+    # "²" passes str.isdigit but not int(): an unknown invite, not a 500.
+    await expect(ada.api, "POST", "/v1/invites/accept", 404, "invite_not_found",
+                 json={"token": "\u00b2." + "a" * 20})
     # Nothing of it was stored: the channel still holds the one message.
     page = await expect(ada.api, "GET", f"{c}/messages", 200)
     assert [x["text"] for x in page["messages"]] == ["fine"]

@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from gateway.codec import BadEnvelope, JsonCodec, MsgpackCodec, echoable_ref
+from gateway.codec import BadEnvelope, JsonCodec, MsgpackCodec, as_id, echoable_ref
 
 
 def _refused(codec: Any, frame: bytes | str) -> BadEnvelope:
@@ -77,3 +77,11 @@ def test_msgpack_strings_are_strict_utf8() -> None:
     # A CESU-8 / WTF-8 surrogate (ED A0 80) in a msgpack str.
     frame = b"\x82\xa2op\xa4send\xa1d\x81\xa4text\xa3\xed\xa0\x80"
     assert _refused(MsgpackCodec, frame).code == "bad_envelope"
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11"])
+def test_an_id_is_ascii_digits_only(value: str) -> None:
+    # str.isdigit takes all of them; int() refuses "²" (the socket used to close with 1011).
+    with pytest.raises(BadEnvelope) as err:
+        as_id(value, "channel_id")
+    assert err.value.code == "invalid_field"

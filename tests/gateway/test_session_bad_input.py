@@ -106,6 +106,13 @@ _UNECHOABLE = [
     r'{"op":"heartbeat","ref":18446744073709551616}',
     r'{"op":"heartbeat","ref":' + "9" * 4000 + "}",
 ]
+# Digits str.isdigit takes and int() refuses: typed errors, with the ref.
+_NOT_IDS = [
+    '{"op":"send","ref":"r","d":{"channel_id":"\u00b2","text":"hi"}}',
+    '{"op":"typing","ref":"r","d":{"channel_id":"1\u00b2"}}',
+    '{"op":"presence.subscribe","ref":"r","d":{"user_ids":["\u00b2"]}}',
+    '{"op":"resume","ref":"r","d":{"channels":{"\u00b2":0}}}',
+]
 
 
 async def test_a_ref_that_cannot_be_echoed_gets_a_typed_error_with_ref_null(
@@ -123,6 +130,10 @@ async def test_a_ref_that_cannot_be_echoed_gets_a_typed_error_with_ref_null(
         assert err["d"]["retryable"] is False
         await a.send_cmd("heartbeat", {}, ref=i)
         assert (await a.recv_type("heartbeat_ack"))["ref"] == i  # still open
+    for frame in _NOT_IDS:
+        await a.conn.send(frame)
+        err = await a.recv_type("error")
+        assert (err["ref"], err["d"]["code"]) == ("r", "invalid_field"), (frame, err)
     await a.close()
     for api in (ada, bob):
         await api.close()
@@ -139,9 +150,17 @@ async def test_an_unknown_op_is_quoted_short(parley: Running) -> None:
     await ada.close()
 
 
-async def test_a_connect_ticket_holding_a_nul_is_an_invalid_ticket(parley: Running) -> None:
-    url = f"ws://127.0.0.1:{parley.gateway_port}/v1/connect?ticket=abc%00def"
+@pytest.mark.parametrize("query,status,code", [
+    ("ticket=abc%00def", 401, "invalid_ticket"),
+    ("workspace_id=%C2%B2", 400, "invalid_workspace_id"),  # "²": isdigit, but not int()
+])
+async def test_odd_upgrade_queries_get_typed_refusals(parley: Running, query: str, status: int,
+                                                      code: str) -> None:
+    ada, _ = await register_and_login(parley, "ada@example.com", "Ada")
+    url = f"ws://127.0.0.1:{parley.gateway_port}/v1/connect?{query}"
     with pytest.raises(InvalidStatus) as err:
-        await websockets.connect(url, subprotocols=["parley.json.v1"])  # type: ignore[list-item]
-    assert err.value.response.status_code == 401
-    assert b"invalid_ticket" in (err.value.response.body or b"")
+        await websockets.connect(url, subprotocols=["parley.json.v1"],  # type: ignore[list-item]
+                                 additional_headers={"authorization": f"Bearer {ada.token}"})
+    assert err.value.response.status_code == status
+    assert code.encode() in (err.value.response.body or b"")
+    await ada.close()
