@@ -18,9 +18,9 @@ surrogates included).  JSON text frames are strict UTF-8 too, but a
 has no UTF-8 form: a frame holding one anywhere is refused as a whole with
 ``invalid_text`` (RFC 8259 8.2: such a string is not Unicode text), before
 any field is read.  The check walks the decoded command only when the frame
-contains a surrogate escape (``_SURROGATE_ESCAPE``; paired ones, which
-``JSON.stringify`` never writes but Python's ``json.dumps`` does for emoji,
-pass the walk).  A ``ref`` is echoed only if it is a 64-bit integer or a
+contains a backslash and a surrogate escape (``_SURROGATE_ESCAPE``; paired
+ones, which ``JSON.stringify`` never writes but Python's ``json.dumps`` does
+for emoji, pass the walk).  A ``ref`` is echoed only if it is a 64-bit integer or a
 short valid string; any other is refused with ``ref`` null.
 
 Each codec also carries ``heartbeats``: the exact frames (bytes for msgpack,
@@ -152,7 +152,9 @@ class JsonCodec:
             obj = json.loads(frame)
         except (ValueError, RecursionError) as exc:
             raise BadEnvelope("bad_envelope", "not a JSON object") from exc
-        if _SURROGATE_ESCAPE.search(frame) is not None and not _all_text(obj):
+        # "\\" first: a memchr (0.3 us for 40 KB), where the regex costs 14 us
+        # and json.loads 23; most frames then stop there.
+        if "\\" in frame and _SURROGATE_ESCAPE.search(frame) is not None and not _all_text(obj):
             ref = obj.get("ref") if isinstance(obj, dict) else None
             raise BadEnvelope("invalid_text",
                               "the command holds a lone surrogate escape (\\uD800-\\uDFFF "
