@@ -9,9 +9,6 @@ rate limits) in ``api.deps``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,7 +22,7 @@ from api import (
     routes_workspaces,
 )
 from api.deps import ERRORS
-from api.params import INT64_MAX
+from api.openapi import exact_openapi
 from parley.services import Services
 
 
@@ -46,40 +43,11 @@ class _BodyLimitExceptUploads:
             await self.limited(scope, receive, send)
 
 
-def _integral_bounds(node: Any) -> None:
-    """Integer bounds back to integers.  FastAPI's OpenAPI model types
-    ``minimum``/``maximum`` as float, so a body field's ``le=2**63 - 1``
-    came out as 9.223372036854776e18, i.e. 2**63: one more than the field
-    accepts.  The only float that large is that bound (``api.params``)."""
-    if isinstance(node, dict):
-        if node.get("type") == "integer":
-            for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-                value = node.get(key)
-                if isinstance(value, float):
-                    node[key] = INT64_MAX if value >= INT64_MAX else int(value)
-        for child in node.values():
-            _integral_bounds(child)
-    elif isinstance(node, list):
-        for child in node:
-            _integral_bounds(child)
-
-
-def _openapi_with_integral_bounds(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            _integral_bounds(generate())  # generates and caches app.openapi_schema
-        return app.openapi_schema or {}
-
-    return openapi
-
-
 def create_app(svc: Services) -> FastAPI:
     app = FastAPI(title="Parley API", version="1", responses=ERRORS,
                   docs_url="/docs", redoc_url=None)
     app.state.services = svc
-    app.openapi = _openapi_with_integral_bounds(app)  # type: ignore[method-assign]
+    app.openapi = exact_openapi(app)  # type: ignore[method-assign]
     errors.install(app)
     app.add_middleware(_BodyLimitExceptUploads)
 
