@@ -291,7 +291,8 @@ class GatewayApp:
                                   "send Authorization: Bearer <token> or ?ticket=<ticket>")
         ident = await accounts.authenticate(self.svc, token.strip())
         raw = request.query.get("workspace_id", "")
-        if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        # isascii: str.isdigit() accepts digits such as "²" that int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
             raise InvalidInput("invalid_workspace_id", "pass ?workspace_id=<id>")
         return ident, int(raw)
 

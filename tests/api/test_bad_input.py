@@ -146,6 +146,10 @@ async def test_every_number_id_and_time_a_client_sends_is_range_checked(
     for value in EDGE_TIMES:
         for name in ("since", "until"):
             await expect(t.ada.api, "GET", t.w("/search"), 200, params={"q": "x", name: value})
+    # Ids inside strings: "²" is a digit to str.isdigit() but not to int().
+    for token in ("²." + "a" * 32, f"{2**63}." + "a" * 32, "0." + "a" * 32):
+        await expect(t.ada.api, "POST", "/v1/invites/accept", 404, "invite_not_found",
+                     json={"token": token})
     # The connection that carried all of this still works: nothing was a 500.
     await expect(t.ada.api, "GET", "/v1/me", 200)
     await t.close()
