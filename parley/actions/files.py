@@ -61,7 +61,7 @@ from parley.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFou
 from parley.errors import Unavailable as UnavailableError
 from parley.permissions import Perm, allowed, require
 from parley.services import Services
-from storage.interfaces import FileLimits, FileRecord
+from storage.interfaces import FileLimits, FileRecord, Member
 from storage.interfaces_blobs import (
     MAX_DOWNLOAD_URL_TTL_S,
     BlobNotFound,
@@ -533,17 +533,24 @@ async def _readable(svc: Services, ident: Identity, workspace_id: int,
                     file_id: int) -> FileRecord:
     """A ready file the caller may see (see the module rules), else 404."""
     member = await require_member(svc, ident, workspace_id)
-    f = await svc.store.file(workspace_id, file_id)
-    if f is None or f.state != "ready":
-        raise _not_found()
-    if f.uploader_id == ident.user_id:
+    return await _shown(svc, member, workspace_id, file_id,
+                        await svc.store.file(workspace_id, file_id))
+
+
+async def _shown(svc: Services, member: Member, workspace_id: int, file_id: int,
+                 f: FileRecord | None) -> FileRecord:
+    """``f`` (the row of ``file_id``, or None) if it is ready and ``member``
+    may see it, else 404.  The shares are read for every caller but the
+    uploader, whatever ``f`` is, so a real file one cannot see costs what a
+    made-up id costs: the answer and its timing say nothing about existence."""
+    if f is not None and f.state == "ready" and f.uploader_id == member.user_id:
         return f
-    if allowed(member, Perm.READ_HISTORY):
-        browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
-        for share in await svc.store.file_shares(workspace_id, file_id, ident.user_id,
-                                                 SHARES_SCANNED):
-            if share.is_member or (share.kind == "public" and browse):
-                return f
+    shares = await svc.store.file_shares(workspace_id, file_id, member.user_id, SHARES_SCANNED)
+    if f is None or f.state != "ready" or not allowed(member, Perm.READ_HISTORY):
+        raise _not_found()
+    browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
+    if any(share.is_member or (share.kind == "public" and browse) for share in shares):
+        return f
     raise _not_found()
 
 
@@ -551,11 +558,11 @@ async def get_file(svc: Services, ident: Identity, workspace_id: int,
                    file_id: int) -> FileRecord:
     """A file's metadata: its uploader sees it in any state, others only when
     it is ready and shared where they can see it."""
-    await require_member(svc, ident, workspace_id)
+    member = await require_member(svc, ident, workspace_id)
     f = await svc.store.file(workspace_id, file_id)
     if f is not None and f.uploader_id == ident.user_id and f.state != "deleted":
         return f
-    return await _readable(svc, ident, workspace_id, file_id)
+    return await _shown(svc, member, workspace_id, file_id, f)
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,12 +686,9 @@ async def delete_file(svc: Services, ident: Identity, workspace_id: int, file_id
     Deleting twice is not an error."""
     member = await require_member(svc, ident, workspace_id)
     f = await svc.store.file(workspace_id, file_id)
-    if f is None:
-        raise _not_found()
-    if f.uploader_id != ident.user_id:
-        if f.state != "ready":
-            raise _not_found()
-        await _readable(svc, ident, workspace_id, file_id)
+    if f is None or f.uploader_id != ident.user_id:
+        # Visibility first (404 like a missing file), the permission after.
+        f = await _shown(svc, member, workspace_id, file_id, f)
         if not allowed(member, Perm.DELETE_ANY_FILE):
             raise Forbidden("not_uploader", "only the uploader or an admin may delete a file")
     result = await svc.store.mark_file_deleted(workspace_id, file_id)
