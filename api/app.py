@@ -22,6 +22,7 @@ from api import (
     routes_workspaces,
 )
 from api.deps import ERRORS
+from api.openapi import exact_openapi
 from parley.services import Services
 
 
@@ -46,6 +47,7 @@ def create_app(svc: Services) -> FastAPI:
     app = FastAPI(title="Parley API", version="1", responses=ERRORS,
                   docs_url="/docs", redoc_url=None)
     app.state.services = svc
+    app.openapi = exact_openapi(app)  # type: ignore[method-assign]
     errors.install(app)
     app.add_middleware(_BodyLimitExceptUploads)
 

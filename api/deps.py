@@ -32,7 +32,8 @@ _DESCRIPTIONS = {
     404: "Not found, or not visible to you (`workspace_not_found`, `channel_not_found`, "
          "`message_not_found`, `user_not_found`, `invite_not_found`, `thread_not_found`)",
     409: "Conflict (`name_taken`, `message_deleted`, `default_channel`, ...)",
-    413: "Too large (`request_too_large`, `message_too_long`)",
+    413: "Too large (`payload_too_large`: a request body over 1 MiB, chunked or not; "
+         "`message_too_long`, `file_too_large`)",
     429: "Rate limited (`rate_limited`); see the Retry-After header",
     503: "A dependency is down (`store_unavailable`); retry",
 }

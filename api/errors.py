@@ -1,7 +1,11 @@
 """One error envelope for every failure: ``{"error": {code, message, retryable}}``.
 
-Validation problems are 400 ``invalid_request``; unknown routes 404
-``not_found``; a dependency outage 503 ``store_unavailable`` (retryable).
+Validation problems (malformed JSON, a wrong type, a number or date out of
+the ranges of ``api.params``) are 400 ``invalid_request``, with ``details``
+naming each bad parameter or field (``loc``, e.g. ``["query", "since"]``);
+a body over 1 MiB is 413 ``payload_too_large``, chunked or not; unknown
+routes 404 ``not_found``; a dependency outage 503 ``store_unavailable``
+(retryable).
 A 500 means a bug: it is logged with its traceback and still answered in the
 envelope, without internals.
 """
@@ -25,7 +29,7 @@ log = logging.getLogger("parley.api")
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: JSON requests; file uploads have their own route
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 406: "not_acceptable", 413: "request_too_large",
+                 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
                  415: "unsupported_media_type", 429: "rate_limited"}
 
 
@@ -55,6 +59,12 @@ def install(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
                    for e in exc.errors()]
+        if any(e.get("type") == "string_unicode" for e in exc.errors()):
+            # A lone surrogate (a "\ud800" escape json.loads accepted), refused
+            # by pydantic in a length-limited field: the same code as the JSON
+            # gateway gives it (gateway/codec.py), not the generic one.
+            return error_response(400, "invalid_text", "a string holds a lone surrogate: "
+                                  "strings must be Unicode text", details=details)
         return error_response(400, "invalid_request", "the request is not valid", details=details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -70,8 +80,14 @@ def install(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, by Content-Length
-    up front or by counting a chunked body, before the app buffers it."""
+    """Refuse request bodies over ``limit`` bytes with 413 ``payload_too_large``,
+    by Content-Length up front or, for a chunked body, by reading it here.
+
+    The body is read whole (at most ``limit`` bytes) before the app runs and
+    handed to it again: a JSON route buffers it anyway, and the refusal is
+    then ours to send.  Counting inside the app's ``receive`` instead (as
+    this did) raised in the middle of FastAPI's body parsing, which turns
+    any exception there into 400 "There was an error parsing the body"."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -86,31 +102,39 @@ class BodyLimit:
                 try:
                     too_big = int(value) > self.limit
                 except ValueError:
-                    too_big = False
+                    too_big = False  # the server refuses a malformed length itself
                 if too_big:
                     await self._refuse(scope, receive, send)
                     return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        first: Message = {"type": "http.request", "body": b"", "more_body": False}
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return msg
+            if msg["type"] != "http.request":  # the client went away: let the app see it
+                first = msg
+                break
+            body = msg.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(body)
+            if not msg.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for a disconnect, as before
+            replayed = True
+            return first
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resp = error_response(413, "request_too_large",
+        resp = error_response(413, "payload_too_large",
                               f"request bodies are limited to {self.limit} bytes")
         await resp(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import Auth, Mutator, Svc
+from api.params import Cursor, IdPath, PageSize
 from api.schemas import (
-    INT64_MAX,
     AddedOut,
     ChannelIn,
     ChannelList,
@@ -18,7 +18,6 @@ from api.schemas import (
     ChannelOut,
     ChannelPatch,
     DmIn,
-    IdPath,
     ReadIn,
     ReadStateOut,
     UserIdsIn,
@@ -26,8 +25,7 @@ from api.schemas import (
 from parley.actions import channels
 
 router = APIRouter(tags=["channels"])
-Cursor = Annotated[int, Query(ge=0, le=INT64_MAX, description="From next_cursor")]
-Limit = Annotated[int, Query(ge=1, le=channels.LIST_PAGE_MAX, description="Page size")]
+Limit = Annotated[PageSize, Query(le=channels.LIST_PAGE_MAX, description="Page size")]
 CHANNEL = "/v1/workspaces/{workspace_id}/channels/{channel_id}"
 
 

@@ -25,14 +25,13 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from api.deps import Auth, Mutator, Svc, limit_by_address
+from api.params import Id, IdPath, PageSize
 from api.schemas import (
-    INT64_MAX,
     ErrorEnvelope,
     FileLimitsIn,
     FileLimitsOut,
     FileList,
     FileOut,
-    IdPath,
     UploadIn,
     UploadOut,
     UploadTicketOut,
@@ -68,7 +67,7 @@ router = APIRouter(tags=["files"], responses={
     415: {"model": ErrorEnvelope,
           "description": "The file's type is not allowed (`file_type_not_allowed`)"}})
 
-Cursor = Annotated[int | None, Query(ge=1, le=INT64_MAX, description="From next_cursor")]
+Cursor = Annotated[Id | None, Query(description="From next_cursor")]
 Key = Annotated[str, Path(min_length=1, max_length=256, description="A blob key")]
 Signed = Annotated[str | None, Query(max_length=512,
                                      description="Part of the signed URL, as issued")]
@@ -82,7 +81,7 @@ def _content_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit takes "²", int() does not
         raise InvalidInput("invalid_request", "Content-Length must be a number")
     return int(raw)
 
@@ -188,8 +187,8 @@ async def thumbnail(workspace_id: IdPath, file_id: IdPath, me: Auth, s: Svc) -> 
 @router.get(WS + "/channels/{channel_id}/files", response_model=FileList)
 async def channel_files(
     workspace_id: IdPath, channel_id: IdPath, me: Auth, s: Svc, cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=files.CHANNEL_FILES_PAGE_MAX,
-                                description="Page size")] = 50,
+    limit: Annotated[PageSize, Query(le=files.CHANNEL_FILES_PAGE_MAX,
+                                     description="Page size")] = 50,
 ) -> FileList:
     """Files shared in the channel's messages, newest first."""
     page = await files.list_channel_files(s, me, workspace_id, channel_id, cursor, limit)

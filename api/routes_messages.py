@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import Auth, Mutator, Svc
+from api.params import Id, IdPath, PageSize, Seq, Timestamp
 from api.schemas import (
-    INT64_MAX,
-    IdPath,
     MessageIn,
     MessageOut,
     MessagePage,
@@ -51,16 +49,14 @@ async def post_message(workspace_id: IdPath, channel_id: IdPath, body: MessageIn
 @router.get(CHANNEL + "/messages", response_model=MessagePage)
 async def history(
     workspace_id: IdPath, channel_id: IdPath, me: Auth, s: Svc,
-    before: Annotated[int | None, Query(ge=1, le=INT64_MAX,
-                                        description="Messages with seq < before")] = None,
-    after: Annotated[int | None, Query(ge=0, le=INT64_MAX,
-                                       description="Messages with seq > after")] = None,
-    around: Annotated[int | None, Query(ge=1, le=INT64_MAX,
-                                        description="A page centred on this seq (a jump to "
-                                                    "a message): up to limit/2 older "
-                                                    "messages, then this seq and newer ones")
-                      ] = None,
-    limit: Annotated[int, Query(ge=1, le=messages.HISTORY_PAGE_MAX, description="Page size")] = 50,
+    before: Annotated[Seq | None, Query(ge=1, description="Messages with seq < before")] = None,
+    after: Annotated[Seq | None, Query(description="Messages with seq > after")] = None,
+    around: Annotated[Seq | None, Query(ge=1, description="A page centred on this seq (a jump "
+                                                          "to a message): up to limit/2 older "
+                                                          "messages, then this seq and newer "
+                                                          "ones")] = None,
+    limit: Annotated[PageSize, Query(le=messages.HISTORY_PAGE_MAX,
+                                     description="Page size")] = 50,
 ) -> MessagePage:
     """A page of history in sequence order (oldest first), thread replies
     included (they carry `thread_root_id`).  Without `before`/`after`/`around`:
@@ -154,8 +150,9 @@ async def remove_reaction(workspace_id: IdPath, channel_id: IdPath, message_id: 
 @router.get(MESSAGE + "/thread", response_model=ThreadOut)
 async def thread(
     workspace_id: IdPath, channel_id: IdPath, message_id: IdPath, me: Auth, s: Svc,
-    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Replies with seq > after")] = 0,
-    limit: Annotated[int, Query(ge=1, le=messages.THREAD_PAGE_MAX, description="Page size")] = 50,
+    after: Annotated[Seq, Query(description="Replies with seq > after")] = 0,
+    limit: Annotated[PageSize, Query(le=messages.THREAD_PAGE_MAX,
+                                     description="Page size")] = 50,
 ) -> ThreadOut:
     """A thread: its root (with reply count, latest reply and repliers) and a
     page of replies in order."""
@@ -187,14 +184,14 @@ async def search_messages(
     workspace_id: IdPath, me: Auth, s: Svc,
     q: Annotated[str, Query(min_length=1, max_length=SEARCH_QUERY_MAX,
                             description="Words; \"quoted phrases\", `or`, `-excluded`")],
-    channel_id: Annotated[int | None, Query(ge=1, le=INT64_MAX,
-                                            description="Only this channel")] = None,
-    user_id: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="Author")] = None,
-    since: Annotated[dt.datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[dt.datetime | None, Query(description="ISO 8601, exclusive")] = None,
-    cursor: Annotated[int | None, Query(ge=1, le=INT64_MAX,
-                                        description="From next_cursor")] = None,
-    limit: Annotated[int, Query(ge=1, le=search.PAGE_MAX, description="Page size")] = 20,
+    channel_id: Annotated[Id | None, Query(description="Only this channel")] = None,
+    user_id: Annotated[Id | None, Query(description="Author")] = None,
+    since: Annotated[Timestamp | None, Query(
+        description="ISO 8601 with a time zone, inclusive (years 1 to 9999 in UTC)")] = None,
+    until: Annotated[Timestamp | None, Query(
+        description="ISO 8601 with a time zone, exclusive (years 1 to 9999 in UTC)")] = None,
+    cursor: Annotated[Id | None, Query(description="From next_cursor")] = None,
+    limit: Annotated[PageSize, Query(le=search.PAGE_MAX, description="Page size")] = 20,
 ) -> SearchOut:
     """Full-text search over the messages you can read, newest first."""
     hits = await search.search(s, me, workspace_id, q, channel_id=channel_id, author_id=user_id,

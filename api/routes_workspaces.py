@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Auth, Mutator, Svc
+from api.params import Cursor, IdPath, PageSize
 from api.schemas import (
-    INT64_MAX,
     AcceptInviteIn,
-    IdPath,
     InviteCreatedOut,
     InviteIn,
     InviteList,
@@ -27,8 +26,7 @@ from api.schemas import (
 from parley.actions import accounts, workspaces
 
 router = APIRouter(tags=["workspaces"])
-Cursor = Annotated[int, Query(ge=0, le=INT64_MAX, description="From next_cursor")]
-Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
+Limit = Annotated[PageSize, Query(le=workspaces.MEMBER_PAGE_MAX, description="Page size")]
 
 
 @router.post("/v1/workspaces", status_code=201, response_model=WorkspaceOut)

@@ -1,8 +1,10 @@
 """Request and response bodies of the REST API (they generate /openapi.json).
 
 Ids are decimal strings in JSON: snowflakes are 63-bit and JSON numbers lose
-precision above 2**53 in most clients.  Path ids are validated as positive
-64-bit integers, so a malformed id is a 4xx, never a 500.
+precision above 2**53 in most clients.  Path and query
+numbers are bounded by the shared types of ``api.params``; ids in bodies
+(``IdStr``) are positive 64-bit integers too, so a malformed id is a 4xx,
+never a 500.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from api.params import INT64_MAX, Seq
 from parley import events
 from parley.actions import files, validate
 from parley.actions.messages import MessageView
@@ -30,9 +32,6 @@ from parley.model import (
     User,
     Workspace,
 )
-
-INT64_MAX = 2**63 - 1
-IdPath = Annotated[int, Path(ge=1, le=INT64_MAX, description="A snowflake id")]
 
 
 def _positive_int64(value: str) -> str:
@@ -258,8 +257,7 @@ class ChannelMemberList(BaseModel):
 
 
 class ReadIn(Strict):
-    seq: int | None = Field(default=None, ge=0, le=INT64_MAX,
-                            description="Read up to this seq (default: the newest)")
+    seq: Seq | None = Field(default=None, description="Read up to this seq (default: the newest)")
 
 
 class ReadStateOut(BaseModel):

@@ -10,6 +10,19 @@ Both carry the same envelopes (docs/protocol.md):
 In JSON every id (key ``id`` or ending in ``_id``/``_ids``) is a decimal
 string; in msgpack it is an integer.  Decoding accepts either on input.
 
+Client strings are always Unicode text, so everything the gateway echoes
+back (a ``ref``, a value quoted in an error message) can be encoded again.
+msgpack strings are strict UTF-8 (``unpackb`` refuses invalid bytes,
+surrogates included).  JSON text frames are strict UTF-8 too, but a
+``\uD800``-style escape makes ``json.loads`` produce a lone surrogate, which
+has no UTF-8 form: a frame holding one anywhere is refused as a whole with
+``invalid_text`` (RFC 8259 8.2: such a string is not Unicode text), before
+any field is read.  The check walks the decoded command only when the frame
+contains a backslash and a surrogate escape (``_SURROGATE_ESCAPE``; paired
+ones, which ``JSON.stringify`` never writes but Python's ``json.dumps`` does
+for emoji, pass the walk).  A ``ref`` is echoed only if it is a 64-bit integer or a
+short valid string; any other is refused with ``ref`` null.
+
 Each codec also carries ``heartbeats``: the exact frames (bytes for msgpack,
 str for JSON) of a ref-less ``heartbeat`` as common encoders write them,
 mapped to the command's ``active`` flag.  The gateway looks a frame up there
@@ -22,15 +35,21 @@ decoding would have said.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final
 
 import msgpack
 
 from parley import events
+from parley.actions.validate import encodable
 
 MAX_REF_LEN = 64  # characters of a string ref echoed back to the client
+REF_INT_MIN, REF_INT_END = -(2**63), 2**64  # an integer ref fits msgpack's int64/uint64
 HEARTBEAT_OP = "heartbeat"
+# A JSON escape of a surrogate code point (U+D800..U+DFFF), paired or not.
+# Only frames containing one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class BadEnvelope(ValueError):
@@ -43,13 +62,41 @@ class BadEnvelope(ValueError):
         self.ref = ref
 
 
+def echoable_ref(ref: Any) -> bool:
+    """Whether ``ref`` may be echoed in a reply: None, a 64-bit integer, or a
+    string of at most MAX_REF_LEN characters that can be encoded again."""
+    if ref is None:
+        return True
+    if isinstance(ref, int):
+        return not isinstance(ref, bool) and REF_INT_MIN <= ref < REF_INT_END
+    return isinstance(ref, str) and len(ref) <= MAX_REF_LEN and encodable(ref)
+
+
+def _all_text(obj: Any) -> bool:
+    """Whether every string in ``obj`` (map keys too) is ``encodable``.
+    Iterative: ``json.loads`` nests up to the recursion limit."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not encodable(item):
+                return False
+        elif isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+    return True
+
+
 def _check(obj: Any) -> tuple[str, Any, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise BadEnvelope("bad_envelope", "a command is a map with 'op'")
     ref = obj.get("ref")
-    if ref is not None and not ((isinstance(ref, int) and not isinstance(ref, bool))
-                                or (isinstance(ref, str) and len(ref) <= MAX_REF_LEN)):
-        raise BadEnvelope("bad_envelope", "'ref' is an integer or a short string")
+    if not echoable_ref(ref):
+        raise BadEnvelope("bad_envelope",
+                          "'ref' is a 64-bit integer or a string of up to "
+                          f"{MAX_REF_LEN} characters")
     op = obj.get("op")
     if not isinstance(op, str):
         raise BadEnvelope("bad_envelope", "'op' must be a string", ref)
@@ -105,6 +152,14 @@ class JsonCodec:
             obj = json.loads(frame)
         except (ValueError, RecursionError) as exc:
             raise BadEnvelope("bad_envelope", "not a JSON object") from exc
+        # "\\" first: a memchr (0.3 us for 40 KB), where the regex costs 14 us
+        # and json.loads 23; most frames then stop there.
+        if "\\" in frame and _SURROGATE_ESCAPE.search(frame) is not None and not _all_text(obj):
+            ref = obj.get("ref") if isinstance(obj, dict) else None
+            raise BadEnvelope("invalid_text",
+                              "the command holds a lone surrogate escape (\\uD800-\\uDFFF "
+                              "without its pair): strings must be Unicode text",
+                              ref if echoable_ref(ref) else None)
         return _check(obj)
 
     @staticmethod
@@ -165,7 +220,8 @@ def codec_for(subprotocol: str) -> type[MsgpackCodec] | type[JsonCodec]:
 
 def as_id(value: Any, field: str) -> int:
     """An id from a command: an int (msgpack) or a decimal string (JSON)."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+    # isascii: str.isdigit also takes "²" and other digits int() refuses (ValueError).
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
         raise BadEnvelope("invalid_field", f"'{field}' must be an id")

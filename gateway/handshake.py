@@ -6,10 +6,14 @@ complete, then an ``UpgradeRequest``; ``accept_response`` and
 
 Rules (in the order they are checked; the first failure wins):
 
-1. The head (request line + headers + blank line) must end within
-   ``max_header_bytes`` bytes and have at most ``max_headers`` fields, else 431.
-   Lines end with CRLF; obs-fold, control characters, a header name that is
-   not an RFC 9110 token, or a line without ``:`` -> 400.
+1. Lines end with CRLF.  A bare LF or CR, a control character other than
+   HT (NUL included), or a line starting with SP or HT (obs-fold) -> 400 as
+   soon as the byte arrives: such a head can never become valid, and waiting
+   for a CRLFCRLF that a bare-LF client never sends would hold the socket
+   until the handshake timeout.  The head (request line + headers + blank
+   line) must end within ``max_header_bytes`` bytes and have at most
+   ``max_headers`` fields, else 431.  A header name that is not an RFC 9110
+   token, or a line without ``:`` -> 400.
 2. Request line ``METHOD SP origin-form SP HTTP/1.1``: a malformed line, a
    target not starting with ``/``, or a version other than HTTP/1.1 -> 400;
    a method other than GET -> 405 with ``Allow: GET``.
@@ -62,6 +66,18 @@ DEFAULT_MAX_HEADERS: Final = 100
 _WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_END: Final = b"\r\n\r\n"
 _KEY_BYTES: Final = 16  # a Sec-WebSocket-Key decodes to 16 random bytes
+# Bytes a request head never holds (rule 1), each match needing at most one
+# byte before it (the LF lookbehind) and one after it (CR, obs-fold), so
+# scanning from one byte before the previous end finds every match once.
+_BAD_HEAD_RE: Final = re.compile(
+    rb"(?P<ctl>[\x00-\x08\x0b\x0c\x0e-\x1f\x7f])|(?P<cr>\r[^\n])|(?P<lf>(?<!\r)\n)"
+    rb"|(?P<fold>\n[ \t])")
+_BAD_HEAD_MESSAGES: Final = {
+    "ctl": "control character in the request head",
+    "cr": "a CR not followed by LF in the request head",
+    "lf": "request head lines must end with CRLF, not a bare LF",
+    "fold": "obsolete line folding is not allowed",
+}
 
 # RFC 9110 5.6.2 token.
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -152,7 +168,7 @@ class HandshakeParser:
     ``feed`` raises RuntimeError.
     """
 
-    __slots__ = ("_buffer", "_done", "_max_header_bytes", "_max_headers")
+    __slots__ = ("_buffer", "_done", "_max_header_bytes", "_max_headers", "_scanned")
 
     def __init__(
         self,
@@ -163,6 +179,7 @@ class HandshakeParser:
         self._max_headers = max_headers
         self._buffer = bytearray()
         self._done = False
+        self._scanned = 0  # rule 1's scan starts here next time
 
     def feed(self, data: bytes) -> UpgradeRequest | None:
         """Add ``data``; return the request once its head is complete."""
@@ -173,6 +190,13 @@ class HandshakeParser:
         search_from = max(0, len(self._buffer) - (len(_HEAD_END) - 1))
         self._buffer += data
         end = self._buffer.find(_HEAD_END, search_from)
+        # Only the head is scanned: what follows it are WebSocket frames.
+        bad = _BAD_HEAD_RE.search(self._buffer, self._scanned,
+                                  len(self._buffer) if end < 0 else end + len(_HEAD_END))
+        if bad is not None:
+            self._done = True
+            raise HandshakeError(400, "bad_request", _BAD_HEAD_MESSAGES[bad.lastgroup or "ctl"])
+        self._scanned = max(0, len(self._buffer) - 1)
         if end < 0:
             if len(self._buffer) > self._max_header_bytes:
                 self._done = True

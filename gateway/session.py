@@ -115,7 +115,17 @@ class Session:
     # -- outbound helpers ------------------------------------------------------
 
     def send(self, obj: dict[str, Any]) -> None:
-        self.conn.send_message(self.codec.encode(obj))
+        try:
+            # A JSON frame's UTF-8 encoding happens in send_message, before
+            # anything is queued, so a failure there leaves nothing half-sent.
+            self.conn.send_message(self.codec.encode(obj))
+        except (ValueError, TypeError, OverflowError):  # UnicodeEncodeError is a ValueError
+            # Client data is checked on the way in (codec.echoable_ref, the
+            # codecs' strict UTF-8, validate.py), so this is a server bug: say
+            # so, with a frame that always encodes, rather than let the
+            # transport close the socket with 1011.
+            log.exception("a %r frame could not be encoded", obj.get("t"))
+            self.conn.send_message(self.codec.encode(_UNENCODABLE))
 
     def reply(self, ref: Any, data: dict[str, Any]) -> None:
         self.send({"t": "ack", "ref": ref, "d": data})
@@ -125,6 +135,11 @@ class Session:
         self.send({"t": "error", "ref": ref,
                    "d": {"code": code, "message": message, "retryable": retryable, **extra}})
 
+
+
+_UNENCODABLE: dict[str, Any] = {"t": "error", "ref": None, "d": {
+    "code": "internal_error", "message": "the server could not encode a reply",
+    "retryable": False}}
 
 
 def _frames(payload: bytes) -> tuple[bytes, Callable[[], bytes]]:
@@ -275,7 +290,7 @@ class GatewayApp:
                                   "send Authorization: Bearer <token> or ?ticket=<ticket>")
         ident = await accounts.authenticate(self.svc, token.strip())
         raw = request.query.get("workspace_id", "")
-        if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
             raise InvalidInput("invalid_workspace_id", "pass ?workspace_id=<id>")
         return ident, int(raw)
 
@@ -377,7 +392,7 @@ class GatewayApp:
         elif self.presence.handle(session, op, ref, d):
             pass
         else:
-            session.error(ref, "unknown_op", f"unknown command {op!r}")
+            session.error(ref, "unknown_op", f"unknown command {op[:codecs.MAX_REF_LEN]!r}")
 
     def _rate_limited(self, session: Session, conn: WsTransport, ref: Any) -> None:
         """A command found the token bucket empty: a ``rate_limited`` error,
@@ -455,6 +470,11 @@ class GatewayApp:
             return
         except StoreUnavailable:
             session.error(ref, "store_unavailable", "nothing was saved; retry", retryable=True)
+            return
+        except Exception:  # a bug: the client still gets an answer, never silence
+            log.exception("send failed")
+            session.error(ref, "internal_error", "the send failed; retry with the same "
+                          "client_msg_id (a retry never stores it twice)", retryable=True)
             return
         session.reply(ref, _ack_data(msg))
 

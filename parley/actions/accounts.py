@@ -72,8 +72,10 @@ async def login_tokens(svc: Services, email: str, password: str) -> tuple[Tokens
     """A new auth session: an access token and the first refresh token of its family."""
     address = validate.lookup_email(email)
     user = None if address is None else await svc.store.users.user_by_email(address)
-    ok = await asyncio.to_thread(auth.verify_password,
-                                 user.password_hash if user else _DUMMY_HASH, password)
+    # A password that is not valid Unicode is nobody's (register refuses it)
+    # and argon2 could not even encode it: wrong, like any other.
+    ok = validate.encodable(password) and await asyncio.to_thread(
+        auth.verify_password, user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok:
         raise Unauthenticated("invalid_credentials", "wrong e-mail address or password")
     if user.deactivated:
@@ -90,7 +92,7 @@ async def login_tokens(svc: Services, email: str, password: str) -> tuple[Tokens
 
 async def refresh(svc: Services, refresh_token: str) -> Tokens:
     """Rotate a refresh token: a new access token and refresh token."""
-    if not 1 <= len(refresh_token) <= 256:
+    if not 1 <= len(refresh_token) <= 256 or not validate.opaque_token(refresh_token):
         raise Unauthenticated("invalid_refresh_token", "the refresh token is not valid")
     new = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
     outcome = await svc.store.sessions.rotate_refresh_token(
@@ -147,7 +149,9 @@ async def issue_connect_ticket(svc: Services, ident: Identity,
 
 
 async def redeem_connect_ticket(svc: Services, ticket: str) -> tuple[Identity, int]:
-    found = await svc.store.sessions.consume_ticket(ticket)
+    # (the handshake decodes the query as strict UTF-8, but "%00" is a NUL)
+    found = (await svc.store.sessions.consume_ticket(ticket) if validate.opaque_token(ticket)
+             else None)
     if found is None:
         raise Unauthenticated("invalid_ticket", "the connect ticket is unknown, used or expired")
     user_id, session_id, workspace_id = found

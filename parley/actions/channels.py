@@ -43,11 +43,18 @@ async def visible_channel(svc: Services, ident: Identity, workspace_id: int,
 
 async def _visible(svc: Services, member: Member, workspace_id: int,
                    channel_id: int) -> tuple[Channel, bool]:
-    """(channel, caller is a member of it), or NotFound."""
+    """(channel, caller is a member of it), or NotFound.
+
+    Both reads run whatever the first finds, so a real channel the caller
+    cannot see costs what a made-up id costs (no timing difference), and
+    nothing about the channel's state (archived, kind) is looked at before
+    the caller is shown to be allowed to see it: every guard below, and
+    every caller, decides on state only after this returned."""
+    is_member = await svc.store.roster.is_channel_member(workspace_id, channel_id, member.user_id)
     channel = await svc.store.channels.channel(workspace_id, channel_id)
     if channel is None:
         raise _not_found()
-    if await svc.store.roster.is_channel_member(workspace_id, channel_id, member.user_id):
+    if is_member:
         return channel, True
     if channel.kind == "public" and allowed(member, Perm.BROWSE_PUBLIC_CHANNELS):
         return channel, False

@@ -48,12 +48,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from parley import events, media
+from parley.actions import validate
 from parley.actions.channels import visible_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, TooLarge
 from parley.errors import Unavailable as UnavailableError
-from parley.model import FileLimits, FileRecord
+from parley.model import FileLimits, FileRecord, Member
 from parley.permissions import Perm, allowed, require
 from parley.ports.blobs import (
     MAX_DOWNLOAD_URL_TTL_S,
@@ -160,7 +161,7 @@ def _file_name(name: str) -> str:
     # Display text only, but a download suggests it: keep the last path
     # component, no control characters.
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if (not name or len(name) > NAME_MAX or name in {".", ".."}
+    if (not name or len(name) > NAME_MAX or name in {".", ".."} or not validate.storable(name)
             or any(unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in name)):
         raise InvalidInput("invalid_file_name",
                            f"a file name has 1 to {NAME_MAX} characters and no control "
@@ -332,17 +333,25 @@ async def _readable(svc: Services, ident: Identity, workspace_id: int,
                     file_id: int) -> FileRecord:
     """A ready file the caller may see (see the module rules), else 404."""
     member = await require_member(svc, ident, workspace_id)
-    f = await svc.store.files.file(workspace_id, file_id)
-    if f is None or f.state != "ready":
-        raise _not_found()
-    if f.uploader_id == ident.user_id:
+    return await _shown(svc, member, workspace_id, file_id,
+                        await svc.store.files.file(workspace_id, file_id))
+
+
+async def _shown(svc: Services, member: Member, workspace_id: int, file_id: int,
+                 f: FileRecord | None) -> FileRecord:
+    """``f`` (the row of ``file_id``, or None) if it is ready and ``member``
+    may see it, else 404.  The shares are read for every caller but the
+    uploader, whatever ``f`` is, so a real file one cannot see costs what a
+    made-up id costs: the answer and its timing say nothing about existence."""
+    if f is not None and f.state == "ready" and f.uploader_id == member.user_id:
         return f
-    if allowed(member, Perm.READ_HISTORY):
-        browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
-        for share in await svc.store.shares.file_shares(workspace_id, file_id, ident.user_id,
-                                                        SHARES_SCANNED):
-            if share.is_member or (share.kind == "public" and browse):
-                return f
+    shares = await svc.store.shares.file_shares(workspace_id, file_id, member.user_id,
+                                                SHARES_SCANNED)
+    if f is None or f.state != "ready" or not allowed(member, Perm.READ_HISTORY):
+        raise _not_found()
+    browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
+    if any(share.is_member or (share.kind == "public" and browse) for share in shares):
+        return f
     raise _not_found()
 
 
@@ -350,11 +359,11 @@ async def get_file(svc: Services, ident: Identity, workspace_id: int,
                    file_id: int) -> FileRecord:
     """A file's metadata: its uploader sees it in any state, others only when
     it is ready and shared where they can see it."""
-    await require_member(svc, ident, workspace_id)
+    member = await require_member(svc, ident, workspace_id)
     f = await svc.store.files.file(workspace_id, file_id)
     if f is not None and f.uploader_id == ident.user_id and f.state != "deleted":
         return f
-    return await _readable(svc, ident, workspace_id, file_id)
+    return await _shown(svc, member, workspace_id, file_id, f)
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,12 +486,9 @@ async def delete_file(svc: Services, ident: Identity, workspace_id: int, file_id
     Deleting twice is not an error."""
     member = await require_member(svc, ident, workspace_id)
     f = await svc.store.files.file(workspace_id, file_id)
-    if f is None:
-        raise _not_found()
-    if f.uploader_id != ident.user_id:
-        if f.state != "ready":
-            raise _not_found()
-        await _readable(svc, ident, workspace_id, file_id)
+    if f is None or f.uploader_id != ident.user_id:
+        # Visibility first (404 like a missing file), the permission after.
+        f = await _shown(svc, member, workspace_id, file_id, f)
         if not allowed(member, Perm.DELETE_ANY_FILE):
             raise Forbidden("not_uploader", "only the uploader or an admin may delete a file")
     result = await svc.store.files.mark_file_deleted(workspace_id, file_id)

@@ -62,9 +62,13 @@ MAX_PINS = 100  # pinned messages per channel
 HISTORY_PAGE_MAX = 200
 THREAD_PAGE_MAX = 200
 
-_REJECTION_ERRORS = {
+_REJECTION_ERRORS: dict[str, type[DomainError]] = {
     "not_in_channel": Forbidden,
     "channel_archived": Forbidden,
+    # The writer's per-message rejections of data PostgreSQL refused
+    # (storage/writer.py): the message itself is at fault, never retryable.
+    "invalid_text": InvalidInput,
+    "invalid_message": InvalidInput,
 }
 
 

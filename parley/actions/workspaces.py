@@ -119,7 +119,9 @@ def _invite_hash(secret: str) -> str:
 def _parse_invite_token(token: str) -> tuple[int, str] | None:
     """``<workspace id>.<secret>`` -> (workspace id, secret)."""
     wid, dot, secret = token.partition(".")
-    if not dot or not wid.isdigit() or len(wid) > 19 or not 16 <= len(secret) <= 128:
+    # isascii: str.isdigit also takes "²", which int() refuses.
+    if (not dot or not (wid.isascii() and wid.isdigit()) or len(wid) > 19
+            or not 16 <= len(secret) <= 128 or not validate.opaque_token(secret)):
         return None
     workspace_id = int(wid)
     return (workspace_id, secret) if 0 < workspace_id < 2**63 else None

@@ -22,6 +22,10 @@ class MessageAppender(Protocol):
       stored the first time, never a second one; ``Message.id`` tells the
       caller which (it differs from the id it proposed).
     * ``StoreUnavailable`` means nothing was acknowledged; retrying is safe.
+    * A message whose own data the database refuses (text it cannot hold)
+      gets ``AppendRejected('invalid_text' | 'invalid_message')``, never
+      retryable, and costs the other messages appended with it nothing: they
+      are stored and acknowledged as if it had not been sent.
     * Appends from one caller to one channel are stored in call order.
     * ``submit`` is ``append`` without a coroutine per message (the
       gateway's hot path): ``done`` is called exactly once, after the commit,

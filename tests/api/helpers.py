@@ -95,6 +95,15 @@ class Team:
             await u.api.close()
 
 
+async def upload_file(user: User, ws: str, data: bytes, name: str = "plan.txt") -> str:
+    """A ready file, uploaded through the API; returns its id."""
+    started = await expect(user.api, "POST", f"/v1/workspaces/{ws}/files", 201,
+                           json={"name": name, "size": len(data), "content_type": "text/plain"})
+    await expect(user.api, "PUT", started["content_url"], 200, content=data)
+    fid: str = started["file"]["id"]
+    return fid
+
+
 async def make_user(running: Running, name: str) -> User:
     api, user = await register_and_login(running, f"{name}@example.com", name.title())
     return User(api, user["id"], f"{name}@example.com")

@@ -65,7 +65,7 @@ async def test_malformed_requests_are_4xx_in_the_envelope(parley: Running) -> No
         (await h.get("/v1/workspaces/0/channels"), 400, "invalid_request"),
         (await h.get(f"/v1/workspaces/{2**64}/channels"), 400, "invalid_request"),
         (await h.post("/v1/workspaces", content=b"x" * (2 << 20),
-                      headers={"content-type": "application/json"}), 413, "request_too_large"),
+                      headers={"content-type": "application/json"}), 413, "payload_too_large"),
         (await h.get("/v1/workspaces", headers={"authorization": "Basic abc"}), 401,
          "invalid_token"),
         (await httpx.AsyncClient(base_url=ada.base).get("/v1/workspaces"), 401, "missing_token"),

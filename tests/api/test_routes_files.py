@@ -199,7 +199,7 @@ async def test_big_bodies_are_refused_on_json_routes_but_not_uploads(parley: Run
     started = await request_upload(t, t.bob, size, "big.bin", "application/octet-stream")
     f = await expect(t.bob.api, "PUT", started["content_url"], 200, content=b"\0" * size)
     assert f["size"] == size
-    await expect(t.bob.api, "POST", t.w("/files"), 413, "request_too_large",
+    await expect(t.bob.api, "POST", t.w("/files"), 413, "payload_too_large",
                  content=b"{" + b" " * size + b"}", headers={"content-type": "application/json"})
     await t.close()
 

@@ -15,131 +15,20 @@ Afterwards Acme's data must be exactly as it was.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from typing import Any
 
 from server.runner import Running
-from tests.api.helpers import Team, User, expect, make_team
-
-Ids = dict[str, str]
-Body = Callable[[Ids], dict[str, Any] | None]
-
-
-def _none(_: Ids) -> None:
-    return None
-
-
-def _empty(_: Ids) -> dict[str, Any]:
-    return {}
-
-
-# Routes that take no workspace-scoped id: why each is safe.
-UNSCOPED: dict[str, str] = {
-    "GET /healthz": "no data",
-    "GET /readyz": "no data",
-    "POST /v1/auth/register": "creates an account; no tenant ids",
-    "POST /v1/auth/login": "no tenant ids",
-    "POST /v1/auth/refresh": "a token of the caller's own session",
-    "POST /v1/auth/logout": "the caller's own session",
-    "GET /v1/me": "the caller's own account",
-    "GET /v1/workspaces": "lists only the caller's workspaces (checked below)",
-    "POST /v1/workspaces": "creates a new tenant",
-    "POST /v1/invites/accept": "the token names its workspace; knowing it is the grant "
-                               "(a forged token is checked below)",
-    "GET /v1/blobs/{key}": "a signed URL of the local blob store: the signature is the grant, "
-                           "issued only after authorization (tests/api/test_routes_files.py)",
-    "PUT /v1/blobs/{key}": "a signed upload URL of the local blob store: the signature is the "
-                           "grant for one key (tests/api/test_routes_files.py)",
-}
-
-# Workspace-scoped routes: the request body to send (with Acme's ids where
-# the body carries ids).
-MATRIX: dict[str, Body] = {
-    "GET /v1/workspaces/{workspace_id}": _none,
-    "GET /v1/workspaces/{workspace_id}/members": _none,
-    "POST /v1/workspaces/{workspace_id}/members": lambda i: {"email": "bob@example.com"},
-    "PATCH /v1/workspaces/{workspace_id}/members/{user_id}": lambda i: {"role": "guest"},
-    "POST /v1/workspaces/{workspace_id}/members/{user_id}/deactivate": _none,
-    "POST /v1/workspaces/{workspace_id}/leave": _none,
-    "POST /v1/workspaces/{workspace_id}/invites": _empty,
-    "GET /v1/workspaces/{workspace_id}/invites": _none,
-    "DELETE /v1/workspaces/{workspace_id}/invites/{invite_id}": _none,
-    "POST /v1/workspaces/{workspace_id}/connect-ticket": _none,
-    "POST /v1/workspaces/{workspace_id}/channels": lambda i: {"name": "intruder"},
-    "GET /v1/workspaces/{workspace_id}/channels": _none,
-    "GET /v1/workspaces/{workspace_id}/channels/public": _none,
-    "POST /v1/workspaces/{workspace_id}/dms": lambda i: {"user_ids": [i["user_id"]]},
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}": _none,
-    "PATCH /v1/workspaces/{workspace_id}/channels/{channel_id}": lambda i: {"topic": "pwned"},
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/archive": _none,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/unarchive": _none,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/make-private": _none,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/join": _none,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/leave": _none,
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/members": _none,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/members":
-        lambda i: {"user_ids": [i["user_id"]]},
-    "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/members/{user_id}": _none,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/read": _empty,
-    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/messages":
-        lambda i: {"text": "hi", "thread_root_id": i["message_id"]},
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/messages": _none,
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}": _none,
-    "PATCH /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}":
-        lambda i: {"text": "pwned"},
-    "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}": _none,
-    "PUT /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/pin": _none,
-    "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/pin":
-        _none,
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/pins": _none,
-    "PUT /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/reactions/"
-    "{emoji}": _none,
-    "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/"
-    "reactions/{emoji}": _none,
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/thread":
-        _none,
-    "PUT /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/follow":
-        _none,
-    "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/follow":
-        _none,
-    "GET /v1/workspaces/{workspace_id}/search": _none,
-    "GET /v1/workspaces/{workspace_id}/file-limits": _none,
-    "PUT /v1/workspaces/{workspace_id}/file-limits": lambda i: {"max_file_bytes": 1},
-    "POST /v1/workspaces/{workspace_id}/files":
-        lambda i: {"name": "x.txt", "size": 1, "content_type": "text/plain"},
-    "GET /v1/workspaces/{workspace_id}/files/{file_id}": _none,
-    "DELETE /v1/workspaces/{workspace_id}/files/{file_id}": _none,
-    "POST /v1/workspaces/{workspace_id}/files/{file_id}/complete": _none,
-    "PUT /v1/workspaces/{workspace_id}/files/{file_id}/content": _none,
-    "GET /v1/workspaces/{workspace_id}/files/{file_id}/download": _none,
-    "GET /v1/workspaces/{workspace_id}/files/{file_id}/thumbnail": _none,
-    "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/files": _none,
-}
-
-# Query parameters that carry ids, per route (sent with Acme's ids).
-QUERY_IDS: dict[str, dict[str, str]] = {
-    "GET /v1/workspaces/{workspace_id}/search": {"channel_id": "channel_id"},
-}
-QUERY_BASE: dict[str, dict[str, str]] = {
-    "GET /v1/workspaces/{workspace_id}/search": {"q": "classified"},
-}
-
-_PARAM = re.compile(r"{(\w+)}")
-
-
-def _fill(path: str, ids: Ids) -> str:
-    return _PARAM.sub(lambda m: ids[m.group(1)], path)
-
-
-async def _file(user: User, ws: str, data: bytes) -> str:
-    """A ready file, uploaded through the API."""
-    started = await expect(user.api, "POST", f"/v1/workspaces/{ws}/files", 201,
-                           json={"name": "plan.txt", "size": len(data),
-                                 "content_type": "text/plain"})
-    await expect(user.api, "PUT", started["content_url"], 200, content=data)
-    fid: str = started["file"]["id"]
-    return fid
+from tests.api.helpers import Team, expect, make_team, upload_file
+from tests.api.route_table import (
+    MATRIX,
+    PARAM,
+    QUERY_BASE,
+    QUERY_IDS,
+    UNSCOPED,
+    Ids,
+    fill,
+    spec_routes,
+)
 
 
 async def _acme(t: Team) -> Ids:
@@ -147,7 +36,7 @@ async def _acme(t: Team) -> Ids:
     msg = await t.post(t.bob, secret, "classified")
     await t.post(t.bob, t.general, "classified general")
     invite = await expect(t.ada.api, "POST", t.w("/invites"), 201, json={})
-    file_id = await _file(t.bob, t.ws, b"classified file")
+    file_id = await upload_file(t.bob, t.ws, b"classified file")
     await t.post(t.bob, secret, "the file", file_ids=[file_id])
     return {"workspace_id": t.ws, "channel_id": secret, "message_id": msg["id"],
             "user_id": t.bob.id, "invite_id": invite["invite"]["id"], "emoji": "tada",
@@ -158,7 +47,7 @@ async def _eve(t: Team) -> Ids:
     msg = await expect(t.eve.api, "POST", t.c(t.other_general, "/messages", t.other), 201,
                        json={"text": "eve's own"})
     invite = await expect(t.eve.api, "POST", t.w("/invites", t.other), 201, json={})
-    file_id = await _file(t.eve, t.other, b"eve's file")
+    file_id = await upload_file(t.eve, t.other, b"eve's file")
     return {"workspace_id": t.other, "channel_id": t.other_general, "message_id": msg["id"],
             "user_id": t.eve.id, "invite_id": invite["invite"]["id"], "emoji": "tada",
             "file_id": file_id}
@@ -188,8 +77,7 @@ async def test_every_route_refuses_another_workspaces_ids(parley: Running) -> No
     eve = await _eve(t)
     before = await _snapshot(t, acme)
     spec = await expect(t.eve.api, "GET", "/openapi.json", 200)
-    routes = [f"{method.upper()} {path}" for path, ops in spec["paths"].items()
-              for method in ops]
+    routes = spec_routes(spec)
     missing = [r for r in routes if r not in MATRIX and r not in UNSCOPED]
     assert not missing, f"routes missing from the tenant-isolation matrix: {missing}"
     stale = [r for r in (*MATRIX, *UNSCOPED) if r not in routes]
@@ -199,7 +87,7 @@ async def test_every_route_refuses_another_workspaces_ids(parley: Running) -> No
     checked = 0
     for route, body_of in MATRIX.items():
         method, path = route.split(" ", 1)
-        names = _PARAM.findall(path)
+        names = PARAM.findall(path)
         attempts: list[tuple[str, Ids, Ids]] = [("acme ids", acme, acme)]
         if len(names) > 1:  # her own workspace, Acme's other ids
             attempts.append(("own workspace", {**acme, "workspace_id": eve["workspace_id"]},
@@ -210,7 +98,7 @@ async def test_every_route_refuses_another_workspaces_ids(parley: Running) -> No
             params = dict(QUERY_BASE.get(route, {}))
             params.update({k: payload_ids[v] for k, v in QUERY_IDS.get(route, {}).items()})
             body = body_of(payload_ids)
-            resp = await t.eve.api.http.request(method, _fill(path, path_ids), params=params,
+            resp = await t.eve.api.http.request(method, fill(path, path_ids), params=params,
                                                 json=body)
             checked += 1
             if resp.status_code != 404:

@@ -186,6 +186,53 @@ def test_too_many_headers_is_431() -> None:
     assert failure(request(extra=extra), max_headers=10).status == 431
 
 
+# Heads that can never become valid, cut right after the byte that shows it
+# (a CR or a line start needs the byte after it): answered at once, never
+# left waiting for a CRLFCRLF (a bare-LF client never sends one).
+NEVER_VALID = [
+    b"GET /v1/connect HTTP/1.1\n",  # bare LF after the request line
+    b"GET /v1/connect HTTP/1.1\r\nHost: x\n",  # bare LF after a header
+    b"GET /v1/connect HTTP/1.1\r\nHost: x\rU",  # bare CR
+    b"GET /v1/connect HTTP/1.1\r\nHost: x\r\r",
+    b"GET /v1/connect HTTP/1.1\r\nHost: a\x00",  # NUL
+    b"GET /v1/con\x00",  # NUL in the request line
+    b"GET /v1/connect HTTP/1.1\r\nX: a\x1b",  # another control character
+    b"GET /v1/connect HTTP/1.1\r\nX: a\x7f",  # DEL
+    b"GET /v1/connect HTTP/1.1\r\nX: a\r\n ",  # obs-fold (SP)
+    b"GET /v1/connect HTTP/1.1\r\nX: a\r\n\t",  # obs-fold (HT)
+    b"GET /v1/connect HTTP/1.1\r\n ",  # whitespace before the first header
+    b"\x16",  # TLS to a plain port (a ClientHello starts with 0x16)
+]
+
+
+@pytest.mark.parametrize("head", NEVER_VALID)
+def test_a_head_that_can_never_be_valid_is_refused_at_the_byte_that_shows_it(
+        head: bytes) -> None:
+    for cut in range(1, len(head)):  # nothing before that byte is refused
+        assert HandshakeParser().feed(head[:cut]) is None, head[:cut]
+    err = failure(head)
+    assert (err.status, err.code) == (400, "bad_request")
+    parser = HandshakeParser()  # the same byte by byte
+    with pytest.raises(HandshakeError):
+        for i in range(len(head)):
+            parser.feed(head[i:i + 1])
+
+
+@given(head=st.sampled_from(NEVER_VALID), cuts=st.lists(st.integers(0, 60), max_size=4))
+def test_chunking_never_delays_the_refusal(head: bytes, cuts: list[int]) -> None:
+    bounds = sorted({0, len(head), *(c % len(head) for c in cuts)})
+    parser = HandshakeParser()
+    with pytest.raises(HandshakeError):
+        for a, b in itertools.pairwise(bounds):
+            parser.feed(head[a:b])
+
+
+def test_frame_bytes_after_the_head_are_not_scanned() -> None:
+    # Early frames may hold any byte (here a NUL, an LF and a CR) right after the head.
+    req = parse(request() + b"\x82\x83\x00\n\r")
+    assert req.leftover == b"\x82\x83\x00\n\r"
+
+
 # --- responses -------------------------------------------------------------------------
 
 def _split(response: bytes) -> tuple[str, dict[str, str], bytes]:

@@ -56,8 +56,9 @@ async def test_upgrade_refusals_have_status_and_code(parley: Running) -> None:
     assert (status, body["error"]["code"]) == (403, "origin_not_allowed")
     status, body = await _status_of(parley, "workspace_id=123", good)
     assert (status, body["error"]["code"]) == (404, "workspace_not_found")
-    status, body = await _status_of(parley, "workspace_id=abc", good)
-    assert (status, body["error"]["code"]) == (400, "invalid_workspace_id")
+    for bad in ("abc", "0", str(2**63), "%C2%B2"):  # "%C2%B2": "²", a digit to isdigit()
+        status, body = await _status_of(parley, f"workspace_id={bad}", good)
+        assert (status, body["error"]["code"]) == (400, "invalid_workspace_id"), bad
     status, body = await _status_of(parley, "ticket=forged", {})
     assert (status, body["error"]["code"]) == (401, "invalid_ticket")
     for api in (ada, bob):

@@ -288,6 +288,28 @@ async def test_bad_handshakes_get_an_error_and_no_101(
     client.close()
 
 
+@pytest.mark.parametrize("raw", [
+    b"GET / HTTP/1.1\nHost: x\nUpgrade: websocket\n\n",  # bare LF line ends
+    b"GET / HTTP/1.1\r\nHost: x\rUpgrade: websocket",  # bare CR
+    b"GET / HTTP/1.1\r\nHost: x\x00",  # NUL
+    b"GET / HTTP/1.1\r\nHost: x\r\n folded",  # obs-fold
+])
+async def test_a_head_that_can_never_be_valid_is_answered_at_once(
+    gateway: Any, raw: bytes
+) -> None:
+    server, handler = await gateway()  # FAST: the handshake timeout is 2 s
+    client = await RawClient.connect(server.port)
+    started = time.monotonic()
+    await client.send(raw)
+    got, headers, body = await client.read_response()
+    assert (got, json.loads(body)["error"]["code"]) == (400, "bad_request")
+    assert headers["connection"] == "close"
+    assert await client.eof(timeout=1.0)
+    assert time.monotonic() - started < 1.0, "answered only at the handshake timeout"
+    assert handler.requests == []
+    client.close()
+
+
 async def test_handler_rejection_is_sent(gateway: Any) -> None:
     server, handler = await gateway(Recorder(Reject(403, "origin_not_allowed", "no")))
     client = await RawClient.connect(server.port)

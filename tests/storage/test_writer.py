@@ -237,3 +237,80 @@ async def test_a_channel_without_counter_row_fails_its_batch_and_stores_nothing(
                for r in results), results
     assert await db.messages.history(ws2, ch2, after=0, limit=10) == []
     await writer.close()
+
+
+# -- one message's bad data never fails the others ------------------------------------
+
+_POISONS = {
+    # PostgreSQL refuses it (22021): the call reaches the server and rolls back.
+    "nul_in_text": {"text": "bad\x00text"},
+    # asyncpg cannot encode it (DataError 22000) before sending anything.
+    "surrogate_in_text": {"text": "bad\ud800"},
+    "surrogate_in_client_msg_id": {"cmid": "k\udfff"},
+}
+
+
+@pytest.mark.parametrize("poison", sorted(_POISONS))
+async def test_a_row_postgres_rejects_costs_only_itself_in_a_batch_of_100(
+        db: PgDatabase, poison: str) -> None:
+    """100 messages from 10 workspaces in ONE batch (one lane, a long window),
+    one of them (submitted straight to the writer, past the actions'
+    validation) holding data PostgreSQL refuses: the 99 others commit and are
+    called back in submission order with gap-free seqs per channel; the bad
+    one gets a non-retryable rejection, which the actions map to a typed
+    ``invalid_text`` error (not ``internal_error``, not retryable)."""
+    from parley.actions.messages import _append_error
+
+    spaces = [await _workspace(db, n_users=2) for _ in range(10)]
+    shard = await db.workspaces.shard_of(spaces[0][0])
+    assert shard is not None
+    writer = GroupCommitWriter(db, window_ms=50.0, max_batch=512, lanes=1)
+    bad_at = 57
+    order: list[int] = []
+    results: dict[int, object] = {}
+    finished = asyncio.Event()
+    for i in range(100):
+        ws, ch, users = spaces[i % 10]
+        kw = {"text": f"m{i}", "cmid": f"c{i}"}
+        if i == bad_at:
+            kw.update(_POISONS[poison])
+        msg = new_msg(ws, ch, users[i % 2], kw["text"], kw["cmid"])
+
+        def done(res: object, i: int = i) -> None:
+            order.append(i)
+            results[i] = res
+            if len(results) == 100:
+                finished.set()
+
+        writer.submit(shard, msg, done)
+    await asyncio.wait_for(finished.wait(), 10)
+    assert order == list(range(100)), "callbacks in submission order"
+    bad = results.pop(bad_at)
+    assert isinstance(bad, AppendRejected) and bad.code == "invalid_text", bad
+    mapped = _append_error(bad)
+    assert (mapped.code, mapped.retryable, mapped.status) == ("invalid_text", False, 400)
+    assert all(not isinstance(r, BaseException) for r in results.values()), results
+    for k, (ws, ch, _) in enumerate(spaces):
+        mine = [i for i in range(100) if i % 10 == k and i != bad_at]
+        seqs = [results[i].seq for i in mine]  # type: ignore[attr-defined]
+        assert seqs == list(range(1, len(mine) + 1)), (k, seqs)  # gap-free, submission order
+        rows = await db.messages.history(ws, ch, after=0, limit=100)
+        assert [r.text for r in rows] == [f"m{i}" for i in mine]
+    assert writer.appended == 99 and writer.splits > 0
+    await writer.close()
+
+
+async def test_several_bad_rows_are_each_rejected_and_the_rest_commit(db: PgDatabase) -> None:
+    ws, ch, users = await _workspace(db)
+    shard = await db.workspaces.shard_of(ws)
+    assert shard is not None
+    writer = GroupCommitWriter(db, window_ms=50.0, lanes=1)
+    bad = {0, 13, 14, 63}
+    msgs = [new_msg(ws, ch, users[0], "x\x00" if i in bad else f"ok{i}") for i in range(64)]
+    got = await asyncio.gather(*(writer.append(shard, m) for m in msgs), return_exceptions=True)
+    assert [i for i, r in enumerate(got) if isinstance(r, AppendRejected)] == sorted(bad)
+    good = [r for r in got if not isinstance(r, BaseException)]
+    assert [m.seq for m in good] == list(range(1, 61))
+    # The lane and its connection are fine afterwards.
+    assert (await writer.append(shard, new_msg(ws, ch, users[0]))).seq == 61
+    await writer.close()
