@@ -59,9 +59,10 @@ ERR_TOO_LATE = "resume_too_late"  # a resume was already handled, or the wait ra
 class Phase(enum.Enum):
     """Where a connection is between its upgrade and going live."""
 
+    # Values are the state names of docs/protocol.md's connection state table.
     OPENING = "opening"  # 101 sent; reading channels, subscribing; nothing sent, commands queued
-    AWAITING = "awaiting"  # ?resume=1: hello sent; channel events held until resume (or timeout)
-    REPLAYING = "replaying"  # a resume (or the timeout) is being answered; channel events held
+    HOLDING = "holding-for-resume"  # ?resume=1: hello sent; channel events held for resume
+    REPLAYING = "replaying"  # a resume (or the wait's end) is being answered; events held
     LIVE = "live"  # events are sent as they arrive
 
 

@@ -400,7 +400,7 @@ class GatewayApp:
         for event in early_events:
             session.send(event)
         if session.resuming:
-            session.phase = Phase.AWAITING
+            session.phase = Phase.HOLDING
             session.resume_timer = asyncio.get_running_loop().call_later(
                 RESUME_WAIT_S, self._resume_timeout, session)
         else:
@@ -579,7 +579,7 @@ class GatewayApp:
             session.error(ref, resume.ERR_NOT_REQUESTED,
                           "connect with ?resume=1 to resume; events already flow since hello")
             return
-        if session.phase is not Phase.AWAITING:
+        if session.phase is not Phase.HOLDING:
             session.error(ref, resume.ERR_TOO_LATE,
                           "this connection no longer waits for a resume (one was handled, or "
                           f"{RESUME_WAIT_S:g} s passed); reconnect with ?resume=1")
@@ -594,7 +594,7 @@ class GatewayApp:
     def _resume_timeout(self, session: Session) -> None:
         """No resume within RESUME_WAIT_S of hello: as if it named no channel."""
         session.resume_timer = None
-        if session.phase is Phase.AWAITING and session.conn in self.sessions:
+        if session.phase is Phase.HOLDING and session.conn in self.sessions:
             self._start_replay(session, {}, Reason.NO_RESUME, None, ack=False)
 
     def _start_replay(self, session: Session, cursors: dict[int, int], unnamed: Reason,
