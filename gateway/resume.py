@@ -154,10 +154,10 @@ class Hold(Generic[T]):
 
     __slots__ = ("_by_channel", "count", "limit", "overflowed")
 
-    def __init__(self, limit: int = MAX_HELD_EVENTS) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._by_channel: dict[int, list[tuple[int | None, T]]] = {}
         self.count = 0
-        self.limit = limit
+        self.limit = MAX_HELD_EVENTS if limit is None else limit
         self.overflowed = False
 
     def add(self, channel_id: int, seq: int | None, item: T) -> bool:

@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
+from gateway import resume as resume_mod
 from gateway import session as session_mod
 from parley.actions import delivery
 from parley.runner import Running
@@ -337,6 +339,30 @@ async def test_resume_that_never_comes_ends_in_resync_for_every_channel(
     await t.post(t.general, "live")
     await _read_until(c, got, lambda: got.last_seq(t.general) >= 3)
     assert_stream(got.messages[t.general], (await t.rows())[t.general], 2, through=3)
+    await c.close()
+    await t.close()
+
+
+@CODECS
+async def test_too_much_held_before_going_live_closes_4004_and_resuming_again_loses_nothing(
+        parley_db: tuple[Running, str], json_mode: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resume_mod, "MAX_HELD_EVENTS", 5)
+    t = await _team(parley_db)
+    await t.post(t.general, "seen")
+    c = await t.connect(json_mode, resume=True)
+    for i in range(6):  # held while the connection waits for resume: one too many
+        await t.post(t.general, f"held {i}")
+    with pytest.raises(ConnectionClosed) as err:
+        while True:
+            await c.recv()
+    assert err.value.rcvd is not None and err.value.rcvd.code == 4004
+    monkeypatch.setattr(resume_mod, "MAX_HELD_EVENTS", 10_000)
+    c = await t.connect(json_mode, resume=True)
+    await c.send_cmd("resume", {"channels": {t.general: 1, t.ops: 0}}, ref="r")
+    got = Received()
+    await _read_until(c, got, lambda: bool(_acks(got)))
+    assert_stream(got.messages[t.general], (await t.rows())[t.general], 1, through=7)
     await c.close()
     await t.close()
 

@@ -3,9 +3,10 @@
 Two gateway processes share PostgreSQL and Redis; messages are posted over
 REST the whole time.  Receivers on gateway 0 lose it to SIGKILL (no close
 frame, no drain), reconnect to gateway 1 with ``?resume=1`` and resume from
-their cursors (one of them before hello arrives).  For each receiver, each connection and each channel, what it
-got is exactly ``ORDER BY seq`` from the database after that connection's
-starting point: nothing missing, nothing twice, for both codecs.
+their cursors (one of them before hello arrives).  For each receiver, each
+connection and each channel, what it got is exactly ``ORDER BY seq`` from
+the database after that connection's starting point: nothing missing,
+nothing twice, for both codecs.
 """
 
 from __future__ import annotations
