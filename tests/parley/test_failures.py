@@ -196,6 +196,12 @@ async def test_redis_outage_is_a_few_log_lines_and_delivery_returns_within_the_b
         assert waited < DEFAULT_BACKOFF_CAP_S + 2.0, waited
         await a.send_cmd("send", {"channel_id": cid, "text": "live again"})
         assert (await b.recv_type("message.created", timeout=10))["d"]["seq"] == sent + 2
+        # The publisher learns its publish succeeded after the subscriber may
+        # already have the message: wait for its recovery line.
+        for _ in range(100):
+            if any("hub publish recovered" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
         lines: dict[str, list[str]] = {}
         for r in caplog.records:
             lines.setdefault(r.name, []).append(r.getMessage())
