@@ -359,8 +359,8 @@ class GatewayApp:
                 # is down, sends take the full path, which looks it up again.
                 with contextlib.suppress(StoreUnavailable):
                     await self.svc.store.shard_of(session.workspace_id)
-        except StoreUnavailable:
-            session.conn.close(CloseCode.INTERNAL, "database unavailable; reconnect")
+        except (StoreUnavailable, ConnectionError):  # HubUnavailable is a ConnectionError
+            session.conn.close(CloseCode.INTERNAL, "database or hub unavailable; reconnect")
             return
         if rows is None:
             session.conn.close(CloseCode.MEMBERSHIP_ENDED, "not a member of this workspace")
