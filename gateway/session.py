@@ -572,9 +572,15 @@ class GatewayApp:
         early.append(data)
 
     def _on_resume(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
-        """The ``resume`` command.  Only on a ``?resume=1`` connection that is
-        still waiting for it; a malformed one is refused and the connection
-        keeps waiting (the wait's deadline does not move)."""
+        """The ``resume`` command.  A malformed one is refused first, whatever
+        the state (a waiting connection keeps waiting; the deadline does not
+        move); a well-formed one only on a ``?resume=1`` connection still
+        waiting for it."""
+        try:
+            cursors = resume.parse_cursors(d)
+        except codecs.BadEnvelope as exc:
+            session.error(ref, exc.code, exc.message)
+            return
         if not session.resuming:
             session.error(ref, resume.ERR_NOT_REQUESTED,
                           "connect with ?resume=1 to resume; events already flow since hello")
@@ -583,11 +589,6 @@ class GatewayApp:
             session.error(ref, resume.ERR_TOO_LATE,
                           "this connection no longer waits for a resume (one was handled, or "
                           f"{RESUME_WAIT_S:g} s passed); reconnect with ?resume=1")
-            return
-        try:
-            cursors = resume.parse_cursors(d)
-        except codecs.BadEnvelope as exc:
-            session.error(ref, exc.code, exc.message)
             return
         self._start_replay(session, cursors, Reason.NOT_NAMED, ref, ack=True)
 
