@@ -29,7 +29,8 @@ class CloseCode(IntEnum):
     RESYNC_REQUIRED = 4004  # the server cannot replay what you missed: refetch history
     SERVER_DRAINING = 4005  # server going away: reconnect after the reason's retry_after_ms
     MEMBERSHIP_ENDED = 4006  # removed or deactivated in this workspace: do not reconnect
-    TOO_MANY_CONNECTIONS = 4007  # per-user connection cap reached
+    # 4007 is not used: the per-user connection cap is refused at the upgrade
+    # (HTTP 429 too_many_connections).  Do not reuse it for something else.
 
 
 # How often clients should send `heartbeat`, announced in `hello`.

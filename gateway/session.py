@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from core_ext import build_frame
 from core_ext.defs_py import OP_BINARY, OP_TEXT
 from gateway import codec as codecs
+from gateway import resume
 from gateway.codes import (
     CONNECT_PATH,
     HEARTBEAT_INTERVAL_MS,
@@ -26,6 +27,7 @@ from gateway.codes import (
     CloseCode,
 )
 from gateway.presence_service import PresenceService
+from gateway.resume import Hold, Phase, Reason
 from gateway.router import Router
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
@@ -44,16 +46,19 @@ log = logging.getLogger("parley.gateway")
 # ws_commands_per_s, ws_command_burst); this one is fixed:
 RATE_STRIKES_TO_CLOSE = 50  # rate-limited commands in a row before the socket is closed
 EXPIRY_SWEEP_S = 5.0  # how often expired sessions are looked for
-MAX_HELD_EVENTS = 10_000  # live events queued for one session during its replay
-RESUME_WAIT_S = 10.0  # with ?resume=1, how long live events wait for the resume command
+# With ?resume=1, how long after hello live events wait for the resume
+# command; then every channel gets channel.resync_required (reason no_resume).
+RESUME_WAIT_S = 10.0
+
+Frames = tuple[bytes, Callable[[], bytes]]  # (binary frame, lazy text frame) of one event
 
 
 class Session:
     """One authenticated connection (implements router.Subscriber)."""
 
-    __slots__ = ("app", "binary", "bucket", "channels", "codec", "conn", "expires_at", "floors",
-                 "held", "held_count", "ident", "session_id", "strikes", "user_id",
-                 "workspace_id")
+    __slots__ = ("app", "binary", "bucket", "channels", "codec", "conn", "early", "early_events",
+                 "expires_at", "floors", "held", "ident", "known", "phase", "resume_timer",
+                 "resuming", "session_id", "strikes", "user_id", "workspace_id")
 
     def __init__(self, app: GatewayApp, conn: WsTransport, ident: Identity, workspace_id: int,
                  codec: type[codecs.MsgpackCodec] | type[codecs.JsonCodec]) -> None:
@@ -66,10 +71,17 @@ class Session:
         self.codec = codec
         self.binary = codec.binary
         self.channels: set[int] = set()
-        # While replaying (resume), live channel events wait here, per channel:
-        # (seq, binary frame, text frame).  None when live.
-        self.held: dict[int, list[tuple[int | None, bytes, Callable[[], bytes]]]] | None = None
-        self.held_count = 0
+        self.known = True  # ``channels`` holds the user's channels (False while reading them)
+        # Until the connection is live (gateway/resume.py): its phase, the
+        # channel events waiting (None once live), the commands and user
+        # events that arrived before hello (None once it is sent).  A Session
+        # is built live; ``begin_opening`` starts a new connection's opening.
+        self.phase = Phase.LIVE
+        self.resuming = False  # connected with ?resume=1
+        self.resume_timer: asyncio.TimerHandle | None = None
+        self.held: Hold[Frames] | None = None
+        self.early: list[bytes | str] | None = None
+        self.early_events: list[dict[str, Any]] | None = None
         # After a replay that ran ahead of this gateway's live stream: per
         # channel, the seq already sent; live events up to it are dropped.
         self.floors: dict[int, int] | None = None
@@ -80,6 +92,15 @@ class Session:
                                   time.monotonic())
         self.strikes = 0
 
+    def begin_opening(self, resuming: bool) -> None:
+        """OPENING: hold everything until hello (``GatewayApp._open``)."""
+        self.phase = Phase.OPENING
+        self.resuming = resuming
+        self.known = False
+        self.held = Hold()
+        self.early = []
+        self.early_events = []
+
     # -- router.Subscriber -----------------------------------------------------
 
     @property
@@ -88,7 +109,8 @@ class Session:
 
     def hold(self, channel_id: int, seq: int | None, binary_frame: bytes,
              text_frame: Callable[[], bytes]) -> None:
-        if self.held is None:
+        held = self.held
+        if held is None:
             floors = self.floors
             if floors is not None and seq is not None and channel_id in floors:
                 if seq <= floors[channel_id]:
@@ -99,12 +121,9 @@ class Session:
                     self.app.router.holding_changed(self, {channel_id})
             self.send_frame(binary_frame, text_frame)
             return
-        self.held_count += 1
-        if self.held_count > MAX_HELD_EVENTS:
-            self.held = None
-            self.conn.close(CloseCode.RESYNC_REQUIRED, "too much happened during the replay")
-            return
-        self.held.setdefault(channel_id, []).append((seq, binary_frame, text_frame))
+        if not held.overflowed and not held.add(channel_id, seq, (binary_frame, text_frame)):
+            self.conn.close(CloseCode.RESYNC_REQUIRED,
+                            "too much happened before the connection went live; resume again")
 
     def send_frame(self, binary_frame: bytes, text_frame: Callable[[], bytes]) -> None:
         self.conn.send(binary_frame if self.binary else text_frame())
@@ -297,34 +316,52 @@ class GatewayApp:
     # -- lifecycle -------------------------------------------------------------
 
     def on_open(self, conn: WsTransport) -> None:
-        ident, workspace_id, resume = cast(tuple[Identity, int, bool], conn.context)
+        ident, workspace_id, resume_wanted = cast(tuple[Identity, int, bool], conn.context)
         session = Session(self, conn, ident, workspace_id,
                           codecs.codec_for(conn.subprotocol or ""))
-        if resume:
-            # Hold live events until the client says what it has (or times out).
-            session.held = {}
-            asyncio.get_running_loop().call_later(RESUME_WAIT_S, self._resume_timeout, session)
+        session.begin_opening(resume_wanted)
         self.sessions[conn] = session
         self._per_user[ident.user_id] = self._per_user.get(ident.user_id, 0) + 1
         self._spawn(self._open(session))
 
     async def _open(self, session: Session) -> None:
+        """OPENING: subscribe the session, send hello, then go live or wait for resume.
+
+        Nothing is sent before hello: channel events wait in ``session.held``,
+        user events in ``session.early_events`` (sent right after hello),
+        commands in ``session.early`` (handled right after hello, in order).
+        The user topic is subscribed *before* the channels are read, so a
+        membership change committed after the read reaches the session; one
+        that arrives during the read is applied to its result (``user_event``).
+        """
         try:
+            await self.router.add_user(session)
             rows = await delivery.session_channels(self.svc, session.ident, session.workspace_id)
-        except StoreUnavailable:
-            session.conn.close(CloseCode.INTERNAL, "database unavailable; reconnect")
+        except (StoreUnavailable, ConnectionError):  # HubUnavailable is a ConnectionError
+            session.conn.close(CloseCode.INTERNAL, "database or hub unavailable; reconnect")
             return
         if rows is None:
             session.conn.close(CloseCode.MEMBERSHIP_ENDED, "not a member of this workspace")
             return
-        await self.router.add_user(session)
-        for channel, _ in rows:
-            session.channels.add(channel.id)
-            await self.router.add_channel(session, session.workspace_id, channel.id)
+        session.channels = {c.id for c, _ in rows}
+        for event in session.early_events or ():
+            self._membership(session, event, subscribe=False)
+        session.known = True
+        try:
+            for cid in sorted(session.channels):
+                if cid in session.channels:  # not left meanwhile
+                    await self.router.add_channel(session, session.workspace_id, cid)
+        except (StoreUnavailable, ConnectionError):  # HubUnavailable is a ConnectionError
+            session.conn.close(CloseCode.INTERNAL, "could not subscribe; reconnect")
+            return
         if session.conn not in self.sessions:  # closed while we were subscribing
             await self.router.remove(session, session.channels)
             return
         self.presence.on_open(session)
+        # hello's last_seq: where this connection's live stream starts (the
+        # gateway's position, or the row's when the gateway is behind it).
+        positions = {c.id: max(self.router.channel_position(c.id) or 0, c.last_seq)
+                     for c, _ in rows}
         session.send({"t": "hello", "d": {
             "session_id": session.session_id,
             "user_id": session.user_id,
@@ -334,9 +371,23 @@ class GatewayApp:
                        "burst": self.svc.settings.ws_command_burst,
                        "max_message_chars": self.svc.settings.max_message_chars},
             "channels": [{"id": c.id, "kind": c.kind, "name": c.name,
-                          "last_seq": self.router.channel_position(c.id) or c.last_seq,
+                          "last_seq": positions[c.id],
                           "last_read_seq": read} for c, read in rows],
         }})
+        early_events, session.early_events = session.early_events or [], None
+        for event in early_events:
+            session.send(event)
+        if session.resuming:
+            session.phase = Phase.HOLDING
+            session.resume_timer = asyncio.get_running_loop().call_later(
+                RESUME_WAIT_S, self._resume_timeout, session)
+        else:
+            # Everything held is at or below hello's last_seq (held events
+            # were delivered before hello was built): live from hello on.
+            self._go_live(session, positions)
+        early, session.early = session.early or [], None
+        for data in early:
+            self.on_message(session.conn, data)
 
     def on_close(self, conn: WsTransport, code: int | None, reason: str) -> None:
         session = self.sessions.pop(conn, None)
@@ -347,6 +398,8 @@ class GatewayApp:
             self._per_user[session.user_id] = left
         else:
             self._per_user.pop(session.user_id, None)
+        if session.resume_timer is not None:
+            session.resume_timer.cancel()
         self.presence.on_close(session)
         self._spawn(self.router.remove(session, session.channels))
 
@@ -355,6 +408,9 @@ class GatewayApp:
     def on_message(self, conn: WsTransport, data: bytes | str) -> None:
         session = self.sessions.get(conn)
         if session is None:
+            return
+        if session.early is not None:  # before hello: handled right after it, in order
+            self._queue_early(session, data)
             return
         if len(data) <= codecs.HEARTBEAT_MAX_LEN and (
                 active := session.codec.heartbeats.get(data)) is not None:
@@ -385,8 +441,8 @@ class GatewayApp:
         if op == "send":
             self.presence.on_heartbeat(session, time.monotonic())  # sending is activity
             self._start_send(session, ref, d)
-        elif op == "resume":
-            self._spawn(self._resume(session, ref, d))
+        elif op == resume.OP_RESUME:
+            self._on_resume(session, ref, d)
         elif op == codecs.HEARTBEAT_OP:
             self._heartbeat(session, ref, d)
         elif self.presence.handle(session, op, ref, d):
@@ -478,92 +534,119 @@ class GatewayApp:
             return
         session.reply(ref, _ack_data(msg))
 
-    # -- resume --------------------------------------------------------------------
+    # -- resume (the contract: docs/protocol.md; the rules: gateway/resume.py) -----
 
-    async def _resume(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
-        """Replay what the client missed, then go live with no gap and no duplicate.
+    def _queue_early(self, session: Session, data: bytes | str) -> None:
+        """A command before hello.  At most a burst of them: more is a flood,
+        closed like one (4003)."""
+        early = session.early
+        assert early is not None
+        if len(early) >= self.svc.settings.ws_command_burst:
+            session.conn.close(CloseCode.RATE_LIMITED, '{"retry_after_ms":5000}')
+            return
+        early.append(data)
 
-        The session holds live events (``Session.held``) while it replays from
-        PostgreSQL; afterwards the held events with a seq beyond what was
-        replayed are sent, in order, and the session is live again.
-        """
-        if session.held is None:
-            session.held = {}
-            self.router.holding_changed(session, session.channels)
+    def _on_resume(self, session: Session, ref: Any, d: dict[str, Any]) -> None:
+        """The ``resume`` command.  A malformed one is refused first, whatever
+        the state (a waiting connection keeps waiting; the deadline does not
+        move); a well-formed one only on a ``?resume=1`` connection still
+        waiting for it."""
         try:
-            cursors = self._parse_cursors(d)
+            cursors = resume.parse_cursors(d)
         except codecs.BadEnvelope as exc:
-            self._release(session, {})
             session.error(ref, exc.code, exc.message)
             return
+        if not session.resuming:
+            session.error(ref, resume.ERR_NOT_REQUESTED,
+                          "connect with ?resume=1 to resume; events already flow since hello")
+            return
+        if session.phase is not Phase.HOLDING:
+            session.error(ref, resume.ERR_TOO_LATE,
+                          "this connection no longer waits for a resume (one was handled, or "
+                          f"{RESUME_WAIT_S:g} s passed); reconnect with ?resume=1")
+            return
+        self._start_replay(session, cursors, Reason.NOT_NAMED, ref, ack=True)
+
+    def _resume_timeout(self, session: Session) -> None:
+        """No resume within RESUME_WAIT_S of hello: as if it named no channel."""
+        session.resume_timer = None
+        if session.phase is Phase.HOLDING and session.conn in self.sessions:
+            self._start_replay(session, {}, Reason.NO_RESUME, None, ack=False)
+
+    def _start_replay(self, session: Session, cursors: dict[int, int], unnamed: Reason,
+                      ref: Any, *, ack: bool) -> None:
+        session.phase = Phase.REPLAYING
+        if session.resume_timer is not None:
+            session.resume_timer.cancel()
+            session.resume_timer = None
+        self._spawn(self._replay(session, cursors, unnamed, ref, ack))
+
+    async def _replay(self, session: Session, cursors: dict[int, int], unnamed: Reason,
+                      ref: Any, ack: bool) -> None:
+        """REPLAYING: give every channel of the session its ``Decision``
+        (replay from the cursor, or ``channel.resync_required``), then ack
+        and go live with each channel's floor at what the client was given.
+
+        A channel left meanwhile stops being replayed (its ``channel.left``
+        is sent as it arrives and ends it); one joined meanwhile is not part
+        of the plan (its ``channel.joined`` says where it starts).
+        """
         limit = self.svc.settings.resume_max_events
-        replayed: dict[int, int] = {}
+        wid = session.workspace_id
+        plan = resume.plan(cursors, session.channels)
+        floors: dict[int, int] = {}
         resync: list[int] = []
         count = 0
         try:
-            for cid, last_seen in cursors.items():
+            for cid, cursor in plan.channels:
                 if cid not in session.channels:
-                    continue  # not (or no longer) a member: nothing to replay
-                head = await delivery.channel_position(self.svc, session.workspace_id, cid)
-                if head - last_seen > limit:
-                    resync.append(cid)
-                    session.send({"t": "channel.resync_required", "d": {
-                        "channel_id": cid, "from_seq": last_seen + 1, "to_seq": head}})
-                    replayed[cid] = head
                     continue
-                after = last_seen
-                while after < head:
-                    page = await delivery.events_after(self.svc, session.workspace_id, cid, after)
-                    if not page:
-                        break
-                    for seq, payload in page:
-                        session.send_frame(*_frames(payload))
-                        after = seq
-                        count += 1
-                replayed[cid] = after
+                head = await delivery.channel_position(self.svc, wid, cid)
+                decision = resume.decide(cursor, head, limit, unnamed)
+                if decision.reason is None:
+                    after = decision.from_seq - 1
+                    while after < decision.to_seq:
+                        page = await delivery.events_after(self.svc, wid, cid, after)
+                        if cid not in session.channels or session.conn not in self.sessions:
+                            break
+                        if not page:
+                            break
+                        for seq, payload in page:
+                            session.send_frame(*_frames(payload))
+                            after = seq
+                        count += len(page)
+                    if after >= decision.to_seq:
+                        floors[cid] = after
+                        continue
+                    decision = resume.Decision(after + 1, decision.to_seq, Reason.HISTORY_SHORT)
+                if cid in session.channels and session.conn in self.sessions:
+                    session.send(resume.resync_event(cid, decision))
+                    resync.append(cid)
+                    floors[cid] = decision.to_seq
         except StoreUnavailable:
-            self._release(session, replayed)
-            session.conn.close(CloseCode.RESYNC_REQUIRED, "history unavailable; resume later")
+            # What was replayed is gap-free up to the client's new cursors, so
+            # a later resume from them loses nothing.
+            session.conn.close(CloseCode.INTERNAL, "history unavailable; reconnect and resume")
             return
-        self._release(session, replayed)
-        session.reply(ref, {"replayed": count, "resync_required": resync})
+        if session.conn not in self.sessions:
+            return
+        if ack:
+            session.reply(ref, {"replayed": count, "resync_required": resync,
+                                "ignored": plan.ignored})
+        self._go_live(session, floors)
 
-    @staticmethod
-    def _parse_cursors(d: dict[str, Any]) -> dict[int, int]:
-        raw = d.get("channels", {})
-        if not isinstance(raw, dict) or len(raw) > 10_000:
-            raise codecs.BadEnvelope("invalid_field", "'channels' maps channel ids to seqs")
-        out: dict[int, int] = {}
-        for k, v in raw.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise codecs.BadEnvelope("invalid_field", "a cursor is a seq >= 0")
-            out[codecs.as_id(k, "channels")] = v
-        return out
-
-    def _release(self, session: Session, replayed: dict[int, int]) -> None:
-        """Send the held live events not covered by the replay; go live."""
-        held = session.held or {}
-        session.held = None
-        session.held_count = 0
-        floors: dict[int, int] = {}
-        for cid, upto in replayed.items():
-            sent = upto
-            for seq, binary, text in held.pop(cid, ()):
-                if seq is None or seq > upto:
-                    session.send_frame(binary, text)
-                    sent = max(sent, seq or sent)
-            live = self.router.channel_position(cid)
-            if live is not None and live < sent:
-                floors[cid] = sent  # the live stream has not caught up yet
-        for frames in held.values():
-            for _, binary, text in frames:
-                session.send_frame(binary, text)
-        session.floors = floors or None
+    def _go_live(self, session: Session, floors: dict[int, int]) -> None:
+        """LIVE: send the held events above each channel's floor, in order;
+        from now on events are sent as they arrive (see resume.Hold.release)."""
+        held, session.held = session.held, None
+        session.phase = Phase.LIVE
+        if held is None or held.overflowed:
+            return  # closing (4004)
+        items, live_floors = held.release(floors, session.channels, self.router.channel_position)
+        for binary, text in items:
+            session.send_frame(binary, text)
+        session.floors = live_floors or None
         self.router.holding_changed(session, session.channels)
-
-    def _resume_timeout(self, session: Session) -> None:
-        if session.held is not None and session.conn in self.sessions:
-            self._release(session, {})
 
     # -- user events -------------------------------------------------------------
 
@@ -576,21 +659,37 @@ class GatewayApp:
             return
         if kind == events.MEMBERSHIP_ENDED:
             if data.get("workspace_id") == session.workspace_id:
-                session.send(event)
+                if session.early_events is None:  # before hello the close code says it
+                    session.send(event)
                 session.conn.close(CloseCode.MEMBERSHIP_ENDED, "no longer a member")
             return
-        if kind == events.CHANNEL_JOINED and data.get("workspace_id") == session.workspace_id:
-            cid = data.get("id")
-            if isinstance(cid, int) and cid not in session.channels:
-                session.channels.add(cid)
+        if session.known:
+            self._membership(session, event, subscribe=True)
+        if session.early_events is not None:  # before hello: sent right after it
+            session.early_events.append(event)
+            return
+        session.send(event)
+
+    def _membership(self, session: Session, event: dict[str, Any], *, subscribe: bool) -> None:
+        """Apply ``channel.joined`` / ``channel.left`` to ``session.channels``
+        (and, once the session is subscribed, to the router)."""
+        kind = event.get("t")
+        data = event.get("d") or {}
+        if kind not in (events.CHANNEL_JOINED, events.CHANNEL_LEFT) or (
+                data.get("workspace_id") != session.workspace_id):
+            return
+        cid = data.get("id")
+        if not isinstance(cid, int):
+            return
+        if kind == events.CHANNEL_JOINED and cid not in session.channels:
+            session.channels.add(cid)
+            if subscribe:
                 self._spawn(self.router.add_channel(session, session.workspace_id, cid))
-        elif kind == events.CHANNEL_LEFT and data.get("workspace_id") == session.workspace_id:
-            cid = data.get("id")
-            if isinstance(cid, int) and cid in session.channels:
-                session.channels.discard(cid)
+        elif kind == events.CHANNEL_LEFT and cid in session.channels:
+            session.channels.discard(cid)
+            if subscribe:
                 self.router.detach(session, cid)  # at once, before any later event
                 self._spawn(self.router.remove_channel(session, cid))
-        session.send(event)
 
     async def _expire_forever(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
+from parley.outage import OutageLog
 from parley.ports.appender import MessageAppender
 from parley.ports.blobs import BlobStore
 from parley.ports.hub import Hub
@@ -18,6 +19,12 @@ from parley.ports.presence import PresenceStore
 from parley.ports.stores import Stores
 
 log = logging.getLogger("parley.services")
+
+
+def _publish_outage() -> OutageLog:
+    return OutageLog(log, "hub publish",
+                     consequence="live delivery waits; gateways backfill from PostgreSQL "
+                                 "when the hub is back")
 
 
 @dataclass(slots=True)
@@ -35,21 +42,27 @@ class Services:
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[tuple[str, bytes]] = field(default_factory=list, init=False, repr=False)
     _outbox_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    # One log line when publishing starts failing, a count at intervals, one
+    # at recovery: not a traceback per failed publish (parley/outage.py).
+    _publish_log: OutageLog = field(default_factory=_publish_outage, init=False, repr=False)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Best-effort publish: the database already holds the truth, and
         gateways backfill whatever the hub loses (see parley.ports.hub.Hub)."""
         try:
             await self.hub.publish(topic, payload)
-        except Exception:
-            log.warning("hub publish to %s failed; gateways will backfill", topic, exc_info=True)
+        except Exception as exc:
+            self._publish_log.failure(exc, topic)
+        else:
+            self._publish_log.success()
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
         try:
             await self.hub.publish_many(items)
-        except Exception:
-            log.warning("hub publish of %d events failed; gateways will backfill", len(items),
-                        exc_info=True)
+        except Exception as exc:
+            self._publish_log.failure(exc, f"{len(items)} events")
+        else:
+            self._publish_log.success()
 
     def publish_soon(self, items: list[tuple[str, bytes]]) -> None:
         """``publish_many`` without a coroutine per caller: the items of every

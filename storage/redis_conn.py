@@ -54,6 +54,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AskError, MovedError, ResponseError
 
+from parley.outage import OutageLog
+
 __all__ = [
     "PLAIN",
     "SHARDED",
@@ -482,6 +484,12 @@ class PubSubLink:
         self._settled: asyncio.Future[None] | None = None
         self.failures = 0  # consecutive failed attempts/connections
         self.ready_count = 0  # times the link became READY
+        # One line when the link goes down, a count at intervals while it
+        # stays down, one when it is READY again (not one per attempt).
+        self._outage = OutageLog(
+            log, f"hub link {name}", traceback=False,
+            consequence=f"live delivery paused; reconnecting with backoff "
+                        f"(at most {options.backoff_cap_s:g} s between attempts)")
 
     @property
     def state(self) -> LinkState:
@@ -582,15 +590,13 @@ class PubSubLink:
                 conn = await self._dial()
             except Exception as exc:
                 self.failures += 1
-                log.warning(
-                    "hub link %s: connect failed (%d in a row): %s", self.name, self.failures, exc
-                )
+                self._outage.failure(exc, "connect")
             else:
                 try:
                     await self._serve(conn)
                 except Exception as exc:
                     self.failures += 1
-                    log.warning("hub link %s: connection lost: %s", self.name, exc)
+                    self._outage.failure(exc, "connection lost")
                 finally:
                     await self._teardown(conn)
             self._set_state(LinkState.BACKOFF)
@@ -691,6 +697,7 @@ class PubSubLink:
 
     def _became_ready(self) -> None:
         self._backoff.reset()
+        self._outage.success()
         self.failures = 0
         self.ready_count += 1
         self._set_state(LinkState.READY)

@@ -110,16 +110,23 @@ async def test_outsiders_learn_nothing_through_any_path(parley: Running) -> None
             public = await expect(u.api, "GET", t.w("/channels/public"), 200)
             assert secret not in {c["id"] for c in public["channels"]}
 
-    # The gateway's resume replay only covers the caller's channels.
+    # The gateway's resume replay only covers the caller's channels.  The ack
+    # lists, as ``ignored``, the ids the client named that are not channels
+    # of its session: its own ids echoed, the same for a secret channel as
+    # for one that does not exist, so they are compared and left out.
+    nowhere = str(int(secret) + 1)
     for u in outsiders:
         ws = await t.connect(u, resume=True)
-        await ws.send_cmd("resume", {"channels": {secret: 0, t.general: 0}}, ref="r")
+        await ws.send_cmd("resume", {"channels": {secret: 0, nowhere: 0, t.general: 0}},
+                          ref="r")
         evs = []
         while True:
             ev = await ws.recv()
             evs.append(ev)
             if ev["t"] == "ack":
                 break
+        ignored = evs[-1]["d"].pop("ignored")
+        assert [str(i) for i in ignored] == [secret, nowhere]
         assert not _about(evs, secret, ids), evs
         await ws.close()
     # A thread reply in a channel one is not in is refused like the channel.

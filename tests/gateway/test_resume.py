@@ -1,4 +1,7 @@
-"""Resume: a client that reconnects catches up exactly - no gap, no duplicate."""
+"""Resume: a client that reconnects catches up exactly - no gap, no duplicate.
+
+The sans-IO rules (gateway/resume.py) first, then through real sockets; the
+contract's corner cases, with both codecs, are in test_resume_contract.py."""
 
 from __future__ import annotations
 
@@ -9,8 +12,71 @@ from typing import Any
 
 import pytest
 
+from gateway import codec as codecs
+from gateway.resume import Decision, Hold, Reason, decide, parse_cursors, plan
 from server.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login
+
+# --------------------------------------------------------------------------- sans-IO
+
+
+def test_decide_gives_every_cursor_an_explicit_outcome() -> None:
+    assert decide(3, 10, 100) == Decision(4, 10, None)  # replay 4..10
+    assert decide(10, 10, 100) == Decision(11, 10, None)  # nothing missed
+    assert decide(0, 0, 100) == Decision(1, 0, None)
+    assert decide(3, 200, 100) == Decision(4, 200, Reason.TOO_FAR_BEHIND)
+    assert decide(3, 103, 100) == Decision(4, 103, None)  # exactly the limit still replays
+    assert decide(11, 10, 100) == Decision(1, 10, Reason.CURSOR_AHEAD)
+    assert decide(None, 10, 100) == Decision(1, 10, Reason.NOT_NAMED)
+    assert decide(None, 10, 100, Reason.NO_RESUME) == Decision(1, 10, Reason.NO_RESUME)
+
+
+def test_plan_names_first_then_the_sessions_other_channels() -> None:
+    p = plan({30: 1, 99: 0, 10: 5}, {10, 20, 30, 40})
+    assert p.channels == [(30, 1), (10, 5), (20, None), (40, None)]
+    assert p.ignored == [99]
+
+
+def test_parse_cursors_refuses_what_is_not_a_map_of_seqs() -> None:
+    assert parse_cursors({"channels": {"5": 3, 7: 0}}) == {5: 3, 7: 0}
+    assert parse_cursors({}) == {}
+    for bad in ([], {"5": -1}, {"5": True}, {"5": "3"}, {"x": 1}, {"5": 2**63}):
+        with pytest.raises(codecs.BadEnvelope) as err:
+            parse_cursors({"channels": bad})
+        assert err.value.code == "invalid_field"
+
+
+def test_hold_release_drops_what_the_client_was_given_and_keeps_order() -> None:
+    h: Hold[str] = Hold()
+    for seq in (4, 5, 6):
+        h.add(1, seq, f"a{seq}")
+    h.add(1, None, "a-typing")
+    h.add(2, 9, "b9")  # a channel with no floor: joined meanwhile, sent whole
+    h.add(3, 2, "c2")  # left meanwhile: dropped
+    positions = {1: 6, 2: 9}
+    items, live = h.release({1: 5}, {1, 2}, positions.get)
+    assert items == ["a6", "a-typing", "b9"]
+    assert live == {}
+    assert h.count == 0
+
+
+def test_hold_release_keeps_a_live_floor_when_the_gateway_is_behind() -> None:
+    h: Hold[str] = Hold()
+    h.add(1, 3, "a3")
+    positions: dict[int, int | None] = {1: 3, 2: None}
+    items, live = h.release({1: 8, 2: 4}, {1, 2}, positions.get)
+    assert items == []
+    assert live == {1: 8, 2: 4}  # live seqs up to these are dropped later
+
+
+def test_hold_is_bounded() -> None:
+    h: Hold[int] = Hold(limit=3)
+    assert all(h.add(1, s, s) for s in (1, 2, 3))
+    assert not h.add(1, 4, 4)
+    assert h.overflowed and not h.add(1, 5, 5)
+
+
+# --------------------------------------------------------------------------- through sockets
 
 
 async def _setup(parley: Running) -> tuple[Api, Api, str, int]:
@@ -108,7 +174,7 @@ async def test_reconnects_at_random_points_catch_up_exactly(parley: Running) -> 
                     last = ev["d"]["seq"]
                     budget -= 1
         finally:
-            await b.conn.close()
+            b.drop()  # a lost connection (a closing handshake would wait behind unread frames)
     await send_task
     assert received == list(range(1, total + 1))
     await a.close()

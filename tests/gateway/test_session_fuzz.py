@@ -279,7 +279,8 @@ async def test_fuzzed_json_commands_get_typed_answers_and_never_touch_another_cl
     stop = asyncio.Event()
     results: dict[int, dict[str, Any]] = {}
     steady = asyncio.create_task(_other_client_sends(other, ch2["id"], stop, results))
-    url = f"ws://127.0.0.1:{parley.gateway_port}/v1/connect?workspace_id={ws1['id']}"
+    # ?resume=1: a connection takes one resume (later ones: resume_too_late).
+    url = f"ws://127.0.0.1:{parley.gateway_port}/v1/connect?workspace_id={ws1['id']}&resume=1"
     seen: set[str] = set()
     try:
         await asyncio.to_thread(_fuzz, url, ada.token or "", ids, codes, seen)

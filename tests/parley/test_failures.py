@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,3 +150,73 @@ async def test_redis_down_still_commits_and_delivery_resumes(
     except BaseException:
         await running.stop(drain_deadline_s=0.5)
         raise
+
+
+async def test_redis_outage_is_a_few_log_lines_and_delivery_returns_within_the_backoff_cap(
+        own_redis: tuple[ValkeyServer, str], pg_factory: PgFactory, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """docs/protocol.md ("While a dependency is down"): each failed publish
+    used to log a WARNING with a traceback; now an outage is one line when it
+    starts and one when it ends (parley/outage.py), per logger.  And live
+    delivery is back at most the reconnect backoff cap after Redis is."""
+    from storage.hub_redis import DEFAULT_BACKOFF_CAP_S
+
+    caplog.set_level(logging.WARNING)
+    server, url = own_redis
+    rt = await build(make_settings(tmp_path, redis_url=url), dsns=[await pg_factory.new()])
+    running = await start(rt, api_port=0, gateway_port=0)
+    again: ValkeyServer | None = None
+    try:
+        ada, bob, wid, cid = await _two_users(running)
+        a = await WsClient.connect(running, ada.token or "", wid)
+        b = await WsClient.connect(running, bob.token or "", wid)
+        await a.send_cmd("send", {"channel_id": cid, "text": "before"})
+        assert (await b.recv_type("message.created"))["d"]["seq"] == 1
+        port = server.port
+        server.stop()
+        for _ in range(100):
+            if not rt.services.hub.healthy:
+                break
+            await asyncio.sleep(0.05)
+        caplog.clear()
+        sent = 40
+        for i in range(sent):  # about 25 msg/s for 1.6 s
+            await a.send_cmd("send", {"channel_id": cid, "text": f"during {i}"})
+            await a.recv_type("ack", timeout=10)
+            await asyncio.sleep(0.04)
+        again = ValkeyServer(port=port, save='""', appendonly="no")
+        again.start()
+        back = asyncio.get_running_loop().time()
+        got = [(await b.recv_type("message.created", timeout=20))["d"]["seq"]
+               for _ in range(sent)]
+        waited = asyncio.get_running_loop().time() - back
+        assert got == list(range(2, sent + 2))
+        # The cap bounds the wait between reconnect attempts; the rest is a
+        # connect, the re-subscribe and one backfill read (margin for CI).
+        assert waited < DEFAULT_BACKOFF_CAP_S + 2.0, waited
+        await a.send_cmd("send", {"channel_id": cid, "text": "live again"})
+        assert (await b.recv_type("message.created", timeout=10))["d"]["seq"] == sent + 2
+        # The publisher learns its publish succeeded after the subscriber may
+        # already have the message: wait for its recovery line.
+        for _ in range(100):
+            if any("hub publish recovered" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        lines: dict[str, list[str]] = {}
+        for r in caplog.records:
+            lines.setdefault(r.name, []).append(r.getMessage())
+        publish = lines.pop("parley.services", [])
+        assert len(publish) == 2, publish
+        assert publish[0].startswith("hub publish failing")
+        assert publish[1].startswith("hub publish recovered")
+        link = lines.pop("storage.redis_conn", [])
+        assert 1 <= len(link) <= 3 and link[-1].startswith("hub link"), link
+        assert "recovered" in link[-1], link
+        for c in (a, b):
+            await c.close()
+        for api in (ada, bob):
+            await api.close()
+    finally:
+        await running.stop(drain_deadline_s=1.0)
+        if again is not None:
+            again.stop()

