@@ -30,6 +30,7 @@ class User:
     display_name: str
     password_hash: str
     deactivated: bool
+    is_bot: bool = False  # an app's bot account (cannot log in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Member:
     role: str  # 'owner' | 'admin' | 'member' | 'guest'
     display_name: str
     active: bool
+    is_bot: bool = False  # an app's bot (see storage/interfaces_apps.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,24 @@ class Message:
     deleted: bool
     # A thread reply also shown in the channel ("also send to channel").
     also_in_channel: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageExtras:
+    """What a Slack-style message carries beyond Parley's own fields; a
+    message has these only when one of them is set (plain messages have
+    none, so the writer's hot path never sees them).
+
+    ``blocks`` and ``attachments`` are JSON arrays, kept as the text they
+    were received as (``parley.actions.rich`` validates them); ``bot_id`` /
+    ``app_id`` name the app's bot that posted; ``subtype`` is
+    ``'bot_message'`` for posts through an incoming webhook."""
+
+    blocks: str | None = None
+    attachments: str | None = None
+    bot_id: int | None = None
+    app_id: int | None = None
+    subtype: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,14 +522,54 @@ class WorkspaceStore(Protocol):
     async def message(self, workspace_id: int, message_id: int) -> Message | None: ...
 
     async def edit_message(self, workspace_id: int, message_id: int, text: str,
-                           edited_at: dt.datetime) -> Message | None:
-        """None when missing or deleted."""
+                           edited_at: dt.datetime,
+                           extras: MessageExtras | None = None) -> Message | None:
+        """None when missing or deleted.  With ``extras``, the message's extras
+        become those (their blocks and attachments replace the old ones) in
+        the same transaction."""
 
     async def delete_message(self, workspace_id: int,
                              message_id: int) -> tuple[Message, tuple[int, ...]] | None:
-        """Tombstone (keeps the seq; empties the text; drops reactions, pin and
-        mentions) atomically; the tombstone and the users whose mention went
-        away, or None when missing or already deleted."""
+        """Tombstone (keeps the seq; empties the text; drops reactions, pin,
+        mentions and the extras' blocks and attachments) atomically; the
+        tombstone and the users whose mention went away, or None when missing
+        or already deleted."""
+
+    async def put_message_extras(self, workspace_id: int, channel_id: int, message_id: int,
+                                 extras: MessageExtras) -> None:
+        """Store a message's extras, before the message itself is appended
+        (keyed by the id the caller assigned), so no reader sees the message
+        without them.  Idempotent."""
+
+    async def drop_message_extras(self, workspace_id: int, message_id: int) -> None:
+        """Remove the extras stored for an append that did not happen (a
+        refusal, or a retry that found the first attempt's message)."""
+
+    async def message_extras(self, workspace_id: int,
+                             message_ids: Sequence[int]) -> dict[int, MessageExtras]:
+        """The extras of those messages that have any."""
+
+    # -- Slack-compatible addressing (the Web API's ts and time bounds) -------
+
+    async def message_at(self, workspace_id: int, channel_id: int, second: int,
+                         seq_residue: int, modulus: int) -> Message | None:
+        """The message of the channel with ``seq % modulus == seq_residue``
+        created in the unix second ``second``: one primary-key probe per
+        candidate seq (``residue + k * modulus`` up to the channel's last
+        seq; one for channels of fewer than ``modulus`` messages)."""
+
+    async def seq_at(self, workspace_id: int, channel_id: int, at: dt.datetime) -> int:
+        """The first seq of the channel created at or after ``at`` (last seq
+        + 1 when none): bisection over the primary key (see
+        ``parley_seq_at``, migration shard/0007)."""
+
+    async def channel_page(self, workspace_id: int, channel_id: int, *, after_seq: int,
+                           before_seq: int, limit: int, newest_first: bool,
+                           top_level: bool) -> list[Message]:
+        """Messages with ``after_seq < seq < before_seq``, in seq order or
+        newest first; with ``top_level`` only what the channel's main view
+        shows (not thread replies, except those also sent to the channel).
+        One index scan on the primary key."""
 
     async def thread_summaries(self, workspace_id: int,
                                root_ids: Sequence[int]) -> dict[int, ThreadSummary]: ...

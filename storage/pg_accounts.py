@@ -16,7 +16,7 @@ from typing import Any
 from storage.interfaces import Invite, InviteOutcome, Member, RefreshOutcome, User
 from storage.pg_common import Pools, member_from_row, shard_pool, transaction
 
-_MEMBER_COLUMNS = "workspace_id, user_id, role, display_name, deactivated_at"
+_MEMBER_COLUMNS = "workspace_id, user_id, role, display_name, deactivated_at, is_bot"
 _INVITE_COLUMNS = ("id, workspace_id, role, created_by, created_at, expires_at, max_uses, uses, "
                    "revoked_at")
 

@@ -134,26 +134,27 @@ class PgDatabase(AccountQueries, ChannelQueries, MessageQueries, FileQueries):
             """INSERT INTO users (id, email, email_norm, display_name, password_hash)
                VALUES ($1, $2, lower(trim($2)), $3, $4)
                ON CONFLICT (email_norm) DO NOTHING
-               RETURNING id, email, display_name, password_hash, deactivated_at""",
+               RETURNING id, email, display_name, password_hash, deactivated_at, is_bot""",
             user_id, email, display_name, password_hash)
         return None if row is None else self._user(row)
 
     @staticmethod
     def _user(r: asyncpg.Record) -> User:
         return User(id=r["id"], email=r["email"], display_name=r["display_name"],
-                    password_hash=r["password_hash"], deactivated=r["deactivated_at"] is not None)
+                    password_hash=r["password_hash"], deactivated=r["deactivated_at"] is not None,
+                    is_bot=r["is_bot"])
 
     async def user_by_email(self, email: str) -> User | None:
         row = await self._call(
             self.directory.fetchrow,
-            """SELECT id, email, display_name, password_hash, deactivated_at
+            """SELECT id, email, display_name, password_hash, deactivated_at, is_bot
                FROM users WHERE email_norm = lower(trim($1))""", email)
         return None if row is None else self._user(row)
 
     async def user(self, user_id: int) -> User | None:
         row = await self._call(
             self.directory.fetchrow,
-            """SELECT id, email, display_name, password_hash, deactivated_at
+            """SELECT id, email, display_name, password_hash, deactivated_at, is_bot
                FROM users WHERE id = $1""", user_id)
         return None if row is None else self._user(row)
 
@@ -297,7 +298,7 @@ class PgDatabase(AccountQueries, ChannelQueries, MessageQueries, FileQueries):
             return None
         row = await self._call(
             pool.fetchrow,
-            """SELECT workspace_id, user_id, role, display_name, deactivated_at
+            """SELECT workspace_id, user_id, role, display_name, deactivated_at, is_bot
                FROM workspace_members WHERE workspace_id = $1 AND user_id = $2""",
             workspace_id, user_id)
         return None if row is None else _member(row)
@@ -313,7 +314,8 @@ class PgDatabase(AccountQueries, ChannelQueries, MessageQueries, FileQueries):
                        VALUES ($1, $2, $3, $4)
                        ON CONFLICT (workspace_id, user_id) DO UPDATE
                        SET deactivated_at = NULL, ended_reason = NULL
-                       RETURNING workspace_id, user_id, role, display_name, deactivated_at""",
+                       RETURNING workspace_id, user_id, role, display_name, deactivated_at,
+                                 is_bot""",
                     workspace_id, user.id, role, user.display_name)
                 await conn.execute(
                     """INSERT INTO channel_members (channel_id, user_id, workspace_id)
