@@ -29,6 +29,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator, LeasedIdAllocator
@@ -37,6 +38,7 @@ from storage.embedded import EmbeddedPostgres
 from storage.interfaces import Hub
 from storage.interfaces_blobs import BlobStore
 from storage.interfaces_presence import PresenceStore
+from storage.pg_apps import PgAppStore
 from storage.postgres import PgDatabase
 from storage.writer import GroupCommitWriter
 
@@ -188,6 +190,6 @@ async def build(settings: Settings, *, migrate: bool = True,
             embedded.stop()
         raise
     svc = Services(settings=settings, store=db, writer=writer, hub=hub, ids=ids, tokens=tokens,
-                   presence=presence, blobs=blobs)
+                   presence=presence, blobs=blobs, apps=PgAppStore(db), app_keys=AppKeys(secret))
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

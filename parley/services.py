@@ -7,10 +7,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
 from storage.interfaces import Hub, MessageAppender, Store
+from storage.interfaces_apps import AppStore
 from storage.interfaces_blobs import BlobStore
 from storage.interfaces_presence import PresenceStore
 
@@ -27,6 +29,8 @@ class Services:
     tokens: TokenIssuer
     presence: PresenceStore
     blobs: BlobStore  # file bytes (local disk or S3); the index lives in ``store``
+    apps: AppStore  # apps, installations, tokens, webhooks (parley/actions/apps.py)
+    app_keys: AppKeys  # signing secrets and upload URLs, derived from the server secret
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[tuple[str, bytes]] = field(default_factory=list, init=False, repr=False)

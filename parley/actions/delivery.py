@@ -24,8 +24,9 @@ async def events_after(svc: Services, workspace_id: int, channel_id: int, after_
     """(seq, encoded message.created event) for seq > after_seq, in order."""
     page = await svc.store.history(workspace_id, channel_id, after=after_seq, limit=limit)
     shared = await svc.store.message_files(workspace_id, [m.id for m in page if not m.deleted])
+    extras = await svc.store.message_extras(workspace_id, [m.id for m in page])
     return [(m.seq, events.encode(events.MESSAGE_CREATED,
-                                  events.message_data(m, shared.get(m.id, []))))
+                                  events.message_data(m, shared.get(m.id, []), extras.get(m.id))))
             for m in page]
 
 

@@ -53,7 +53,7 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from parley import events
-from parley.actions.channels import visible_channel
+from parley.actions.channels import readable_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, TooLarge
@@ -538,7 +538,8 @@ async def _readable(svc: Services, ident: Identity, workspace_id: int,
     if f.uploader_id == ident.user_id:
         return f
     if allowed(member, Perm.READ_HISTORY):
-        browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
+        # An app's bot reads only the channels it is in (channels.readable_channel).
+        browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS) and ident.app_id is None
         for share in await svc.store.file_shares(workspace_id, file_id, ident.user_id,
                                                  SHARES_SCANNED):
             if share.is_member or (share.kind == "public" and browse):
@@ -614,7 +615,7 @@ async def list_channel_files(svc: Services, ident: Identity, workspace_id: int,
     newest first."""
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
-    await visible_channel(svc, ident, workspace_id, channel_id)
+    await readable_channel(svc, ident, workspace_id, channel_id)
     return await svc.store.channel_files(workspace_id, channel_id, before_id,
                                          max(1, min(limit, CHANNEL_FILES_PAGE_MAX)))
 
