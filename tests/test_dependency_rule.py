@@ -11,7 +11,8 @@ CONCRETE = {"storage.postgres", "storage.writer", "storage.embedded", "storage.h
             "storage.hub_redis", "storage.hub_redis_cluster", "storage.redis_conn",
             "storage.blobs_s3", "storage.blobs_local", "storage.presence_redis",
             "storage.presence_memory", "storage.pg_common", "storage.pg_accounts",
-            "storage.pg_channels", "storage.pg_messages", "storage.pg_files"}
+            "storage.pg_channels", "storage.pg_messages", "storage.pg_files",
+            "storage.pg_apps"}
 COMPOSITION = {"parley/composition.py", "parley/runner.py", "parley/cli.py"}
 
 
@@ -42,7 +43,8 @@ def test_core_ext_imports_nothing_of_ours() -> None:
 
 
 def test_storage_interfaces_import_nothing_of_ours() -> None:
-    assert not _ours(_imports(ROOT / "storage" / "interfaces.py"))
+    for name in ("interfaces.py", "interfaces_apps.py"):
+        assert not _ours(_imports(ROOT / "storage" / name)), name
 
 
 def test_gateway_and_api_never_import_each_other() -> None:
