@@ -81,7 +81,7 @@ async def read(request: Request) -> tuple[dict[str, Any], str | None]:
         else:  # Slack's default (and urllib's): a form
             try:
                 body_args = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                           strict_parsing=False))
+                                           strict_parsing=False, errors="strict"))
             except (ValueError, UnicodeDecodeError) as exc:
                 raise SlackError("invalid_form_data") from exc
     args.update(body_args)

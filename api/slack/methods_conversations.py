@@ -222,6 +222,8 @@ async def kick(call: Call) -> dict[str, Any]:
         raise SlackError("user_not_found")
     if uid == call.ident.user_id:
         raise SlackError("cant_kick_self")
+    if view.channel.name == channels.DEFAULT_CHANNEL:
+        raise SlackError("cant_kick_from_general")
     await channels.remove_from_channel(call.svc, call.ident, call.ws, view.channel.id, uid)
     return {}
 
