@@ -87,7 +87,7 @@ async def post_ephemeral(call: Call) -> dict[str, Any]:
     return {"message_ts": ts}
 
 
-@method("chat.getPermalink", tier="special", args=("channel", "message_ts"))
+@method("chat.getPermalink", tier="special", read=True, args=("channel", "message_ts"))
 async def get_permalink(call: Call) -> dict[str, Any]:
     """A link to a message (`<base>/archives/<channel>/p<ts without the dot>`)."""
     view = await call.channel(access=None)

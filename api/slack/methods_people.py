@@ -33,7 +33,7 @@ async def auth_test(call: Call) -> dict[str, Any]:
     return out
 
 
-@method("auth.revoke", tier=3, args=("test",), token_kinds=_ALL_TOKENS)
+@method("auth.revoke", tier=3, read=True, args=("test",), token_kinds=_ALL_TOKENS)
 async def auth_revoke(call: Call) -> dict[str, Any]:
     """Revoke the calling token, at once (`test=1`: only say it would)."""
     if call.args.flag("test"):
