@@ -356,3 +356,34 @@ async def test_rate_limit_answers_429_and_the_retry_handler_recovers(parley: Run
                                               200))["messages"]]
     assert texts == ["first", "after waiting"]
     await t.close()
+
+
+async def test_a_bolt_app_starts_and_posts_against_parley(parley: Running) -> None:
+    """slack_bolt's App verifies its token with auth.test at start-up and keeps
+    the bot's ids; its client then works like any WebClient."""
+    import asyncio
+
+    from slack_bolt import App
+
+    t, bot = await team_with_bot(parley)
+    general = cid("public", t.general)
+
+    def start_and_post() -> tuple[App, str]:
+        app = App(client=WebClient(base_url=base_url(parley), token=bot.token),
+                  signing_secret=bot.signing_secret)
+        app.client.conversations_join(channel=general)
+        posted = app.client.chat_postMessage(channel=general, text="from bolt")
+        return app, str(posted["ts"])
+
+    app, ts = await asyncio.to_thread(start_and_post)
+    from slack_bolt.middleware.authorization import SingleTeamAuthorization
+
+    auth = next(m for m in app._middleware_list  # what Bolt verified at start-up
+                if isinstance(m, SingleTeamAuthorization))
+    assert auth.auth_test_result is not None
+    assert (auth.auth_test_result["user_id"], auth.auth_test_result["bot_id"]) == (
+        bot.user_id, bot.bot_id)
+    texts = [m["text"] for m in (await expect(t.bob.api, "GET", t.c(t.general, "/messages"),
+                                              200))["messages"]]
+    assert texts == ["from bolt"] and ts
+    await t.close()
