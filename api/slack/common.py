@@ -3,15 +3,18 @@ resolving the arguments that name a thread or a channel to post in."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from api.slack import ids, shapes
 from api.slack.errors import SlackError
 from api.slack.registry import Call
 from parley.actions import channels, messages, rich
+from parley.errors import DomainError
 from storage.interfaces import Channel, ChannelView, Message, MessageExtras
 
 NAME_SCAN_PAGES = 10  # pages of 200 channels searched for a channel given by name
+_ID_SHAPED = re.compile(r"^[CGD][0-9A-Z]+$")
 
 
 async def render(call: Call, channel: Channel, msgs: list[Message]) -> list[dict[str, Any]]:
@@ -27,14 +30,54 @@ async def render(call: Call, channel: Channel, msgs: list[Message]) -> list[dict
             for v in views]
 
 
-async def thread_root(call: Call, channel: Channel, name: str = "thread_ts") -> int | None:
-    """The root message id named by ``thread_ts`` (a reply's ts names its
-    thread, as in Slack)."""
+async def root_message(call: Call, channel: Channel | int,
+                       name: str = "thread_ts") -> Message | None:
+    """The thread root named by ``thread_ts`` (a reply's ts names its
+    thread, as in Slack), or None when the argument is absent."""
     if not call.args.has(name):
         return None
     msg = await call.message(channel, name)
     assert msg is not None
-    return msg.thread_root_id if msg.thread_root_id is not None else msg.id
+    if msg.thread_root_id is None:
+        return msg
+    cid = channel if isinstance(channel, int) else channel.id
+    roots = await messages.messages_by_id(call.svc, call.ident, call.ws, cid,
+                                          [msg.thread_root_id])
+    root = roots.get(msg.thread_root_id)
+    if root is None:
+        raise SlackError("message_not_found")
+    return root
+
+
+async def thread_root(call: Call, channel: Channel | int, name: str = "thread_ts") -> int | None:
+    root = await root_message(call, channel, name)
+    return None if root is None else root.id
+
+
+async def post_channel(call: Call, name: str = "channel") -> tuple[int, str]:
+    """(channel id, its Web API id) to post in, without reading the channel
+    when it is given by id: the group-commit writer checks membership in the
+    write transaction anyway, and ``refine_post_error`` explains a refusal.
+    A user id names the DM with them; a name is looked up."""
+    raw = call.args.text(name, required=True, max_len=100)
+    cid = ids.parse(ids.CHANNEL_LETTERS, raw)
+    if cid is not None:
+        return cid, raw
+    if _ID_SHAPED.match(raw):  # a channel id, but no valid one
+        raise SlackError("channel_not_found")
+    c = await post_target(call, name)  # a user id (the DM) or a name
+    return c.id, ids.channel(c.kind, c.id)
+
+
+async def refine_post_error(call: Call, channel_id: int) -> SlackError:
+    """A post refused as ``channel_not_found``: ``not_in_channel`` when the
+    channel is a public one the bot can see but has not joined (Slack's
+    answer), else ``channel_not_found``."""
+    try:
+        view = await channels.get_channel(call.svc, call.ident, call.ws, channel_id)
+    except DomainError:  # any refusal of the lookup: the channel stays unknown
+        return SlackError("channel_not_found")
+    return SlackError("channel_not_found" if view.is_member else "not_in_channel")
 
 
 async def post_target(call: Call, name: str = "channel") -> Channel:

@@ -6,10 +6,20 @@ import datetime as dt
 from typing import Any
 
 from api.slack import ids, shapes
-from api.slack.common import content, post_target, render, thread_root
+from api.slack.common import (
+    content,
+    post_channel,
+    post_target,
+    refine_post_error,
+    render,
+    root_message,
+    thread_root,
+)
 from api.slack.errors import SlackError
 from api.slack.registry import Call, method
 from parley.actions import messages
+from parley.actions.messages import MessageView
+from parley.errors import DomainError
 from storage.interfaces import MessageExtras
 
 _POST_ARGS = ("channel", "text", "blocks", "attachments", "thread_ts", "reply_broadcast",
@@ -22,17 +32,30 @@ async def post_message(call: Call) -> dict[str, Any]:
     app's bot, optionally in a thread (`thread_ts`, `reply_broadcast`).  It
     gets the channel's next seq like any message.  `channel` may be an id,
     a user id (the DM with them) or a name."""
-    channel = await post_target(call)
-    call.take_post(channel.id)
+    channel_id, channel_ref = await post_channel(call)
+    call.take_post(channel_id)
     text, extras = content(call)
-    root = await thread_root(call, channel)
-    msg = await messages.post_message(
-        call.svc, call.ident, call.ws, channel.id, text,
-        call.args.text("client_msg_id", max_len=64) or None, root,
-        also_in_channel=root is not None and call.args.flag("reply_broadcast"), extras=extras)
-    rendered = (await render(call, channel, [msg]))[0]
-    return {"channel": ids.channel(channel.kind, channel.id), "ts": shapes.message_ts(msg),
-            "message": rendered}
+    root = await root_message(call, channel_id)
+    try:
+        msg = await messages.post_message(
+            call.svc, call.ident, call.ws, channel_id, text,
+            call.args.text("client_msg_id", max_len=64) or None,
+            None if root is None else root.id,
+            also_in_channel=root is not None and call.args.flag("reply_broadcast"),
+            extras=extras)
+    except DomainError as exc:
+        if exc.code == "channel_not_found":
+            raise await refine_post_error(call, channel_id) from exc
+        raise
+    # The answer is built from what was posted: a new message has no
+    # reactions, replies, pins or files to read back.
+    stored = MessageExtras(blocks=extras.blocks if extras else None,
+                           attachments=extras.attachments if extras else None,
+                           bot_id=call.auth.bot_id, app_id=call.auth.app_id)
+    rendered = shapes.message(MessageView(msg, extras=stored),
+                              roots={} if root is None else {root.id: root},
+                              base_url=call.base_url, channel_ref=channel_ref)
+    return {"channel": channel_ref, "ts": shapes.message_ts(msg), "message": rendered}
 
 
 @method("chat.update", tier=3, scopes=("chat:write",),

@@ -149,9 +149,11 @@ class Call:
             self.need_for(access, view.channel)
         return view
 
-    async def message(self, channel: Channel, name: str = "ts", *,
+    async def message(self, channel: Channel | int, name: str = "ts", *,
                       required: bool = True) -> Message | None:
-        """The message of ``channel`` whose ts is argument ``name``."""
+        """The message of ``channel`` (a channel or its id) whose ts is
+        argument ``name``."""
+        cid = channel if isinstance(channel, int) else channel.id
         raw = self.args.raw(name)
         if raw is None or raw == "":
             if required:
@@ -160,7 +162,7 @@ class Call:
         parsed = ids.parse_ts(raw)
         if parsed is None:
             raise SlackError("message_not_found")
-        msg = await message_actions.message_at(self.svc, self.ident, self.ws, channel.id,
+        msg = await message_actions.message_at(self.svc, self.ident, self.ws, cid,
                                                parsed[0], parsed[1], ids.TS_MODULUS)
         if msg is None or msg.deleted:
             raise SlackError("message_not_found")

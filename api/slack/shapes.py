@@ -49,10 +49,12 @@ def extras_fields(x: MessageExtras | None) -> dict[str, Any]:
     return out
 
 
-def message(v: MessageView, *, channel: Channel, roots: Mapping[int, Message] | None = None,
-            base_url: str = "") -> dict[str, Any]:
+def message(v: MessageView, *, channel: Channel | None = None,
+            roots: Mapping[int, Message] | None = None,
+            base_url: str = "", channel_ref: str | None = None) -> dict[str, Any]:
     """A message object (``conversations.history`` and friends).  ``roots``:
-    the thread roots of replies on the page, for their ``thread_ts``."""
+    the thread roots of replies on the page, for their ``thread_ts``;
+    ``channel`` (or ``channel_ref``, its Web API id) names it in ``pinned_to``."""
     m = v.message
     out: dict[str, Any] = {"type": "message", "ts": message_ts(m), "user": ids.user(m.user_id),
                            "text": ids.text_out(m.text), "team": ids.team(m.workspace_id)}
@@ -78,7 +80,8 @@ def message(v: MessageView, *, channel: Channel, roots: Mapping[int, Message] | 
         out["reactions"] = [{"name": r.emoji, "users": [ids.user(u) for u in r.user_ids],
                              "count": len(r.user_ids)} for r in v.reactions]
     if v.pinned:
-        out["pinned_to"] = [ids.channel(channel.kind, channel.id)]
+        ref = channel_ref or (ids.channel(channel.kind, channel.id) if channel else None)
+        out["pinned_to"] = [ref] if ref else []
     if v.files and not m.deleted:
         out["files"] = [file(f, base_url) for f in v.files]
         out["upload"] = False
