@@ -41,7 +41,14 @@ from api.slack.errors import SlackError, from_domain
 from api.slack.registry import REGISTRY, TIER_PER_MIN, Call, Limiter, Method
 from parley.actions import app_files, apps, files, messages, webhooks
 from parley.auth import Identity
-from parley.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from parley.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from parley.services import Services
 from storage.interfaces import StoreUnavailable
 
@@ -235,7 +242,7 @@ async def webhook(request: Request, team: Team, hook: Hook, secret: HookSecret) 
     except SlackError as exc:  # ratelimited
         return PlainTextResponse(exc.error, status_code=exc.status,
                                  headers={"Retry-After": str(exc.retry_after_s or 1)})
-    except StoreUnavailable:
+    except (StoreUnavailable, Unavailable):
         return PlainTextResponse("service_unavailable", status_code=503,
                                  headers={"Retry-After": "1"})
     return PlainTextResponse("ok")

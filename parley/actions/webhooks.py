@@ -164,9 +164,7 @@ async def post(svc: Services, workspace_id: int, webhook_id: int, secret: str,
                                "the app's bot can no longer post in this channel") from exc
         if exc.code == "channel_archived":
             raise WebhookError(410, "channel_is_archived", "the channel is archived") from exc
-        if exc.code in {"empty_message", "message_too_long", "invalid_text"}:
-            raise WebhookError(400, "invalid_payload", exc.message) from exc
-        if exc.code == "rate_limited":
+        if exc.status == 503:  # the database: retryable, nothing was posted
             raise
         raise WebhookError(400, "invalid_payload", exc.message) from exc
 
