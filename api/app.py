@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import (
     errors,
     health,
+    routes_apps,
     routes_auth,
     routes_channels,
     routes_files,
@@ -23,21 +24,25 @@ from api import (
 )
 from api.deps import ERRORS
 from api.openapi import exact_openapi
+from api.slack import routes as slack_routes
 from parley.services import Services
 
 
 class _BodyLimitExceptUploads:
     """``errors.BodyLimit`` for every request but the streamed uploads
-    (``routes_files.STREAMED_PATHS``), which bound their bodies by the
-    file's declared size while streaming."""
+    (``routes_files.STREAMED_PATHS``, and the Web API's upload URLs,
+    ``slack_routes.STREAMED_POSTS``), which bound their bodies by the file's
+    declared size while streaming."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.limited = errors.BodyLimit(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope.get("method") == "PUT"
-                and routes_files.STREAMED_PATHS.match(scope.get("path", ""))):
+        method, path = scope.get("method"), scope.get("path", "")
+        if scope["type"] == "http" and (
+                (method == "PUT" and routes_files.STREAMED_PATHS.match(path))
+                or (method == "POST" and slack_routes.STREAMED_POSTS.match(path))):
             await self.app(scope, receive, send)
         else:
             await self.limited(scope, receive, send)
@@ -53,6 +58,7 @@ def create_app(svc: Services) -> FastAPI:
 
     app.include_router(health.router)
     for module in (routes_auth, routes_workspaces, routes_channels, routes_messages,
-                   routes_files):
+                   routes_files, routes_apps):
         app.include_router(module.router)
+    slack_routes.install(app)  # last: its catch-all answers unknown_method
     return app

@@ -35,15 +35,17 @@ async def post_message(workspace_id: IdPath, channel_id: IdPath, body: MessageIn
     """Post a message or thread reply; answered once it is durable.  Retrying
     with the same `client_msg_id` returns the same message.  Mentions:
     `<@user_id>`, `@channel`, `@here`.  `file_ids` shares ready files you
-    uploaded (then `text` may be empty)."""
+    uploaded (then `text` may be empty); `blocks` and `attachments` are
+    Slack's, kept as given (then too)."""
     root = None if body.thread_root_id is None else int(body.thread_root_id)
     file_ids = [int(f) for f in body.file_ids]
+    extras = body.extras()
     msg = await messages.post_message(
         s, me, workspace_id, channel_id, body.text, body.client_msg_id, root,
-        also_in_channel=body.also_in_channel, file_ids=file_ids)
+        also_in_channel=body.also_in_channel, file_ids=file_ids, extras=extras)
     shared = ((await files.attachments(s, workspace_id, [msg.id])).get(msg.id, [])
               if file_ids else [])
-    return MessageOut.of(msg, shared)
+    return MessageOut.of(msg, shared, extras)
 
 
 @router.get(CHANNEL + "/messages", response_model=MessagePage)

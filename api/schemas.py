@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.params import INT64_MAX, Seq
 from parley import events
-from parley.actions import files, validate
+from parley.actions import files, rich, validate
 from parley.actions.messages import MessageView
 from parley.model import (
     Channel,
@@ -27,6 +27,7 @@ from parley.model import (
     Invite,
     Member,
     Message,
+    MessageExtras,
     Pin,
     ReadState,
     User,
@@ -289,6 +290,18 @@ class MessageIn(Strict):
     file_ids: list[IdStr] = Field(
         default_factory=list, max_length=files.FILES_PER_MESSAGE,
         description="Ready files you uploaded to this workspace, shared with the message")
+    blocks: list[dict[str, Any]] | None = Field(
+        default=None, max_length=rich.MAX_BLOCKS,
+        description="Slack Block Kit blocks, stored and returned as given (text may then be "
+                    "empty)")
+    attachments: list[dict[str, Any]] | None = Field(
+        default=None, max_length=rich.MAX_ATTACHMENTS,
+        description="Slack message attachments, stored and returned as given")
+
+    def extras(self) -> MessageExtras | None:
+        """The blocks and attachments, validated (``parley.actions.rich``)."""
+        b, a = rich.blocks(self.blocks), rich.attachments(self.attachments)
+        return None if b is None and a is None else MessageExtras(blocks=b, attachments=a)
 
 
 class MessagePatch(Strict):
@@ -402,20 +415,35 @@ class MessageOut(BaseModel):
     files: list[FileOut] = Field(default_factory=list,
                                  description="Shared files in order; a deleted one has "
                                              "state `deleted`")
+    blocks: list[dict[str, Any]] | None = Field(default=None,
+                                                description="Slack blocks, as posted")
+    attachments: list[dict[str, Any]] | None = Field(default=None,
+                                                     description="Slack attachments, as posted")
+    bot_id: IdStr | None = Field(default=None, description="The app's bot that posted it")
+    app_id: IdStr | None = Field(default=None, description="The app that posted it")
+    subtype: str | None = Field(default=None,
+                                description="`bot_message` for incoming-webhook posts")
 
     @classmethod
-    def of(cls, m: Message, shared: Sequence[FileRecord] = ()) -> MessageOut:
+    def of(cls, m: Message, shared: Sequence[FileRecord] = (),
+           extras: MessageExtras | None = None) -> MessageOut:
+        x = extras
         return cls(id=str(m.id), channel_id=str(m.channel_id), seq=m.seq, user_id=str(m.user_id),
                    text=m.text, client_msg_id=m.client_msg_id,
                    thread_root_id=None if m.thread_root_id is None else str(m.thread_root_id),
                    ts=int(m.created_at.timestamp() * 1000),
                    edited_ts=int(m.edited_at.timestamp() * 1000) if m.edited_at else None,
                    deleted=m.deleted, also_in_channel=m.also_in_channel,
-                   files=[] if m.deleted else [FileOut.of(f) for f in shared])
+                   files=[] if m.deleted else [FileOut.of(f) for f in shared],
+                   blocks=rich.parsed(x.blocks) if x else None,
+                   attachments=rich.parsed(x.attachments) if x else None,
+                   bot_id=str(x.bot_id) if x and x.bot_id is not None else None,
+                   app_id=str(x.app_id) if x and x.app_id is not None else None,
+                   subtype=x.subtype if x else None)
 
     @classmethod
     def view(cls, v: MessageView) -> MessageOut:
-        out = cls.of(v.message, v.files)
+        out = cls.of(v.message, v.files, v.extras)
         out.reactions = [ReactionOut(emoji=r.emoji, count=len(r.user_ids),
                                      user_ids=[str(u) for u in r.user_ids]) for r in v.reactions]
         if v.thread is not None:

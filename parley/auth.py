@@ -46,11 +46,20 @@ def needs_rehash(password_hash: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: the verified content of an access token or ticket."""
+    """Who is calling: the verified content of an access token or ticket, or
+    of an app's token (``parley.actions.apps.authenticate``).
+
+    For an app, ``user_id`` is its bot's account, ``session_id`` the token's
+    id, and ``app_id`` / ``bot_id`` name the app: actions use them to mark
+    what the bot posts and to apply the one rule that differs for bots (they
+    read only the channels they are in; see ``channels.readable_channel``).
+    """
 
     user_id: int
     session_id: int
     expires_at: float  # unix seconds
+    app_id: int | None = None  # set only for an app's token
+    bot_id: int | None = None
 
 
 class TokenIssuer:

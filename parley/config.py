@@ -91,6 +91,12 @@ class Settings:
     thumbnail_max_pixels: int = 40_000_000
     thumbnail_timeout_s: float = 10.0
     thumbnail_memory_mb: int = 1024
+    # The Slack-compatible Web API (issue 14): Slack's per-method rate tiers
+    # (1, 20, 50, 100 calls per minute per app) multiplied by this, and
+    # chat.postMessage / incoming webhooks per app and channel.
+    webapi_tier_scale: float = 1.0
+    webapi_post_per_channel_per_s: float = 1.0
+    webapi_post_burst: int = 10
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -158,6 +164,12 @@ SETTINGS_DOC: dict[str, str] = {
     "thumbnail_max_pixels": "Images with more pixels than this get no thumbnail (bomb guard)",
     "thumbnail_timeout_s": "Wall-clock limit of one thumbnail, in seconds",
     "thumbnail_memory_mb": "Address-space limit of the thumbnail worker process, in MiB",
+    "webapi_tier_scale":
+        "Multiplier of Slack's Web API rate tiers (1, 20, 50, 100 calls per minute per app and"
+        " method)",
+    "webapi_post_per_channel_per_s":
+        "chat.postMessage and incoming-webhook posts per second per app and channel (refill)",
+    "webapi_post_burst": "Burst of chat.postMessage per app and channel (token bucket size)",
 }
 
 
@@ -196,5 +208,8 @@ def validate(s: Settings) -> None:
             or s.thumbnail_memory_mb < 64):
         raise ConfigError("thumbnail_max_pixels must be >= 1, thumbnail_timeout_s > 0 and "
                           "thumbnail_memory_mb >= 64")
+    if s.webapi_tier_scale <= 0 or s.webapi_post_per_channel_per_s <= 0 or s.webapi_post_burst < 1:
+        raise ConfigError("webapi_tier_scale and webapi_post_per_channel_per_s must be > 0, "
+                          "webapi_post_burst >= 1")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from parley.model import Channel, FileRecord, Message, ReadState, ThreadSummary
+from parley.model import Channel, FileRecord, Message, MessageExtras, ReadState, ThreadSummary
 
 # Event types (server to client).  Nouns, past tense.  Documented in
 # docs/protocol.md; tests check every type listed here is documented.
@@ -56,12 +56,15 @@ THREAD_UNFOLLOWED = "thread.unfollowed"
 MEMBERSHIP_UPDATED = "membership.updated"  # your role in a workspace changed
 MEMBERSHIP_ENDED = "membership.ended"  # you left or were deactivated: sockets close (4006)
 SESSION_REVOKED = "session.revoked"  # close sockets of this session
+# An app's chat.postEphemeral: shown to this one user, never stored, no seq.
+MESSAGE_EPHEMERAL = "message.ephemeral"
 
 EVENT_TYPES = (
     MESSAGE_CREATED, MESSAGE_UPDATED, MESSAGE_DELETED, MESSAGE_PINNED, MESSAGE_UNPINNED,
     REACTION_ADDED, REACTION_REMOVED, THREAD_UPDATED, CHANNEL_UPDATED, MEMBER_JOINED,
     MEMBER_LEFT, CHANNEL_JOINED, CHANNEL_LEFT, CHANNEL_READ, MENTION_CREATED, MENTION_REMOVED,
     THREAD_FOLLOWED, THREAD_UNFOLLOWED, MEMBERSHIP_UPDATED, MEMBERSHIP_ENDED, SESSION_REVOKED,
+    MESSAGE_EPHEMERAL,
 )
 
 
@@ -73,10 +76,14 @@ def user_topic(user_id: int) -> str:
     return f"u:{user_id}"
 
 
-def message_data(m: Message, files: Sequence[FileRecord] | None = None) -> dict[str, Any]:
+def message_data(m: Message, files: Sequence[FileRecord] | None = None,
+                 extras: MessageExtras | None = None) -> dict[str, Any]:
     """A message as clients see it.  ``files``: its attachments in order
     (``file_data``; empty for a tombstone).  Every message event passes
-    them; a caller that omits them leaves the key out rather than say []."""
+    them; a caller that omits them leaves the key out rather than say [].
+    ``extras`` (an app's or a Slack-style message): ``extras_data``'s keys
+    are added only when there are extras, so a plain message's event is
+    exactly as before (the gateway's hot path builds and forwards it)."""
     data = {
         "id": m.id, "channel_id": m.channel_id, "seq": m.seq, "workspace_id": m.workspace_id,
         "user_id": m.user_id, "text": m.text, "client_msg_id": m.client_msg_id,
@@ -86,6 +93,26 @@ def message_data(m: Message, files: Sequence[FileRecord] | None = None) -> dict[
     }
     if files is not None:
         data["files"] = [] if m.deleted else [file_data(f) for f in files]
+    if extras is not None:
+        data.update(extras_data(extras))
+    return data
+
+
+def extras_data(x: MessageExtras) -> dict[str, Any]:
+    """``blocks`` / ``attachments`` (the arrays as posted), ``bot_id`` /
+    ``app_id`` (the app's bot that posted) and ``subtype``, each only when set."""
+    import json
+
+    data: dict[str, Any] = {}
+    if x.blocks is not None:
+        data["blocks"] = json.loads(x.blocks)
+    if x.attachments is not None:
+        data["attachments"] = json.loads(x.attachments)
+    if x.bot_id is not None:
+        data["bot_id"] = x.bot_id
+        data["app_id"] = x.app_id
+    if x.subtype is not None:
+        data["subtype"] = x.subtype
     return data
 
 

@@ -18,6 +18,7 @@ class User:
     display_name: str
     password_hash: str
     deactivated: bool
+    is_bot: bool = False  # an app's bot account (cannot log in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Member:
     role: str  # 'owner' | 'admin' | 'member' | 'guest'
     display_name: str
     active: bool
+    is_bot: bool = False  # an app's bot (see parley/ports/apps.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,24 @@ class Message:
     deleted: bool
     # A thread reply also shown in the channel ("also send to channel").
     also_in_channel: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageExtras:
+    """What a Slack-style message carries beyond Parley's own fields; a
+    message has these only when one of them is set (plain messages have
+    none, so the writer's hot path never sees them).
+
+    ``blocks`` and ``attachments`` are JSON arrays, kept as the text they
+    were received as (``parley.actions.rich`` validates them); ``bot_id`` /
+    ``app_id`` name the app's bot that posted; ``subtype`` is
+    ``'bot_message'`` for posts through an incoming webhook."""
+
+    blocks: str | None = None
+    attachments: str | None = None
+    bot_id: int | None = None
+    app_id: int | None = None
+    subtype: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

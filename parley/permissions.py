@@ -58,6 +58,7 @@ class Perm(StrEnum):
     LIST_MEMBERS = "list_members"
     MANAGE_WORKSPACE_FILES = "manage_workspace_files"  # the workspace's file size/type limits
     DELETE_ANY_FILE = "delete_any_file"  # one they can see; everyone may delete their own
+    MANAGE_APPS = "manage_apps"  # create, change, install, uninstall and delete apps
 
 
 _ALL = frozenset(Role)
@@ -91,6 +92,7 @@ TABLE: dict[Perm, frozenset[Role]] = {
     Perm.LIST_MEMBERS: _ALL,
     Perm.MANAGE_WORKSPACE_FILES: _STAFF,
     Perm.DELETE_ANY_FILE: _STAFF,
+    Perm.MANAGE_APPS: _STAFF,
 }
 
 # Permissions a channel's creator holds on that channel (unless a guest).

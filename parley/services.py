@@ -7,6 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
@@ -38,6 +39,7 @@ class Services:
     presence: PresenceStore
     blobs: BlobStore  # file bytes (local disk or S3); the index lives in ``store``
     thumbnails: Thumbnailer  # untrusted image decoding, out of this process
+    app_keys: AppKeys  # signing secrets and upload URLs, derived from the server secret
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[tuple[str, bytes]] = field(default_factory=list, init=False, repr=False)

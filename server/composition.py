@@ -29,6 +29,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator, LeasedIdAllocator
@@ -190,6 +191,6 @@ async def build(settings: Settings, *, migrate: bool = True,
         raise
     svc = Services(settings=settings, store=db.stores(), writer=writer, hub=hub, ids=ids,
                    tokens=tokens, presence=presence, blobs=blobs,
-                   thumbnails=ProcessThumbnailer())
+                   thumbnails=ProcessThumbnailer(), app_keys=AppKeys(secret))
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

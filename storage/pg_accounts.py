@@ -26,7 +26,8 @@ def ticket_hash(ticket: str) -> str:
 
 def _user(r: asyncpg.Record) -> User:
     return User(id=r["id"], email=r["email"], display_name=r["display_name"],
-                password_hash=r["password_hash"], deactivated=r["deactivated_at"] is not None)
+                password_hash=r["password_hash"], deactivated=r["deactivated_at"] is not None,
+                is_bot=r["is_bot"])
 
 
 class PgUsers(PgPart):
@@ -40,21 +41,21 @@ class PgUsers(PgPart):
             """INSERT INTO users (id, email, email_norm, display_name, password_hash)
                VALUES ($1, $2, lower(trim($2)), $3, $4)
                ON CONFLICT (email_norm) DO NOTHING
-               RETURNING id, email, display_name, password_hash, deactivated_at""",
+               RETURNING id, email, display_name, password_hash, deactivated_at, is_bot""",
             user_id, email, display_name, password_hash)
         return None if row is None else _user(row)
 
     async def user_by_email(self, email: str) -> User | None:
         row = await self._call(
             self.directory.fetchrow,
-            """SELECT id, email, display_name, password_hash, deactivated_at
+            """SELECT id, email, display_name, password_hash, deactivated_at, is_bot
                FROM users WHERE email_norm = lower(trim($1))""", email)
         return None if row is None else _user(row)
 
     async def user(self, user_id: int) -> User | None:
         row = await self._call(
             self.directory.fetchrow,
-            """SELECT id, email, display_name, password_hash, deactivated_at
+            """SELECT id, email, display_name, password_hash, deactivated_at, is_bot
                FROM users WHERE id = $1""", user_id)
         return None if row is None else _user(row)
 

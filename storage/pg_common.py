@@ -57,7 +57,8 @@ def channel_from_row(r: asyncpg.Record) -> Channel:
 
 def member_from_row(r: asyncpg.Record) -> Member:
     return Member(workspace_id=r["workspace_id"], user_id=r["user_id"], role=r["role"],
-                  display_name=r["display_name"], active=r["deactivated_at"] is None)
+                  display_name=r["display_name"], active=r["deactivated_at"] is None,
+                  is_bot=r["is_bot"])
 
 
 @contextlib.asynccontextmanager

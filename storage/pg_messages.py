@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
-from parley.model import MentionChange, Message, Pin, Reaction, ThreadSummary
+from parley.model import MentionChange, Message, MessageExtras, Pin, Reaction, ThreadSummary
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool, transaction
 
 SEARCH_MAX_ROWS = 200  # one search page at most
+PAGE_MAX_ROWS = 1000  # one channel_page at most
+_EXTRAS_COLUMNS = "message_id, blocks, attachments, bot_id, app_id, subtype"
+_PUT_EXTRAS = """INSERT INTO message_extras (message_id, workspace_id, channel_id, blocks,
+                                       attachments, bot_id, app_id, subtype)
+   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+   ON CONFLICT (message_id) DO UPDATE
+   SET blocks = EXCLUDED.blocks, attachments = EXCLUDED.attachments, bot_id = EXCLUDED.bot_id,
+       app_id = EXCLUDED.app_id, subtype = EXCLUDED.subtype
+   WHERE message_extras.workspace_id = EXCLUDED.workspace_id"""
+
+
+def _extras(r: Any) -> MessageExtras:
+    return MessageExtras(blocks=r["blocks"], attachments=r["attachments"], bot_id=r["bot_id"],
+                         app_id=r["app_id"], subtype=r["subtype"])
 HISTORY_PAGE_MAX = 1000  # rows one history query may return (the API pages at <= 200)
 
 
@@ -61,14 +76,20 @@ class PgMessages(PgPart):
         return [message_from_row(r) for r in rows]
 
     async def edit_message(self, workspace_id: int, message_id: int, text: str,
-                           edited_at: dt.datetime) -> Message | None:
-        """None when the message is missing or deleted."""
+                           edited_at: dt.datetime,
+                           extras: MessageExtras | None = None) -> Message | None:
+        """None when the message is missing or deleted; with ``extras`` they
+        replace the message's in the same transaction."""
         pool = await shard_pool(self, workspace_id)
-        row = await self._call(
-            pool.fetchrow,
-            f"""UPDATE messages m SET text = $3, edited_at = $4
-                WHERE m.id = $1 AND m.workspace_id = $2 AND m.deleted_at IS NULL
-                RETURNING {MESSAGE_COLUMNS}""", message_id, workspace_id, text, edited_at)  # noqa: S608
+        async with transaction(pool) as conn:
+            row = await conn.fetchrow(
+                f"""UPDATE messages m SET text = $3, edited_at = $4
+                    WHERE m.id = $1 AND m.workspace_id = $2 AND m.deleted_at IS NULL
+                    RETURNING {MESSAGE_COLUMNS}""", message_id, workspace_id, text, edited_at)  # noqa: S608
+            if row is not None and extras is not None:
+                await conn.execute(_PUT_EXTRAS, message_id, workspace_id, row["channel_id"],
+                                   extras.blocks, extras.attachments, extras.bot_id,
+                                   extras.app_id, extras.subtype)
         return None if row is None else message_from_row(row)
 
     async def delete_message(self, workspace_id: int,
@@ -90,6 +111,10 @@ class PgMessages(PgPart):
             gone = await conn.fetch(
                 """DELETE FROM mentions WHERE message_id = $1 AND workspace_id = $2
                    RETURNING user_id""", message_id, workspace_id)
+            # The tombstone keeps who posted it (bot_id), not what it said.
+            await conn.execute(
+                """UPDATE message_extras SET blocks = NULL, attachments = NULL
+                   WHERE message_id = $1 AND workspace_id = $2""", message_id, workspace_id)
         return message_from_row(row), tuple(sorted(r["user_id"] for r in gone))
 
     async def messages_by_idempotency(
@@ -127,6 +152,84 @@ class PgMessages(PgPart):
                 message.workspace_id)]
         return MentionChange(added=tuple(sorted(added)), removed=tuple(sorted(removed)))
 
+
+
+class PgExtras(PgPart):
+    """``MessageExtrasStore`` on PostgreSQL (table ``message_extras``)."""
+
+    async def put_message_extras(self, workspace_id: int, channel_id: int,
+                                 message_id: int, extras: MessageExtras) -> None:
+        pool = await shard_pool(self, workspace_id)
+        await self._call(pool.execute, _PUT_EXTRAS, message_id, workspace_id, channel_id,
+                         extras.blocks, extras.attachments, extras.bot_id, extras.app_id,
+                         extras.subtype)
+
+    async def drop_message_extras(self, workspace_id: int, message_id: int) -> None:
+        pool = await shard_pool(self, workspace_id)
+        await self._call(
+            pool.execute,
+            """DELETE FROM message_extras x WHERE x.message_id = $1 AND x.workspace_id = $2
+               AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = $1)""",
+            message_id, workspace_id)
+
+    async def message_extras(self, workspace_id: int,
+                             message_ids: Sequence[int]) -> dict[int, MessageExtras]:
+        if not message_ids:
+            return {}
+        pool = await shard_pool(self, workspace_id)
+        rows = await self._call(
+            pool.fetch,
+            f"""SELECT {_EXTRAS_COLUMNS} FROM message_extras
+                WHERE workspace_id = $1 AND message_id = ANY($2::bigint[])""",  # noqa: S608
+            workspace_id, list(message_ids))
+        return {r["message_id"]: _extras(r) for r in rows}
+
+
+class PgTimeline(PgPart):
+    """``TimelineIndex`` on PostgreSQL: the Web API's ts and time bounds."""
+
+    async def message_at(self, workspace_id: int, channel_id: int, second: int,
+                         seq_residue: int, modulus: int) -> Message | None:
+        """One primary-key probe per candidate seq: the candidates are
+        generated from the channel's counter inside the query."""
+        pool = await shard_pool(self, workspace_id)
+        row = await self._call(
+            pool.fetchrow,
+            f"""SELECT {MESSAGE_COLUMNS} FROM messages m
+                WHERE m.channel_id = $1 AND m.workspace_id = $2
+                  AND m.seq = ANY(ARRAY(
+                      SELECT $4::bigint + k * $5::bigint FROM channel_counters c,
+                             generate_series(0, c.last_seq / $5::bigint) AS k
+                      WHERE c.channel_id = $1 AND $4::bigint + k * $5::bigint BETWEEN 1
+                                                                          AND c.last_seq))
+                  AND m.created_at >= to_timestamp($3::bigint)
+                  AND m.created_at < to_timestamp($3::bigint + 1)
+                ORDER BY m.seq LIMIT 1""",  # noqa: S608
+            channel_id, workspace_id, second, seq_residue, modulus)
+        return None if row is None else message_from_row(row)
+
+    async def seq_at(self, workspace_id: int, channel_id: int, at: dt.datetime) -> int:
+        pool = await shard_pool(self, workspace_id)
+        found = await self._call(
+            pool.fetchval,
+            """SELECT parley_seq_at(c.id, $3) FROM channels c
+               WHERE c.id = $1 AND c.workspace_id = $2""", channel_id, workspace_id, at)
+        return 1 if found is None else int(found)
+
+    async def channel_page(self, workspace_id: int, channel_id: int, *, after_seq: int,
+                           before_seq: int, limit: int, newest_first: bool,
+                           top_level: bool) -> list[Message]:
+        pool = await shard_pool(self, workspace_id)
+        order = "DESC" if newest_first else "ASC"
+        shown = "AND (m.thread_root_id IS NULL OR m.also_in_channel)" if top_level else ""
+        rows = await self._call(
+            pool.fetch,
+            f"""SELECT {MESSAGE_COLUMNS} FROM messages m
+                WHERE m.channel_id = $1 AND m.workspace_id = $2 AND m.seq > $3 AND m.seq < $4
+                  {shown}
+                ORDER BY m.seq {order} LIMIT $5""",  # noqa: S608
+            channel_id, workspace_id, after_seq, before_seq, max(1, min(limit, PAGE_MAX_ROWS)))
+        return [message_from_row(r) for r in rows]
 
 
 class PgThreads(PgPart):

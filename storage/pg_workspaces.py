@@ -29,7 +29,7 @@ from storage.pg_common import (
     transaction,
 )
 
-_MEMBER_COLUMNS = "workspace_id, user_id, role, display_name, deactivated_at"
+_MEMBER_COLUMNS = "workspace_id, user_id, role, display_name, deactivated_at, is_bot"
 _INVITE_COLUMNS = ("id, workspace_id, role, created_by, created_at, expires_at, max_uses, uses, "
                    "revoked_at")
 
@@ -108,7 +108,7 @@ class PgMembers(PgPart):
             return None
         row = await self._call(
             pool.fetchrow,
-            """SELECT workspace_id, user_id, role, display_name, deactivated_at
+            """SELECT workspace_id, user_id, role, display_name, deactivated_at, is_bot
                FROM workspace_members WHERE workspace_id = $1 AND user_id = $2""",
             workspace_id, user_id)
         return None if row is None else member_from_row(row)
@@ -124,7 +124,8 @@ class PgMembers(PgPart):
                        VALUES ($1, $2, $3, $4)
                        ON CONFLICT (workspace_id, user_id) DO UPDATE
                        SET deactivated_at = NULL, ended_reason = NULL
-                       RETURNING workspace_id, user_id, role, display_name, deactivated_at""",
+                       RETURNING workspace_id, user_id, role, display_name, deactivated_at,
+                                 is_bot""",
                     workspace_id, user.id, role, user.display_name)
                 await conn.execute(
                     """INSERT INTO channel_members (channel_id, user_id, workspace_id)

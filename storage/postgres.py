@@ -20,12 +20,21 @@ from parley.model import StoreUnavailable
 from parley.ports.stores import Stores
 from storage.migrate import apply_migrations, pending_migrations
 from storage.pg_accounts import PgLeases, PgSessions, PgUsers
+from storage.pg_apps import PgApps, PgInstalls, PgWebhooks
 from storage.pg_channels import PgChannels, PgReads, PgRoster
 from storage.pg_common import (
     CONNECTION_ERRORS as CONNECTION_ERRORS,  # re-exported: the writer uses it
 )
 from storage.pg_files import PgFileLimits, PgFiles, PgShares
-from storage.pg_messages import PgMessages, PgPins, PgReactions, PgSearch, PgThreads
+from storage.pg_messages import (
+    PgExtras,
+    PgMessages,
+    PgPins,
+    PgReactions,
+    PgSearch,
+    PgThreads,
+    PgTimeline,
+)
 from storage.pg_workspaces import PgInvites, PgMembers, PgWorkspaces
 from storage.shards import HashRing, shard_name
 
@@ -57,6 +66,8 @@ class PgDatabase:
         self.roster = PgRoster(self)
         self.reads = PgReads(self)
         self.messages = PgMessages(self)
+        self.extras = PgExtras(self)
+        self.timeline = PgTimeline(self)
         self.threads = PgThreads(self)
         self.reactions = PgReactions(self)
         self.pins = PgPins(self)
@@ -64,6 +75,9 @@ class PgDatabase:
         self.files = PgFiles(self)
         self.shares = PgShares(self)
         self.file_limits = PgFileLimits(self)
+        self.apps = PgApps(self)
+        self.installs = PgInstalls(self)
+        self.webhooks = PgWebhooks(self)
 
     def stores(self) -> Stores:
         """The ports the domain uses, all on these pools."""
@@ -71,9 +85,10 @@ class PgDatabase:
             users=self.users, sessions=self.sessions, leases=self.leases,
             workspaces=self.workspaces, members=self.members, invites=self.invites,
             channels=self.channels, roster=self.roster, reads=self.reads,
-            messages=self.messages, threads=self.threads, reactions=self.reactions,
-            pins=self.pins, search=self.search, files=self.files, shares=self.shares,
-            file_limits=self.file_limits, health=self)
+            messages=self.messages, extras=self.extras, timeline=self.timeline,
+            threads=self.threads, reactions=self.reactions, pins=self.pins, search=self.search,
+            files=self.files, shares=self.shares, file_limits=self.file_limits,
+            apps=self.apps, installs=self.installs, webhooks=self.webhooks, health=self)
 
     # -- lifecycle ---------------------------------------------------------
 

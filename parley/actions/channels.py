@@ -8,6 +8,10 @@ members, and a public channel also to workspace members holding
 ``channel_not_found``, exactly like a channel that does not exist.
 Changing a channel needs membership of it (or, for a visible public
 channel, a staff role); archived channels are read-only.
+
+Apps' bots see public channels' metadata like members do (lists, info,
+members) but read the content (history, threads, pins, files) only of the
+channels they are in (``readable_channel``), as Slack bots do.
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ async def visible_channel(svc: Services, ident: Identity, workspace_id: int,
     """The channel if the caller may see it, else NotFound (see module doc)."""
     member = await require_member(svc, ident, workspace_id)
     channel, _ = await _visible(svc, member, workspace_id, channel_id)
+    return channel
+
+
+async def readable_channel(svc: Services, ident: Identity, workspace_id: int,
+                           channel_id: int) -> Channel:
+    """The channel if the caller may read its messages: ``visible_channel``
+    for people; an app's bot must be in it (403 ``not_in_channel`` for a
+    public channel it has not joined, 404 for anything it cannot see)."""
+    if ident.app_id is None:
+        return await visible_channel(svc, ident, workspace_id, channel_id)
+    _, channel = await member_channel(svc, ident, workspace_id, channel_id)
     return channel
 
 
@@ -283,6 +298,12 @@ async def channel_members(svc: Services, ident: Identity, workspace_id: int, cha
     await visible_channel(svc, ident, workspace_id, channel_id)
     return await svc.store.roster.channel_members_page(workspace_id, channel_id, after_user_id,
                                                        max(1, min(limit, MEMBER_PAGE_MAX)))
+
+
+async def member_count(svc: Services, ident: Identity, workspace_id: int,
+                       channel_id: int) -> int:
+    await visible_channel(svc, ident, workspace_id, channel_id)
+    return await svc.store.roster.channel_member_count(workspace_id, channel_id)
 
 
 # -- lists ---------------------------------------------------------------------------

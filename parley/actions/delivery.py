@@ -27,8 +27,9 @@ async def events_after(svc: Services, workspace_id: int, channel_id: int, after_
     page = await svc.store.messages.history(workspace_id, channel_id, after=after_seq, limit=limit)
     live = [m.id for m in page if not m.deleted]
     shared = await svc.store.shares.message_files(workspace_id, live)
+    extras = await svc.store.extras.message_extras(workspace_id, [m.id for m in page])
     return [(m.seq, events.encode(events.MESSAGE_CREATED,
-                                  events.message_data(m, shared.get(m.id, []))))
+                                  events.message_data(m, shared.get(m.id, []), extras.get(m.id))))
             for m in page]
 
 

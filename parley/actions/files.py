@@ -49,7 +49,7 @@ from typing import TypeVar
 
 from parley import events, media
 from parley.actions import validate
-from parley.actions.channels import visible_channel
+from parley.actions.channels import readable_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, TooLarge
@@ -349,7 +349,8 @@ async def _shown(svc: Services, member: Member, workspace_id: int, file_id: int,
                                                 SHARES_SCANNED)
     if f is None or f.state != "ready" or not allowed(member, Perm.READ_HISTORY):
         raise _not_found()
-    browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS)
+    # An app's bot reads only the channels it is in (channels.readable_channel).
+    browse = allowed(member, Perm.BROWSE_PUBLIC_CHANNELS) and not member.is_bot
     if any(share.is_member or (share.kind == "public" and browse) for share in shares):
         return f
     raise _not_found()
@@ -422,7 +423,7 @@ async def list_channel_files(svc: Services, ident: Identity, workspace_id: int,
     newest first."""
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
-    await visible_channel(svc, ident, workspace_id, channel_id)
+    await readable_channel(svc, ident, workspace_id, channel_id)
     return await svc.store.shares.channel_files(workspace_id, channel_id, before_id,
                                                 max(1, min(limit, CHANNEL_FILES_PAGE_MAX)))
 

@@ -21,6 +21,13 @@ Rules:
   are attached right after the writer commits, before ``message.created`` is
   published with them (a gateway that backfills in that window replays the
   message without its ``files``, as with ``also_in_channel``).
+* Extras (``MessageExtras``: Slack-style blocks and attachments, and the
+  app's bot that posted): stored before the append, keyed by the message's
+  snowflake, so every reader (history, backfill, resume) sees them with the
+  message; dropped again when the append is refused or was a retry.  A
+  message with blocks or attachments may have empty text.  What an app
+  posts always carries its ``bot_id`` and ``app_id`` (from the identity,
+  never from the request).
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from parley import events, mentions
-from parley.actions import files, validate
-from parley.actions.channels import member_channel, visible_channel
+from parley.actions import files, rich, validate
+from parley.actions.channels import member_channel, readable_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import (
@@ -49,6 +56,7 @@ from parley.model import (
     FileRecord,
     MentionChange,
     Message,
+    MessageExtras,
     NewMessage,
     Pin,
     Reaction,
@@ -81,6 +89,7 @@ class MessageView:
     thread: ThreadSummary | None = None  # roots only (None: no replies)
     pinned: bool = False
     files: tuple[FileRecord, ...] = ()  # in order; deleted ones show as removed
+    extras: MessageExtras | None = None  # blocks, attachments, the bot that posted
 
 
 def _message_not_found() -> NotFound:
@@ -174,10 +183,27 @@ def _new_message(svc: Services, ident: Identity, workspace_id: int, channel_id: 
                       also_in_channel=also_in_channel)
 
 
-def _created(msg: Message, attached: Sequence[FileRecord]) -> tuple[str, bytes]:
+def _created(msg: Message, attached: Sequence[FileRecord],
+             extras: MessageExtras | None = None) -> tuple[str, bytes]:
     """``message.created`` on the channel topic: the one event both post paths publish."""
     return (events.channel_topic(msg.channel_id),
-            events.encode(events.MESSAGE_CREATED, events.message_data(msg, attached)))
+            events.encode(events.MESSAGE_CREATED, events.message_data(msg, attached, extras)))
+
+
+def _with_bot(ident: Identity, extras: MessageExtras | None) -> MessageExtras | None:
+    """The extras to store: an app's posts always name its bot (from the
+    identity, whatever the request said); a person's never do."""
+    if ident.app_id is None:
+        if extras is None or (extras.bot_id is None and extras.subtype is None):
+            return extras
+        return MessageExtras(blocks=extras.blocks, attachments=extras.attachments)
+    base = extras or MessageExtras()
+    return MessageExtras(blocks=base.blocks, attachments=base.attachments, bot_id=ident.bot_id,
+                         app_id=ident.app_id, subtype=base.subtype)
+
+
+def _has_content(extras: MessageExtras | None) -> bool:
+    return extras is not None and (extras.blocks is not None or extras.attachments is not None)
 
 
 def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
@@ -225,16 +251,20 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
                        text: str, client_msg_id: str | None = None,
                        thread_root_id: int | None = None, *, member_checked: bool = False,
                        also_in_channel: bool = False,
-                       file_ids: Sequence[int] = ()) -> Message:
+                       file_ids: Sequence[int] = (),
+                       extras: MessageExtras | None = None) -> Message:
     """Store a message durably, then publish it; returns the stored message.
 
     ``member_checked`` lets the gateway skip the workspace-membership read it
     already did at connect time; channel membership is always checked inside
     the write transaction.  Idempotent per (sender, client_msg_id): a retry
     returns the stored message and publishes nothing again.  ``file_ids``:
-    ready files the sender uploaded (see the module rules).
+    ready files the sender uploaded; ``extras``: blocks and attachments (see
+    the module rules).
     """
-    if not (file_ids and text == ""):
+    extras = _with_bot(ident, extras)
+    rich.clean_text(text)
+    if not ((file_ids or _has_content(extras)) and text == ""):
         text = validate.message_text(text, svc.settings.max_message_chars)
     client_msg_id = validate.client_msg_id(client_msg_id)
     if not member_checked or file_ids:
@@ -255,20 +285,26 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     new = _new_message(svc, ident, workspace_id, channel_id, text, client_msg_id,
                        thread_root_id, also_in_channel)
     msg_id = new.id
+    if extras is not None:
+        await svc.store.extras.put_message_extras(workspace_id, channel_id, msg_id, extras)
     try:
         stored = await svc.writer.append(shard, new)
     except (AppendRejected, StoreUnavailable) as exc:
+        if extras is not None:
+            await _forget_extras(svc, workspace_id, msg_id)
         raise _append_error(exc) from exc
     attached: list[FileRecord] | None = None
     if file_ids:  # idempotent: a retry attaches what a failed first attempt did not
         attached = await svc.store.shares.attach_files(workspace_id, channel_id, stored.id,
                                                        file_ids, ident.user_id)
     if stored.id != msg_id:  # a retry: the first attempt published already
+        if extras is not None:
+            await _forget_extras(svc, workspace_id, msg_id)
         return stored
     change = MentionChange((), ())
     if found.any:
         change = await svc.store.messages.set_mentions(stored, found.user_ids, found.everyone)
-    items = [_created(stored, attached or ())]
+    items = [_created(stored, attached or (), extras)]
     root_id = thread_root_id if thread_root_id is not None else stored.id
     followed: list[int] = []
     if thread_root_id is not None:
@@ -289,11 +325,24 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     return stored
 
 
+async def _forget_extras(svc: Services, workspace_id: int, message_id: int) -> None:
+    try:
+        await svc.store.extras.drop_message_extras(workspace_id, message_id)
+    except StoreUnavailable:  # an orphan names an id no message has: never read
+        pass
+
+
 async def edit_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
-                       message_id: int, text: str) -> Message:
+                       message_id: int, text: str,
+                       extras: MessageExtras | None = None) -> Message:
     """The author edits their message (``edited_ts`` is set); mentions are
-    re-parsed: newly mentioned users are told, unmentioned ones too."""
-    text = validate.message_text(text, svc.settings.max_message_chars)
+    re-parsed: newly mentioned users are told, unmentioned ones too.  With
+    ``extras``, its blocks and attachments become those (None: unchanged)."""
+    if extras is not None:
+        extras = _with_bot(ident, extras)
+    rich.clean_text(text)
+    if not (_has_content(extras) and text == ""):
+        text = validate.message_text(text, svc.settings.max_message_chars)
     _, channel = await member_channel(svc, ident, workspace_id, channel_id)
     msg = await _message_in(svc, workspace_id, channel_id, message_id)
     if msg.user_id != ident.user_id:
@@ -305,14 +354,15 @@ async def edit_message(svc: Services, ident: Identity, workspace_id: int, channe
     if found.everyone and not mentions.parse(msg.text).everyone:
         await _check_broadcast(svc, ident, workspace_id, channel_id)
     edited = await svc.store.messages.edit_message(workspace_id, message_id, text,
-                                                   dt.datetime.now(dt.UTC))
+                                                   dt.datetime.now(dt.UTC), extras)
     if edited is None:
         raise Conflict("message_deleted", "the message was deleted")
     change = await svc.store.messages.set_mentions(edited, found.user_ids, found.everyone)
     shared = (await files.attachments(svc, workspace_id, [edited.id])).get(edited.id, [])
+    now_extras = (await svc.store.extras.message_extras(workspace_id, [edited.id])).get(edited.id)
     items = [(events.channel_topic(channel_id), events.encode(
         events.MESSAGE_UPDATED, {"workspace_id": workspace_id, "channel_id": channel_id,
-                                 "message": events.message_data(edited, shared)}))]
+                                 "message": events.message_data(edited, shared, now_extras)}))]
     if change.added:
         root_id = edited.thread_root_id if edited.thread_root_id is not None else edited.id
         followed = await svc.store.threads.follow_thread(workspace_id, channel_id, root_id,
@@ -327,7 +377,7 @@ async def delete_message(svc: Services, ident: Identity, workspace_id: int, chan
                          message_id: int) -> None:
     """Tombstone a message: the author, or a role with ``delete_any_message``."""
     member = await require_member(svc, ident, workspace_id)
-    channel = await visible_channel(svc, ident, workspace_id, channel_id)
+    channel = await readable_channel(svc, ident, workspace_id, channel_id)
     msg = await _message_in(svc, workspace_id, channel_id, message_id)
     if msg.user_id != ident.user_id:
         require(member, Perm.DELETE_ANY_MESSAGE)
@@ -336,9 +386,10 @@ async def delete_message(svc: Services, ident: Identity, workspace_id: int, chan
     if result is None:  # already deleted
         return
     tomb, unmentioned = result
+    tomb_extras = (await svc.store.extras.message_extras(workspace_id, [tomb.id])).get(tomb.id)
     items = [(events.channel_topic(channel_id), events.encode(
         events.MESSAGE_DELETED, {"workspace_id": workspace_id, "channel_id": channel_id,
-                                 "message": events.message_data(tomb, [])}))]
+                                 "message": events.message_data(tomb, [], tomb_extras)}))]
     if tomb.thread_root_id is not None:
         items.append(await _thread_event(svc, tomb, tomb.thread_root_id))
     items += _mention_events(tomb, MentionChange((), unmentioned))
@@ -346,8 +397,9 @@ async def delete_message(svc: Services, ident: Identity, workspace_id: int, chan
 
 
 async def set_pinned(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
-                     message_id: int, pinned: bool) -> None:
-    """Pin or unpin; idempotent (no event when nothing changed)."""
+                     message_id: int, pinned: bool) -> bool:
+    """Pin or unpin; idempotent (no event when nothing changed).  Whether
+    something changed."""
     member, channel = await member_channel(svc, ident, workspace_id, channel_id)
     require(member, Perm.PIN_MESSAGE)
     _writable(channel)
@@ -367,11 +419,12 @@ async def set_pinned(svc: Services, ident: Identity, workspace_id: int, channel_
             events.MESSAGE_PINNED if pinned else events.MESSAGE_UNPINNED,
             {"workspace_id": workspace_id, "channel_id": channel_id, "message_id": message_id,
              "user_id": ident.user_id}))
+    return changed
 
 
 async def list_pins(svc: Services, ident: Identity, workspace_id: int,
                     channel_id: int) -> list[Pin]:
-    await visible_channel(svc, ident, workspace_id, channel_id)
+    await readable_channel(svc, ident, workspace_id, channel_id)
     return await svc.store.pins.pins(workspace_id, channel_id)
 
 
@@ -380,7 +433,7 @@ async def list_pins(svc: Services, ident: Identity, workspace_id: int,
 
 async def enrich(svc: Services, workspace_id: int, channel_id: int,
                  msgs: list[Message]) -> list[MessageView]:
-    """Reactions, thread summaries, pins and files for a page: four queries."""
+    """Reactions, thread summaries, pins, files and extras for a page: five queries."""
     live = [m.id for m in msgs if not m.deleted]
     by_message: dict[int, list[Reaction]] = {}
     for r in await svc.store.reactions.reactions_of(workspace_id, live):
@@ -389,24 +442,55 @@ async def enrich(svc: Services, workspace_id: int, channel_id: int,
         workspace_id, [m.id for m in msgs if m.thread_root_id is None])
     pinned = await svc.store.pins.pinned_ids(workspace_id, channel_id, live)
     shared = await files.attachments(svc, workspace_id, live)
+    extras = await svc.store.extras.message_extras(workspace_id, [m.id for m in msgs])
     return [MessageView(m, tuple(by_message.get(m.id, ())), summaries.get(m.id), m.id in pinned,
-                        tuple(shared.get(m.id, ()))) for m in msgs]
+                        tuple(shared.get(m.id, ())), extras.get(m.id)) for m in msgs]
 
 
 async def history(svc: Services, ident: Identity, workspace_id: int, channel_id: int, *,
                   before: int | None, after: int | None, limit: int) -> list[Message]:
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
-    await visible_channel(svc, ident, workspace_id, channel_id)
+    await readable_channel(svc, ident, workspace_id, channel_id)
     return await svc.store.messages.history(workspace_id, channel_id, before=before, after=after,
                                             limit=limit)
+
+
+async def channel_page(svc: Services, ident: Identity, workspace_id: int, channel_id: int, *,
+                       after_seq: int, before_seq: int, limit: int,
+                       newest_first: bool) -> list[Message]:
+    """The channel's main view between two seqs (exclusive): top-level
+    messages and replies also sent to the channel, newest first or in order."""
+    member = await require_member(svc, ident, workspace_id)
+    require(member, Perm.READ_HISTORY)
+    await readable_channel(svc, ident, workspace_id, channel_id)
+    return await svc.store.timeline.channel_page(workspace_id, channel_id, after_seq=after_seq,
+                                                 before_seq=before_seq,
+                                                 limit=max(1, min(limit, HISTORY_PAGE_MAX)),
+                                                 newest_first=newest_first, top_level=True)
+
+
+async def message_at(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                     second: int, seq_residue: int, modulus: int) -> Message | None:
+    """The message of a channel the caller may read, addressed as the Web API
+    does (creation second and seq residue; see docs/architecture.md)."""
+    await readable_channel(svc, ident, workspace_id, channel_id)
+    return await svc.store.timeline.message_at(workspace_id, channel_id, second, seq_residue,
+                                               modulus)
+
+
+async def seq_at(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                 at: dt.datetime) -> int:
+    """The first seq of a readable channel created at or after ``at``."""
+    await readable_channel(svc, ident, workspace_id, channel_id)
+    return await svc.store.timeline.seq_at(workspace_id, channel_id, at)
 
 
 async def get_message(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
                       message_id: int) -> MessageView:
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
-    await visible_channel(svc, ident, workspace_id, channel_id)
+    await readable_channel(svc, ident, workspace_id, channel_id)
     msg = await _message_in(svc, workspace_id, channel_id, message_id)
     return (await enrich(svc, workspace_id, channel_id, [msg]))[0]
 
@@ -417,7 +501,7 @@ async def thread(svc: Services, ident: Identity, workspace_id: int, channel_id: 
     """(root, a page of replies after ``after_seq`` in order, caller follows)."""
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
-    await visible_channel(svc, ident, workspace_id, channel_id)
+    await readable_channel(svc, ident, workspace_id, channel_id)
     root = await _message_in(svc, workspace_id, channel_id, root_id)
     if root.thread_root_id is not None:
         raise NotFound("thread_not_found", "that message is a reply, not a thread root")
@@ -445,3 +529,43 @@ async def set_following(svc: Services, ident: Identity, workspace_id: int, chann
         await svc.publish_many(follow_events(
             workspace_id, channel_id, root_id, [ident.user_id],
             events.THREAD_FOLLOWED if follow else events.THREAD_UNFOLLOWED))
+
+
+async def messages_by_id(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                         message_ids: Sequence[int]) -> dict[int, Message]:
+    """Messages of a channel the caller may read, by id (the missing left out):
+    what the Web API needs to name the threads replies belong to."""
+    await readable_channel(svc, ident, workspace_id, channel_id)
+    out: dict[int, Message] = {}
+    for mid in dict.fromkeys(message_ids):
+        msg = await svc.store.messages.message(workspace_id, mid)
+        if msg is not None and msg.channel_id == channel_id:
+            out[mid] = msg
+    return out
+
+
+async def post_ephemeral(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
+                         user_id: int, text: str, *, extras: MessageExtras | None = None,
+                         thread_root_id: int | None = None, ts: str) -> None:
+    """A message only ``user_id`` sees, on their sockets, and only now: it is
+    never stored, so it has no seq and is in no history (an app's
+    ``chat.postEphemeral``).  Both the sender and the user must be in the
+    channel (404 ``user_not_found`` / ``user_not_in_channel``)."""
+    extras = _with_bot(ident, extras)
+    rich.clean_text(text)
+    if not (_has_content(extras) and text == ""):
+        text = validate.message_text(text, svc.settings.max_message_chars)
+    member, channel = await member_channel(svc, ident, workspace_id, channel_id)
+    require(member, Perm.POST_MESSAGE)
+    _writable(channel)
+    target = await svc.store.members.member(workspace_id, user_id)
+    if target is None or not target.active:
+        raise NotFound("user_not_found", "no such member in this workspace")
+    if not await svc.store.roster.is_channel_member(workspace_id, channel_id, user_id):
+        raise Forbidden("user_not_in_channel", "that user is not in this channel")
+    data: dict[str, Any] = {"workspace_id": workspace_id, "channel_id": channel_id,
+                            "user_id": ident.user_id, "text": text, "ts": ts,
+                            "thread_root_id": thread_root_id}
+    if extras is not None:
+        data.update(events.extras_data(extras))
+    await svc.publish(events.user_topic(user_id), events.encode(events.MESSAGE_EPHEMERAL, data))

@@ -18,7 +18,8 @@ MAX_DISTINCT_EMOJI = 50  # different emoji on one message
 
 
 async def set_reaction(svc: Services, ident: Identity, workspace_id: int, channel_id: int,
-                       message_id: int, emoji: str, present: bool) -> None:
+                       message_id: int, emoji: str, present: bool) -> bool:
+    """Add or remove one reaction; whether something changed."""
     emoji = validate.emoji(emoji)
     member, channel = await member_channel(svc, ident, workspace_id, channel_id)
     require(member, Perm.REACT)
@@ -44,3 +45,4 @@ async def set_reaction(svc: Services, ident: Identity, workspace_id: int, channe
             events.REACTION_ADDED if present else events.REACTION_REMOVED,
             {"workspace_id": workspace_id, "channel_id": channel_id, "message_id": message_id,
              "user_id": ident.user_id, "emoji": emoji}))
+    return changed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from parley.actions import validate
-from parley.actions.channels import visible_channel
+from parley.actions.channels import readable_channel
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
 from parley.errors import InvalidInput
@@ -32,12 +32,14 @@ async def search(svc: Services, ident: Identity, workspace_id: int, query: str, 
     member = await require_member(svc, ident, workspace_id)
     require(member, Perm.READ_HISTORY)
     if channel_id is not None:
-        await visible_channel(svc, ident, workspace_id, channel_id)
+        await readable_channel(svc, ident, workspace_id, channel_id)
     for t in (since, until):
         if t is not None and t.tzinfo is None:
             raise InvalidInput("invalid_date", "dates need a time zone (e.g. Z or +02:00)")
     return await svc.store.search.search(
         workspace_id, ident.user_id, query,
-        include_public=allowed(member, Perm.BROWSE_PUBLIC_CHANNELS), channel_id=channel_id,
+        # An app's bot reads only the channels it is in (channels.readable_channel).
+        include_public=allowed(member, Perm.BROWSE_PUBLIC_CHANNELS) and ident.app_id is None,
+        channel_id=channel_id,
         author_id=author_id, since=since, until=until, before_id=before_id,
         limit=max(1, min(limit, PAGE_MAX)))

@@ -44,6 +44,38 @@ async def require_target(svc: Services, workspace_id: int, user_id: int) -> Memb
     return member
 
 
+async def get_member(svc: Services, ident: Identity, workspace_id: int,
+                     user_id: int) -> Member:
+    """Anyone who is or was a member of the caller's workspace (a former
+    member shows as deactivated), else NotFound ``user_not_found``."""
+    await require_member(svc, ident, workspace_id)
+    member = await svc.store.members.member(workspace_id, user_id)
+    if member is None:
+        raise NotFound("user_not_found", "no such member in this workspace")
+    return member
+
+
+async def member_email(svc: Services, ident: Identity, workspace_id: int,
+                       user_id: int) -> str | None:
+    """A member's e-mail address (None for a bot, which has none)."""
+    member = await get_member(svc, ident, workspace_id, user_id)
+    if member.is_bot:
+        return None
+    user = await svc.store.users.user(user_id)
+    return None if user is None or user.is_bot else user.email
+
+
+async def member_by_email(svc: Services, ident: Identity, workspace_id: int,
+                          email: str) -> Member:
+    """The active member (never a bot) with this e-mail address."""
+    await require_member(svc, ident, workspace_id)
+    address = validate.lookup_email(email)
+    user = None if address is None else await svc.store.users.user_by_email(address)
+    if user is None or user.is_bot:
+        raise NotFound("user_not_found", "no member with this e-mail address")
+    return await require_target(svc, workspace_id, user.id)
+
+
 async def create_workspace(svc: Services, ident: Identity, name: str) -> Workspace:
     name = validate.display_text(name, "workspace_name")
     owner = await svc.store.users.user(ident.user_id)

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Protocol
 
-from parley.model import MentionChange, Message, Pin, Reaction, ThreadSummary
+from parley.model import MentionChange, Message, MessageExtras, Pin, Reaction, ThreadSummary
 
 
 class MessageStore(Protocol):
@@ -28,19 +28,68 @@ class MessageStore(Protocol):
         so a page has no hole a client could mistake for a gap."""
 
     async def edit_message(self, workspace_id: int, message_id: int, text: str,
-                           edited_at: dt.datetime) -> Message | None:
-        """Replace the text and set ``edited_at``; None when missing or deleted."""
+                           edited_at: dt.datetime,
+                           extras: MessageExtras | None = None) -> Message | None:
+        """Replace the text and set ``edited_at``; None when missing or deleted.
+        With ``extras``, the message's extras become those (their blocks and
+        attachments replace the old ones) in the same transaction."""
 
     async def delete_message(self, workspace_id: int,
                              message_id: int) -> tuple[Message, tuple[int, ...]] | None:
-        """Tombstone (keeps the seq; empties the text; drops reactions, pin and
-        mentions) atomically; the tombstone and the users whose mention went
-        away, or None when missing or already deleted."""
+        """Tombstone (keeps the seq; empties the text; drops reactions, pin,
+        mentions and the extras' blocks and attachments) atomically; the
+        tombstone and the users whose mention went away, or None when missing
+        or already deleted."""
 
     async def set_mentions(self, message: Message, user_ids: Sequence[int],
                            everyone: bool) -> MentionChange:
         """Make the message's mentions the channel members among ``user_ids``
         (all members with ``everyone``), never its author; what changed."""
+
+
+class MessageExtrasStore(Protocol):
+    """Blocks, attachments and the posting bot: what a Slack-style message
+    carries beyond Parley's own fields (plain messages have none)."""
+
+    async def put_message_extras(self, workspace_id: int, channel_id: int, message_id: int,
+                                 extras: MessageExtras) -> None:
+        """Store a message's extras, before the message itself is appended
+        (keyed by the id the caller assigned), so no reader sees the message
+        without them.  Idempotent."""
+
+    async def drop_message_extras(self, workspace_id: int, message_id: int) -> None:
+        """Remove the extras stored for an append that did not happen (a
+        refusal, or a retry that found the first attempt's message)."""
+
+    async def message_extras(self, workspace_id: int,
+                             message_ids: Sequence[int]) -> dict[int, MessageExtras]:
+        """The extras of those messages that have any."""
+
+
+class TimelineIndex(Protocol):
+    """Addressing a channel by time, as the Slack-compatible Web API does
+    (a message ``ts`` is its creation second and its seq; see
+    ``api/slack/ids.py``)."""
+
+    async def message_at(self, workspace_id: int, channel_id: int, second: int,
+                         seq_residue: int, modulus: int) -> Message | None:
+        """The message of the channel with ``seq % modulus == seq_residue``
+        created in the unix second ``second``: one primary-key probe per
+        candidate seq (``residue + k * modulus`` up to the channel's last
+        seq; one for channels of fewer than ``modulus`` messages)."""
+
+    async def seq_at(self, workspace_id: int, channel_id: int, at: dt.datetime) -> int:
+        """The first seq of the channel created at or after ``at`` (last seq
+        + 1 when none): bisection over the primary key (see
+        ``parley_seq_at``, migration shard/0007)."""
+
+    async def channel_page(self, workspace_id: int, channel_id: int, *, after_seq: int,
+                           before_seq: int, limit: int, newest_first: bool,
+                           top_level: bool) -> list[Message]:
+        """Messages with ``after_seq < seq < before_seq``, in seq order or
+        newest first; with ``top_level`` only what the channel's main view
+        shows (not thread replies, except those also sent to the channel).
+        One index scan on the primary key."""
 
 
 class ThreadStore(Protocol):

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from parley.ports.accounts import LeaseStore, SessionStore, UserStore
+from parley.ports.apps import AppStore, InstallStore, WebhookStore
 from parley.ports.channels import ChannelStore, ReadStore, RosterStore
 from parley.ports.files import FileLimitStore, FileShareStore, FileStore
-from parley.ports.messages import MessageStore, PinStore, ReactionStore, SearchIndex, ThreadStore
+from parley.ports.messages import (
+    MessageExtrasStore,
+    MessageStore,
+    PinStore,
+    ReactionStore,
+    SearchIndex,
+    ThreadStore,
+    TimelineIndex,
+)
 from parley.ports.workspaces import InviteStore, MemberStore, WorkspaceStore
 
 
@@ -37,6 +46,8 @@ class Stores:
     roster: RosterStore
     reads: ReadStore
     messages: MessageStore
+    extras: MessageExtrasStore
+    timeline: TimelineIndex
     threads: ThreadStore
     reactions: ReactionStore
     pins: PinStore
@@ -44,4 +55,7 @@ class Stores:
     files: FileStore
     shares: FileShareStore
     file_limits: FileLimitStore
+    apps: AppStore
+    installs: InstallStore
+    webhooks: WebhookStore
     health: Health

@@ -42,7 +42,24 @@ UNSCOPED: dict[str, str] = {
                            "issued only after authorization (tests/api/test_routes_files.py)",
     "PUT /v1/blobs/{key}": "a signed upload URL of the local blob store: the signature is the "
                            "grant for one key (tests/api/test_routes_files.py)",
+    "POST /upload/v1/{ticket}": "a signed upload URL of the Web API: the signature is the grant "
+                                "for one file (tests/api/slack/test_web_api.py)",
+    "POST /services/{team}/{hook}/{secret}": "an incoming webhook: the URL's secret is the grant "
+                                             "(tests/api/slack/test_webhooks.py)",
+    "GET /files-pri/{team_file}/{name}": "authenticated by an app token, scoped to its workspace "
+                                         "(tests/api/slack/test_isolation.py)",
 }
+# The Web API's methods take no workspace id: the token names the workspace.
+# Their isolation (a bot of another workspace, every method) is checked by
+# tests/api/slack/test_isolation.py.
+TOKEN_SCOPED_PREFIX = "/api/"
+# Routes that answer in Slack's conventions (HTTP 200 with ``ok: false``, or
+# Slack's webhook statuses and text), not Parley's error envelope: their
+# bad input is tested by tests/api/slack/test_errors.py and test_webhooks.py.
+SLACK_SHAPED_PREFIXES = (TOKEN_SCOPED_PREFIX, "/upload/", "/services/", "/files-pri/")
+
+_MANIFEST = {"display_information": {"name": "Intruder"},
+             "oauth_config": {"scopes": {"bot": ["chat:write", "incoming-webhook"]}}}
 
 # Workspace-scoped routes: the request body to send (with Acme's ids where
 # the body carries ids).
@@ -106,6 +123,21 @@ MATRIX: dict[str, Body] = {
     "GET /v1/workspaces/{workspace_id}/files/{file_id}/download": _none,
     "GET /v1/workspaces/{workspace_id}/files/{file_id}/thumbnail": _none,
     "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/files": _none,
+    "POST /v1/workspaces/{workspace_id}/apps": lambda i: {"manifest": _MANIFEST},
+    "GET /v1/workspaces/{workspace_id}/apps": _none,
+    "GET /v1/workspaces/{workspace_id}/apps/{app_id}": _none,
+    "PATCH /v1/workspaces/{workspace_id}/apps/{app_id}": lambda i: {"manifest": _MANIFEST},
+    "DELETE /v1/workspaces/{workspace_id}/apps/{app_id}": _none,
+    "POST /v1/workspaces/{workspace_id}/apps/{app_id}/install":
+        lambda i: {"webhook_channel_id": i["channel_id"]},
+    "POST /v1/workspaces/{workspace_id}/apps/{app_id}/uninstall": _none,
+    "POST /v1/workspaces/{workspace_id}/apps/{app_id}/signing-secret": _empty,
+    "GET /v1/workspaces/{workspace_id}/apps/{app_id}/tokens": _none,
+    "DELETE /v1/workspaces/{workspace_id}/apps/{app_id}/tokens/{token_id}": _none,
+    "POST /v1/workspaces/{workspace_id}/apps/{app_id}/webhooks":
+        lambda i: {"channel_id": i["channel_id"]},
+    "GET /v1/workspaces/{workspace_id}/apps/{app_id}/webhooks": _none,
+    "DELETE /v1/workspaces/{workspace_id}/apps/{app_id}/webhooks/{webhook_id}": _none,
 }
 
 # Query parameters that carry ids, per route (sent with Acme's ids).
@@ -124,5 +156,25 @@ def fill(path: str, ids: Ids) -> str:
 
 
 def spec_routes(spec: dict[str, Any]) -> list[str]:
-    """``METHOD /path`` of every operation in an OpenAPI document."""
-    return [f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method in ops]
+    """``METHOD /path`` of every operation in an OpenAPI document, but the
+    Web API's (``TOKEN_SCOPED_PREFIX``: tested by tests/api/slack/)."""
+    return [f"{method.upper()} {path}" for path, ops in spec["paths"].items() for method in ops
+            if not path.startswith(TOKEN_SCOPED_PREFIX)]
+
+
+async def install_app(user: Any, ws: str, channel: str, name: str) -> Ids:
+    """An installed app of ``ws`` with a webhook into ``channel``, through the
+    API: its ``app_id``, first ``token_id`` and ``webhook_id``."""
+    from tests.api.helpers import expect
+
+    manifest = {"display_information": {"name": name},
+                "oauth_config": {"scopes": {"bot": ["chat:write", "incoming-webhook"]}}}
+    app = await expect(user.api, "POST", f"/v1/workspaces/{ws}/apps", 201,
+                       json={"manifest": manifest})
+    app_id = app["app"]["id"]
+    await expect(user.api, "POST", f"/v1/workspaces/{ws}/apps/{app_id}/install", 200,
+                 json={"webhook_channel_id": channel})
+    tokens = await expect(user.api, "GET", f"/v1/workspaces/{ws}/apps/{app_id}/tokens", 200)
+    hooks = await expect(user.api, "GET", f"/v1/workspaces/{ws}/apps/{app_id}/webhooks", 200)
+    return {"app_id": app_id, "token_id": tokens["tokens"][0]["id"],
+            "webhook_id": hooks["webhooks"][0]["id"]}

@@ -35,16 +35,18 @@ from tests.api.route_table import (
     Body,
     Ids,
     fill,
+    install_app,
     spec_routes,
 )
 
 # Ids no object will ever have: snowflakes of the year ~2090 (2**62 ms after
 # the epoch), one per parameter name.
 MADE_UP: Ids = {name: str(2**62 + i) for i, name in enumerate(
-    ("workspace_id", "channel_id", "message_id", "user_id", "invite_id", "file_id"))}
+    ("workspace_id", "channel_id", "message_id", "user_id", "invite_id", "file_id", "app_id",
+     "token_id", "webhook_id"))}
 MADE_UP["emoji"] = "tada"  # not an id: the same in both requests
-# What a member of the workspace may be unable to see.  Members and invites
-# of one's own workspace are not secret from its members (lists show them).
+# What a member of the workspace may be unable to see.  Members, invites and
+# apps of one's own workspace are not secret from its members (lists show them).
 CHANNEL_SCOPED = ("channel_id", "message_id", "file_id")
 POST_MESSAGE = "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/messages"
 # Bodies tried besides ``MATRIX``'s: a plain post reaches the writer's own
@@ -78,8 +80,9 @@ async def _channel_with_content(t: Team, name: str, kind: str) -> Ids:
 
 async def _world(t: Team) -> dict[str, Ids]:
     invite = await expect(t.ada.api, "POST", t.w("/invites"), 201, json={})
+    app = await install_app(t.ada, t.ws, t.general, "Acme bot")
     base = {"workspace_id": t.ws, "user_id": t.bob.id, "invite_id": invite["invite"]["id"],
-            "emoji": "tada"}
+            "emoji": "tada", **app}
     vault = await _channel_with_content(t, "vault", "private")
     attic = await _channel_with_content(t, "attic", "private")
     await expect(t.bob.api, "POST", t.c(attic["channel_id"], "/archive"), 200)

@@ -27,6 +27,7 @@ from tests.api.route_table import (
     UNSCOPED,
     Ids,
     fill,
+    install_app,
     spec_routes,
 )
 
@@ -38,9 +39,10 @@ async def _acme(t: Team) -> Ids:
     invite = await expect(t.ada.api, "POST", t.w("/invites"), 201, json={})
     file_id = await upload_file(t.bob, t.ws, b"classified file")
     await t.post(t.bob, secret, "the file", file_ids=[file_id])
+    app = await install_app(t.ada, t.ws, t.general, "Acme bot")
     return {"workspace_id": t.ws, "channel_id": secret, "message_id": msg["id"],
             "user_id": t.bob.id, "invite_id": invite["invite"]["id"], "emoji": "tada",
-            "general": t.general, "token": invite["token"], "file_id": file_id}
+            "general": t.general, "token": invite["token"], "file_id": file_id, **app}
 
 
 async def _eve(t: Team) -> Ids:
@@ -48,9 +50,10 @@ async def _eve(t: Team) -> Ids:
                        json={"text": "eve's own"})
     invite = await expect(t.eve.api, "POST", t.w("/invites", t.other), 201, json={})
     file_id = await upload_file(t.eve, t.other, b"eve's file")
+    app = await install_app(t.eve, t.other, t.other_general, "Eve bot")
     return {"workspace_id": t.other, "channel_id": t.other_general, "message_id": msg["id"],
             "user_id": t.eve.id, "invite_id": invite["invite"]["id"], "emoji": "tada",
-            "file_id": file_id}
+            "file_id": file_id, **app}
 
 
 async def _snapshot(t: Team, acme: Ids) -> Any:
@@ -66,6 +69,9 @@ async def _snapshot(t: Team, acme: Ids) -> Any:
         (await t.bob.api.http.get(t.w(f"/files/{acme['file_id']}/download"))).content,
         await expect(t.bob.api, "GET", t.c(acme["channel_id"], "/files"), 200),
         await expect(t.ada.api, "GET", t.w("/file-limits"), 200),
+        await expect(t.ada.api, "GET", t.w("/apps"), 200),
+        await expect(t.ada.api, "GET", t.w(f"/apps/{acme['app_id']}/tokens"), 200),
+        await expect(t.ada.api, "GET", t.w(f"/apps/{acme['app_id']}/webhooks"), 200),
         sorted(c["name"] for c in (await expect(t.ada.api, "GET", t.w("/channels"), 200,
                                                 params={"include_public": "true"}))["channels"]),
     )
