@@ -62,7 +62,7 @@ def install(app: FastAPI) -> None:
         if any(e.get("type") == "string_unicode" for e in exc.errors()):
             # A lone surrogate (a "\ud800" escape json.loads accepted), refused
             # by pydantic in a length-limited field: the same code as the JSON
-            # gateway gives it (gateway/codec.py), not the generic one.
+            # gateway gives it (gateway/protocol/codec.py), not the generic one.
             return error_response(400, "invalid_text", "a string holds a lone surrogate: "
                                   "strings must be Unicode text", details=details)
         return error_response(400, "invalid_request", "the request is not valid", details=details)

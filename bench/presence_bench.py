@@ -52,7 +52,7 @@ from storage.hub_redis import RedisHub
 from storage.presence_redis import RedisPresenceStore
 
 SEED = 7
-HEARTBEAT_INTERVAL_S = 30  # clients heartbeat every 30 s (gateway.codes.HEARTBEAT_INTERVAL_MS)
+HEARTBEAT_INTERVAL_S = 30  # clients heartbeat every 30 s (gateway.protocol.HEARTBEAT_INTERVAL_MS)
 TARGET_HEARTBEATS_PER_S = 200_000
 TARGET_COMMANDS_PER_1000 = 10.0
 CHURN_PER_MIN = 0.01  # share of connections replaced per simulated minute (churn scenario)

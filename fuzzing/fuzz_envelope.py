@@ -21,7 +21,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports():
-    from gateway.codec import BadEnvelope, JsonCodec, MsgpackCodec, as_id
+    from gateway.protocol.codec import BadEnvelope, JsonCodec, MsgpackCodec, as_id
 
 
 def _check(result: tuple[str, object, dict[str, object]]) -> None:

@@ -56,23 +56,28 @@ from typing import Any, Protocol
 
 import msgpack
 
+from gateway.protocol import (
+    ERR_PRESENCE_SUBSCRIPTION_LIMIT,
+    ERR_PRESENCE_UNAVAILABLE,
+    EV_PRESENCE_CHANGED,
+    EV_TYPING,
+    OP_PRESENCE_SET,
+    OP_PRESENCE_SUBSCRIBE,
+    OP_PRESENCE_UNSUBSCRIBE,
+    OP_TYPING,
+)
 from parley.ports.presence import Presence, Status
 
-# -- protocol names (docs/protocol.md, "Presence and typing") ------------------
+# -- protocol names (gateway.protocol; docs/protocol.md, "Presence and typing") --
 
-OP_SUBSCRIBE = "presence.subscribe"  # d: user_ids
-OP_UNSUBSCRIBE = "presence.unsubscribe"  # d: user_ids, or all: true
-OP_SET = "presence.set"  # d: status ("away" | "auto") and/or dnd (bool)
-OP_TYPING = "typing"  # d: channel_id
+OP_SUBSCRIBE = OP_PRESENCE_SUBSCRIBE
+OP_UNSUBSCRIBE = OP_PRESENCE_UNSUBSCRIBE
+OP_SET = OP_PRESENCE_SET
 OPS = frozenset({OP_SUBSCRIBE, OP_UNSUBSCRIBE, OP_SET, OP_TYPING})
-
-PRESENCE_CHANGED = "presence.changed"  # event to subscribers: user_id, status, dnd
-TYPING = "typing"  # event to channel members: channel_id, user_id, expires_in_ms
-
-ERR_SUBSCRIPTION_LIMIT = "presence_subscription_limit"
-ERR_UNAVAILABLE = "presence_unavailable"
-ERR_USER_NOT_FOUND = "user_not_found"
-ERR_CHANNEL_NOT_FOUND = "channel_not_found"
+PRESENCE_CHANGED = EV_PRESENCE_CHANGED
+TYPING = EV_TYPING
+ERR_SUBSCRIPTION_LIMIT = ERR_PRESENCE_SUBSCRIPTION_LIMIT
+ERR_UNAVAILABLE = ERR_PRESENCE_UNAVAILABLE
 
 PRESENCE_TOPIC_KIND = "p"  # hub topic p:<user id>
 

@@ -23,14 +23,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gateway import codec as codecs
 from gateway.presence import (
-    ERR_CHANNEL_NOT_FOUND,
     ERR_SUBSCRIPTION_LIMIT,
     ERR_UNAVAILABLE,
     OP_SET,
     OP_SUBSCRIBE,
-    OP_TYPING,
     OP_UNSUBSCRIBE,
     OPS,
     TYPING,
@@ -45,6 +42,8 @@ from gateway.presence import (
     presence_data,
 )
 from gateway.presence_watch import PresenceWatch
+from gateway.protocol import ERR_CHANNEL_NOT_FOUND, OP_TYPING
+from gateway.protocol import codec as codecs
 from parley import events
 from parley.ports.hub import Hub
 from parley.ports.presence import PresenceStore

@@ -26,7 +26,6 @@ import msgpack
 from gateway.presence import (
     ERR_SUBSCRIPTION_LIMIT,
     ERR_UNAVAILABLE,
-    ERR_USER_NOT_FOUND,
     PRESENCE_CHANGED,
     PresenceSession,
     PresenceStats,
@@ -36,6 +35,7 @@ from gateway.presence import (
     presence_data,
     presence_topic,
 )
+from gateway.protocol import ERR_USER_NOT_FOUND
 from parley.ports.hub import Hub
 from parley.ports.presence import Presence, PresenceStore, Status
 

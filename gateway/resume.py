@@ -1,6 +1,6 @@
 """Hold and resume: what a connection sends between its upgrade and going live.
 
-Sans-IO: no sockets, no database, no clocks.  ``gateway.session`` feeds it
+Sans-IO: no sockets, no database, no clocks.  ``gateway.replay`` feeds it
 (events the router delivers, the client's ``resume`` command, the channel
 heads it read) and sends what it returns.  docs/protocol.md ("Reconnecting
 and resuming") is the contract; this file keeps it.
@@ -42,18 +42,14 @@ import enum
 from collections.abc import Callable, Container, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from gateway import codec as codecs
+from gateway.protocol import EV_RESYNC_REQUIRED
+from gateway.protocol import codec as codecs
 
 T = TypeVar("T")
 
-OP_RESUME = "resume"  # the command (docs/protocol.md, "Reconnecting and resuming")
-RESYNC_REQUIRED = "channel.resync_required"  # event: d = channel_id, from_seq, to_seq, reason
 MAX_HELD_EVENTS = 10_000  # channel events held for one connection before it is closed (4004)
 MAX_CURSORS = 10_000  # channels one resume may name
 
-# Typed errors of the resume command (docs/protocol.md lists them):
-ERR_NOT_REQUESTED = "resume_not_requested"  # connected without ?resume=1
-ERR_TOO_LATE = "resume_too_late"  # a resume was already handled, or the wait ran out
 
 
 class Phase(enum.Enum):
@@ -107,7 +103,7 @@ def decide(cursor: int | None, head: int, limit: int,
 
 def resync_event(channel_id: int, d: Decision) -> dict[str, Any]:
     assert d.reason is not None
-    return {"t": RESYNC_REQUIRED, "d": {"channel_id": channel_id, "from_seq": d.from_seq,
+    return {"t": EV_RESYNC_REQUIRED, "d": {"channel_id": channel_id, "from_seq": d.from_seq,
                                         "to_seq": d.to_seq, "reason": d.reason.value}}
 
 

@@ -38,7 +38,7 @@ GAP_TIMEOUT_S = 0.15  # how long an early event waits for its predecessor before
 SWEEP_INTERVAL_S = 0.05  # how often gaps are checked
 BACKFILL_RETRY_S = 0.5  # after a failed backfill (PostgreSQL down): no retry storm, no log flood
 RESET_CONCURRENCY = 8  # channels backfilled at once after a hub reset
-SLOW_CONSUMER_CODE = 4002  # gateway.codes.CloseCode.SLOW_CONSUMER
+SLOW_CONSUMER_CODE = 4002  # gateway.protocol.CloseCode.SLOW_CONSUMER
 
 
 class Connection(FanoutTarget, Protocol):
@@ -245,20 +245,31 @@ class Router:
         elif not ch.needs_backfill:  # a pending rerun keeps the channel on the sweeper's list
             self._gapped.discard(cid)
 
+    @staticmethod
+    def frames(payload: bytes, event: dict[str, Any] | None = None
+               ) -> tuple[bytes, Callable[[], bytes]]:
+        """The frames of one event, for live delivery and replays alike: the
+        binary frame (the msgpack payload as is) and the JSON text frame,
+        built on first use and only once (``event``: the payload decoded,
+        when the caller has it)."""
+        binary = build_frame(OP_BINARY, payload)
+        cache: list[bytes] = []
+
+        def text_frame() -> bytes:
+            if not cache:
+                decoded = event if event is not None else events.decode(payload)
+                cache.append(build_frame(OP_TEXT, events.to_json(decoded).encode()))
+            return cache[0]
+
+        return binary, text_frame
+
     def _deliver(self, cid: int, ch: _Channel,
                  items: list[tuple[bytes, dict[str, Any]]]) -> None:
         bin_conns, text_conns, holders = ch.targets()
         for payload, event in items:
             data = event.get("d")
             seq = data.get("seq") if isinstance(data, dict) else None
-            binary = build_frame(OP_BINARY, payload)
-            text: list[bytes] = []
-
-            def text_frame(event: dict[str, Any] = event, cache: list[bytes] = text) -> bytes:
-                if not cache:
-                    cache.append(build_frame(OP_TEXT, events.to_json(event).encode()))
-                return cache[0]
-
+            binary, text_frame = self.frames(payload, event)
             if bin_conns:
                 self._write(bin_conns, binary)
             if text_conns:

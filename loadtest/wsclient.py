@@ -18,7 +18,7 @@ import msgpack
 
 from core_ext import FrameParser, build_frame
 from core_ext.defs_py import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG
-from gateway.codes import SUBPROTOCOL_MSGPACK as SUBPROTOCOL
+from gateway.protocol import SUBPROTOCOL_MSGPACK as SUBPROTOCOL
 from gateway.upgrade_client import HandshakeRejected, UpgradeResponse, upgrade_request
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024

@@ -19,7 +19,7 @@ import uvicorn
 
 from api.app import create_app
 from api.health import create_health_app
-from gateway.codes import CONNECT_PATH, CloseCode
+from gateway.protocol import CONNECT_PATH, CloseCode
 from gateway.session import GatewayApp
 from gateway.transport import GatewayServer, TransportLimits, serve
 from gateway.websocket import WsLimits

@@ -134,3 +134,38 @@ def test_every_connection_state_is_in_the_state_table() -> None:
     missing = sorted(p.value for p in Phase if p.value not in states)
     assert not missing, f"states missing from the state table of docs/protocol.md: {missing}"
     assert {"upgrading", "draining", "closed"} <= states
+
+
+def test_the_generated_tables_match_the_protocol_data() -> None:
+    """docs/protocol.md's command, event and close-code tables are the ones
+    gateway.protocol.spec renders (regenerate with
+    ``python -m gateway.protocol.spec --write``)."""
+    from gateway.protocol import spec
+
+    text = DOC.read_text()
+    assert sorted(spec.regions(text)) == sorted(spec.TABLES), "a generated region is missing"
+    assert spec.render_doc(text) == text, (
+        "docs/protocol.md differs from gateway.protocol.spec: "
+        "run python -m gateway.protocol.spec --write")
+
+
+def test_the_gateway_dispatches_exactly_the_documented_commands() -> None:
+    from gateway.protocol import spec
+    from gateway.session import GatewayApp
+
+    app = GatewayApp.__new__(GatewayApp)  # the table only: no services needed
+    table = GatewayApp.command_table(app)
+    assert set(table) == spec.all_ops()
+    assert spec.all_ops() <= code_commands() | set(table)
+
+
+def test_every_close_code_the_gateway_sends_is_documented() -> None:
+    from gateway.protocol import CloseCode, spec
+
+    documented = {c.code for c in spec.CLOSE_CODES}
+    sent = set()
+    for path in _files("gateway"):
+        sent |= set(re.findall(r"CloseCode\.([A-Z_]+)", path.read_text()))
+    missing = sorted(n for n in sent if CloseCode[n] not in documented
+                     and CloseCode[n] not in (CloseCode.GOING_AWAY, CloseCode.POLICY))
+    assert not missing, f"close codes sent but not in the close-code table: {missing}"

@@ -1,4 +1,4 @@
-"""gateway/codec.py without sockets: what the codecs refuse so that nothing a
+"""gateway/protocol/codec.py without sockets: what the codecs refuse so that nothing a
 client sends can make a reply unencodable."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from gateway.codec import BadEnvelope, JsonCodec, MsgpackCodec, as_id, echoable_ref
+from gateway.protocol.codec import BadEnvelope, JsonCodec, MsgpackCodec, as_id, echoable_ref
 
 
 def _refused(codec: Any, frame: bytes | str) -> BadEnvelope:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway import codec as codecs
+from gateway.protocol import codec as codecs
 from gateway.resume import Decision, Hold, Reason, decide, parse_cursors, plan
 from server.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login

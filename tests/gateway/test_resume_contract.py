@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from gateway import replay as replay_mod
 from gateway import resume as resume_mod
-from gateway import session as session_mod
 from parley.actions import delivery
 from server.runner import Running
 from tests.fixtures.parley import Api, WsClient, register_and_login
@@ -326,7 +326,7 @@ async def test_invalid_resume_is_refused_and_the_connection_keeps_waiting(
 async def test_resume_that_never_comes_ends_in_resync_for_every_channel(
         parley_db: tuple[Running, str], json_mode: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_mod, "RESUME_WAIT_S", 0.3)
+    monkeypatch.setattr(replay_mod, "RESUME_WAIT_S", 0.3)
     t = await _team(parley_db)
     for i in range(2):
         await t.post(t.general, f"g{i}")

@@ -226,7 +226,7 @@ async def test_plain_sends_take_the_nowait_path_and_the_rest_the_full_one(
     while len(acks) < 21:
         ev = await a.recv_type("ack")
         acks[ev["ref"]] = ev["d"]
-    assert not app._sends, "plain sends spawn no Task"
+    assert not app.sends._tasks, "plain sends spawn no Task"
     assert len(asyncio.all_tasks()) <= tasks_before + 4  # the writer's lanes, the outbox
     assert [acks[i]["seq"] for i in range(20)] == list(range(1, 21))
     assert acks["retry"] == acks[0]
@@ -247,7 +247,7 @@ async def test_plain_sends_take_the_nowait_path_and_the_rest_the_full_one(
     await a.send_cmd("send", {"channel_id": side["id"], "text": "too late"}, ref="x")
     err = await a.recv_type("error")
     assert (err["ref"], err["d"]["code"]) == ("x", "channel_archived")
-    assert app._inflight == 0
+    assert app.sends._inflight == 0
     for c in (a, b):
         await c.close()
     for api in (ada, bob):

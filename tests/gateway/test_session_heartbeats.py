@@ -21,9 +21,9 @@ import msgpack
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from gateway import codec as codecs
 from gateway import session as session_mod
-from gateway.codes import CloseCode
+from gateway.protocol import CloseCode
+from gateway.protocol import codec as codecs
 from gateway.session import GatewayApp, Session
 from parley.auth import Identity
 from server.composition import Runtime

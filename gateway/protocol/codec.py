@@ -41,12 +41,12 @@ from typing import Any, ClassVar, Final
 
 import msgpack
 
+from gateway.protocol import OP_HEARTBEAT as HEARTBEAT_OP
 from parley import events
 from parley.actions.validate import encodable
 
 MAX_REF_LEN = 64  # characters of a string ref echoed back to the client
 REF_INT_MIN, REF_INT_END = -(2**63), 2**64  # an integer ref fits msgpack's int64/uint64
-HEARTBEAT_OP = "heartbeat"
 # A JSON escape of a surrogate code point (U+D800..U+DFFF), paired or not.
 # Only frames containing one can decode to a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -132,11 +132,6 @@ class MsgpackCodec:
     def encode(obj: dict[str, Any]) -> bytes:
         return msgpack.packb(obj, use_bin_type=True)
 
-    @staticmethod
-    def from_hub(payload: bytes, event: dict[str, Any]) -> bytes:
-        # The hub payload is already the msgpack event: forward it as is.
-        return payload
-
 
 class JsonCodec:
     name = "json"
@@ -165,10 +160,6 @@ class JsonCodec:
     @staticmethod
     def encode(obj: dict[str, Any]) -> str:
         return events.to_json(obj)
-
-    @staticmethod
-    def from_hub(payload: bytes, event: dict[str, Any]) -> str:
-        return events.to_json(event)
 
 
 Codec = MsgpackCodec | JsonCodec
