@@ -159,8 +159,9 @@ class TypingRelay:
             self.stats.typing_suppressed += 1
             self._reply(session, ref, "channel_too_large")
             return
-        payload = events.encode(TYPING, {"channel_id": cid, "user_id": session.user_id,
-                                         "expires_in_ms": self.options.typing_expires_ms})
+        payload = events.publication(events.encode(
+            TYPING, {"channel_id": cid, "user_id": session.user_id,
+                     "expires_in_ms": self.options.typing_expires_ms}))
         self.stats.typing_sent += 1
         self._spawn(self.watch.hub_publish([(events.channel_topic(cid), payload)]))
         self._reply(session, ref, None)

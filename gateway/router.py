@@ -73,7 +73,9 @@ Position = Callable[[int, int], Awaitable[int]]
 class _Channel:
     workspace_id: int
     sessions: set[Subscriber] = field(default_factory=set)
-    stream: ChannelStream[tuple[bytes, dict[str, Any]]] = field(default_factory=ChannelStream)
+    # (seq or None, the event's msgpack bytes): read from the publication's
+    # header, never decoded on the way (see parley.events).
+    stream: ChannelStream[tuple[int | None, bytes]] = field(default_factory=ChannelStream)
     backfilling: bool = False
     needs_backfill: bool = False  # a backfill is owed: rerun by the running one or the sweeper
     retry_at: float = 0.0  # monotonic time before which the sweeper does not retry
@@ -206,17 +208,23 @@ class Router:
         if extra is not None:
             extra.on_message(topic, payload)
             return
-        try:
-            event = events.decode(payload)
-        except ValueError:
-            log.warning("undecodable hub payload on %s", topic)
-            return
         kind, _, ident = topic.partition(":")
         if kind == "c":
             ch = self._channels.get(int(ident))
-            if ch is not None:
-                self._on_channel_event(int(ident), ch, payload, event)
+            if ch is None:
+                return
+            try:
+                seq, body = events.read_publication(payload)
+            except ValueError:
+                log.warning("not a publication on %s", topic)
+                return
+            self._on_channel_event(int(ident), ch, seq, body)
         elif kind == "u":
+            try:
+                event = events.decode(payload)
+            except ValueError:
+                log.warning("undecodable hub payload on %s", topic)
+                return
             for sub in list(self._users.get(int(ident), ())):
                 sub.on_user_event(event)
 
@@ -230,14 +238,11 @@ class Router:
 
     # -- delivery -------------------------------------------------------------
 
-    def _on_channel_event(self, cid: int, ch: _Channel, payload: bytes,
-                          event: dict[str, Any]) -> None:
-        data = event.get("d")
-        seq = data.get("seq") if isinstance(data, dict) else None
-        if not isinstance(seq, int):  # unsequenced (typing, member joined): deliver now
-            self._deliver(cid, ch, [(payload, event)])
+    def _on_channel_event(self, cid: int, ch: _Channel, seq: int | None, body: bytes) -> None:
+        if seq is None:  # unsequenced (typing, member joined): deliver now
+            self._deliver(cid, ch, [(None, body)])
             return
-        ready = ch.stream.offer(seq, (payload, event), time.monotonic())
+        ready = ch.stream.offer(seq, (seq, body), time.monotonic())
         if ready:
             self._deliver(cid, ch, ready)
         if ch.stream.gap_since is not None:
@@ -263,19 +268,16 @@ class Router:
 
         return binary, text_frame
 
-    def _deliver(self, cid: int, ch: _Channel,
-                 items: list[tuple[bytes, dict[str, Any]]]) -> None:
+    def _deliver(self, cid: int, ch: _Channel, items: list[tuple[int | None, bytes]]) -> None:
         bin_conns, text_conns, holders = ch.targets()
-        for payload, event in items:
-            data = event.get("d")
-            seq = data.get("seq") if isinstance(data, dict) else None
-            binary, text_frame = self.frames(payload, event)
+        for seq, body in items:
+            binary, text_frame = self.frames(body)
             if bin_conns:
                 self._write(bin_conns, binary)
             if text_conns:
                 self._write(text_conns, text_frame())
             for sub in holders:
-                sub.hold(cid, seq if isinstance(seq, int) else None, binary, text_frame)
+                sub.hold(cid, seq, binary, text_frame)
             self.delivered_events += len(ch.sessions)
 
     def _write(self, conns: list[Connection], frame: bytes) -> None:
@@ -343,8 +345,8 @@ class Router:
         while self._channels.get(cid) is ch and ch.stream.next_seq is not None:
             after = ch.stream.next_seq - 1
             page = await self._fetch_after(ch.workspace_id, cid, after)
-            for _seq, payload in page:
-                self._on_channel_event(cid, ch, payload, events.decode(payload))
+            for seq, body in page:
+                self._on_channel_event(cid, ch, seq, body)
             if len(page) == 0 or (ch.stream.missing_range() is None and len(page) < 500):
                 return
 

@@ -1,11 +1,16 @@
 """Events: what the server tells clients, and how they travel.
 
-An event is ``{"t": <type>, "d": <data>}``.  The hub carries it msgpack-
-encoded, byte for byte what a ``parley.msgpack.v1`` client receives, so a
-gateway forwards it without re-encoding (it reads ``d.channel_id`` and
-``d.seq`` to keep channels in order).  For ``parley.json.v1`` the gateway
+An event is ``{"t": <type>, "d": <data>}``, msgpack-encoded (``encode``):
+byte for byte what a ``parley.msgpack.v1`` client receives.  On a channel
+topic the hub carries it as a *publication*: a small header, then those
+bytes (``publication``, ``read_publication``).  The header holds the
+event's ``seq`` (for ``message.created``, the only sequenced event), so a
+gateway orders a channel and forwards the bytes to binary clients without
+decoding them, as centrifuge's ``Publication{Offset, Data}`` does; the
+channel is the topic's.  For ``parley.json.v1`` the gateway decodes and
 re-encodes once per event, with every id as a decimal string (JSON numbers
-lose precision above 2**53; snowflakes are 63-bit).
+lose precision above 2**53; snowflakes are 63-bit).  User topics carry the
+bare event (their events are few and always decoded).
 
 Topics: ``c:<channel id>`` carries a channel's events to every gateway with
 a member of it connected; ``u:<user id>`` carries a user's own events
@@ -66,6 +71,9 @@ EVENT_TYPES = (
     THREAD_FOLLOWED, THREAD_UNFOLLOWED, MEMBERSHIP_UPDATED, MEMBERSHIP_ENDED, SESSION_REVOKED,
     MESSAGE_EPHEMERAL,
 )
+
+
+CHANNEL_TOPIC_PREFIX = "c:"
 
 
 def channel_topic(channel_id: int) -> str:
@@ -168,6 +176,33 @@ def joined_data(c: Channel, r: ReadState | None) -> dict[str, Any]:
 
 def encode(event_type: str, data: dict[str, Any]) -> bytes:
     return msgpack.packb({"t": event_type, "d": data}, use_bin_type=True)
+
+
+# A publication's header: one byte saying which follows, then (sequenced) the
+# seq as 8 bytes big-endian.  The first byte is never a msgpack map's (0x80-
+# 0x8f, 0xde, 0xdf), so a bare event can never be taken for a publication.
+_UNSEQUENCED = b"\x00"
+_SEQUENCED = 0x01
+_SEQ_BYTES = 8
+_SEQ_HEADER = 1 + _SEQ_BYTES
+
+
+def publication(body: bytes, seq: int | None = None) -> bytes:
+    """A channel event as the hub carries it (``body`` from ``encode``)."""
+    if seq is None:
+        return _UNSEQUENCED + body
+    return bytes((_SEQUENCED,)) + seq.to_bytes(_SEQ_BYTES, "big") + body
+
+
+def read_publication(data: bytes) -> tuple[int | None, bytes]:
+    """(seq or None, the event's bytes) of a publication; ValueError for
+    anything else.  No msgpack is decoded."""
+    kind = data[0] if data else -1
+    if kind == _SEQUENCED and len(data) > _SEQ_HEADER:
+        return int.from_bytes(data[1:_SEQ_HEADER], "big"), data[_SEQ_HEADER:]
+    if kind == 0 and len(data) > 1:
+        return None, data[1:]
+    raise ValueError("not a publication")
 
 
 def decode(payload: bytes) -> dict[str, Any]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from parley import events
 from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
 from parley.config import Settings
@@ -28,6 +30,21 @@ def _publish_outage() -> OutageLog:
                                  "when the hub is back")
 
 
+#: What actions hand to ``publish_many`` / ``publish_soon``: a topic and an
+#: encoded event (``events.encode``), plus its seq for a sequenced event on a
+#: channel topic (only ``message.created``).
+Outgoing = tuple[str, bytes] | tuple[str, bytes, int]
+
+
+def _to_hub(item: Outgoing) -> tuple[str, bytes]:
+    """The hub's form of an event: a publication on channel topics (see
+    ``parley.events``), the bare event elsewhere."""
+    topic = item[0]
+    if topic.startswith(events.CHANNEL_TOPIC_PREFIX):
+        return topic, events.publication(item[1], item[2] if len(item) == 3 else None)
+    return topic, item[1]
+
+
 @dataclass(slots=True)
 class Services:
     settings: Settings
@@ -42,7 +59,7 @@ class Services:
     app_keys: AppKeys  # signing secrets and upload URLs, derived from the server secret
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
-    _outbox: list[tuple[str, bytes]] = field(default_factory=list, init=False, repr=False)
+    _outbox: list[Outgoing] = field(default_factory=list, init=False, repr=False)
     _outbox_task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     # One log line when publishing starts failing, a count at intervals, one
     # at recovery: not a traceback per failed publish (parley/outage.py).
@@ -52,21 +69,21 @@ class Services:
         """Best-effort publish: the database already holds the truth, and
         gateways backfill whatever the hub loses (see parley.ports.hub.Hub)."""
         try:
-            await self.hub.publish(topic, payload)
+            await self.hub.publish(*_to_hub((topic, payload)))
         except Exception as exc:
             self._publish_log.failure(exc, topic)
         else:
             self._publish_log.success()
 
-    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
         try:
-            await self.hub.publish_many(items)
+            await self.hub.publish_many([_to_hub(item) for item in items])
         except Exception as exc:
             self._publish_log.failure(exc, f"{len(items)} events")
         else:
             self._publish_log.success()
 
-    def publish_soon(self, items: list[tuple[str, bytes]]) -> None:
+    def publish_soon(self, items: Sequence[Outgoing]) -> None:
         """``publish_many`` without a coroutine per caller: the items of every
         call made in one loop iteration go to the hub together, in call
         order, after the calls made before them.  Best-effort, like

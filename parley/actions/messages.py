@@ -64,7 +64,7 @@ from parley.model import (
     ThreadSummary,
 )
 from parley.permissions import Perm, allowed, require
-from parley.services import Services
+from parley.services import Outgoing, Services
 
 MAX_PINS = 100  # pinned messages per channel
 HISTORY_PAGE_MAX = 200
@@ -184,10 +184,13 @@ def _new_message(svc: Services, ident: Identity, workspace_id: int, channel_id: 
 
 
 def _created(msg: Message, attached: Sequence[FileRecord],
-             extras: MessageExtras | None = None) -> tuple[str, bytes]:
-    """``message.created`` on the channel topic: the one event both post paths publish."""
+             extras: MessageExtras | None = None) -> tuple[str, bytes, int]:
+    """``message.created`` on the channel topic, with its seq (the hub carries
+    it outside the event: ``parley.events.publication``): the one event both
+    post paths publish."""
     return (events.channel_topic(msg.channel_id),
-            events.encode(events.MESSAGE_CREATED, events.message_data(msg, attached, extras)))
+            events.encode(events.MESSAGE_CREATED, events.message_data(msg, attached, extras)),
+            msg.seq)
 
 
 def _with_bot(ident: Identity, extras: MessageExtras | None) -> MessageExtras | None:
@@ -304,7 +307,7 @@ async def post_message(svc: Services, ident: Identity, workspace_id: int, channe
     change = MentionChange((), ())
     if found.any:
         change = await svc.store.messages.set_mentions(stored, found.user_ids, found.everyone)
-    items = [_created(stored, attached or (), extras)]
+    items: list[Outgoing] = [_created(stored, attached or (), extras)]
     root_id = thread_root_id if thread_root_id is not None else stored.id
     followed: list[int] = []
     if thread_root_id is not None:

@@ -122,7 +122,8 @@ class HubHandler:
             assert self.service is not None
             self.service.on_hub_message(topic, payload)
         else:
-            self.channel_events.append((topic, events.decode(payload)))
+            # A channel topic carries publications (parley.events): header, then the event.
+            self.channel_events.append((topic, events.decode(events.read_publication(payload)[1])))
 
     def on_reset(self) -> None:
         if self.service is not None:

@@ -136,7 +136,7 @@ async def test_reset_during_a_running_backfill_fetches_the_lost_tail() -> None:
     try:
         topic = events.channel_topic(CHANNEL)
         db.committed += [1, 2, 3]
-        router.on_message(topic, _payload(1))  # 2 and 3 are lost by the hub
+        router.on_message(topic, events.publication(_payload(1), 1))  # 2 and 3: lost by the hub
         db.gate = asyncio.Event()
         router.on_reset()
         await db.reading.wait()
@@ -164,7 +164,7 @@ async def test_live_events_during_a_backfill_do_not_cancel_the_rerun() -> None:
         await db.reading.wait()
         db.committed += [3, 4]
         router.on_reset()  # 3 lost; 4 arrives live while the first fetch waits
-        router.on_message(topic, _payload(4))
+        router.on_message(topic, events.publication(_payload(4), 4))
         db.gate.set()
         db.gate = None
         await _settle(sub.conn, [1, 2, 3, 4])
