@@ -4,8 +4,9 @@ Syntax:
 
 * ``<@123456>``: the user with that id (clients insert ids, never names:
   display names are neither unique nor stable);
-* ``@channel`` and ``@here``: every member of the channel.  There is no
-  presence service yet, so ``@here`` notifies like ``@channel``.
+* ``@channel`` and ``@here``: every member of the channel.  ``@here`` is
+  stored like ``@channel``: mentions are written with the message, and
+  presence (ephemeral, at the gateways) is not consulted on the write path.
 
 A token only counts at a word boundary (``foo@here.com`` is not a mention)
 and mentions inside inline code (`` `...` ``) or code blocks count too: the
