@@ -77,6 +77,9 @@ _REJECTION_ERRORS: dict[str, type[DomainError]] = {
     # (storage/writer.py): the message itself is at fault, never retryable.
     "invalid_text": InvalidInput,
     "invalid_message": InvalidInput,
+    # An earlier entry with the same client_msg_id in the same batch failed,
+    # so nothing is stored under the key: a retry makes a fresh attempt.
+    "duplicate_in_flight": Unavailable,
 }
 
 
