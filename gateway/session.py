@@ -46,7 +46,7 @@ from parley.actions import delivery
 from parley.actions import presence as presence_reads
 from parley.auth import Identity
 from parley.model import StoreUnavailable
-from parley.ratelimit import TokenBucket
+from parley.ratelimit import Refill
 from parley.services import Services
 
 log = logging.getLogger("parley.gateway")
@@ -65,9 +65,9 @@ Command = Callable[["Session", Any, dict[str, Any]], None]  # (session, ref, d)
 class Session:
     """One authenticated connection (implements router.Subscriber)."""
 
-    __slots__ = ("app", "binary", "bucket", "channels", "codec", "conn", "early", "early_events",
-                 "expires_at", "floors", "held", "ident", "known", "phase", "resume_timer",
-                 "resuming", "session_id", "strikes", "user_id", "workspace_id")
+    __slots__ = ("app", "at", "binary", "channels", "codec", "conn", "early", "early_events",
+                 "expires_at", "floors", "held", "ident", "known", "phase", "rate", "resume_timer",
+                 "resuming", "session_id", "strikes", "tokens", "user_id", "workspace_id")
 
     def __init__(self, app: GatewayApp, conn: WsTransport, ident: Identity, workspace_id: int,
                  codec: type[codecs.MsgpackCodec] | type[codecs.JsonCodec]) -> None:
@@ -95,10 +95,13 @@ class Session:
         # channel, the seq already sent; live events up to it are dropped.
         self.floors: dict[int, int] | None = None
         self.expires_at = ident.expires_at
-        settings = app.svc.settings
-        # The connection's command budget (parley.ratelimit, shared with REST).
-        self.bucket = TokenBucket(settings.ws_commands_per_s, settings.ws_command_burst,
-                                  time.monotonic())
+        # The connection's command budget: a bucket whose state is these two
+        # slots and whose policy (shared by every connection opened under the
+        # same settings) is ``rate`` (parley.ratelimit.Refill).
+        self.rate = app.command_rate()
+        self.tokens = 0.0
+        self.at = 0.0
+        self.rate.fill(self, time.monotonic())
         self.strikes = 0
 
     def begin_opening(self, resuming: bool) -> None:
@@ -200,6 +203,17 @@ class GatewayApp:
         self.sends = Sends(svc)
         self.replays = Replays(svc, self.router, lambda s: s.conn in self.sessions, self._spawn)
         self.commands = self.command_table()
+        self._rate: tuple[object, Refill] | None = None  # (settings it was built from, policy)
+
+    def command_rate(self) -> Refill:
+        """The command budget a connection opened now gets: one ``Refill``
+        per settings object, so a connection keeps the budget it opened with
+        and settings replaced at run time apply to new connections."""
+        settings = self.svc.settings
+        if self._rate is None or self._rate[0] is not settings:
+            self._rate = (settings, Refill(settings.ws_commands_per_s,
+                                           settings.ws_command_burst))
+        return self._rate[1]
 
     def command_table(self) -> dict[str, Command]:
         """op -> handler(session, ref, d).  The presence ops go to the
@@ -346,7 +360,7 @@ class GatewayApp:
             # path below would (token bucket, strikes, no reply) without
             # decoding the envelope.  Draining does not refuse heartbeats.
             now = time.monotonic()
-            if session.bucket.take(now) == 0.0:
+            if session.rate.take(session, now) == 0.0:
                 session.strikes = 0
                 self.presence.on_heartbeat(session, now, active)
             else:
@@ -357,7 +371,7 @@ class GatewayApp:
         except codecs.BadEnvelope as exc:
             session.error(exc.ref, exc.code, exc.message)
             return
-        if session.bucket.take(time.monotonic()) != 0.0:
+        if session.rate.take(session, time.monotonic()) != 0.0:
             self._rate_limited(session, conn, ref)
             return
         session.strikes = 0

@@ -183,7 +183,7 @@ def _replay(rt: Runtime, stream: list[tuple[str, Any]], monkeypatch: pytest.Monk
             users = app.presence.local.users
             trace.append((
                 [list(c.out) for c in conns],
-                [(s.bucket.tokens, s.bucket.at, s.strikes) for s in sessions],
+                [(s.tokens, s.at, s.strikes) for s in sessions],
                 [(users[u].last_active, users[u].idle) for u in (1000, 1001)],
                 sorted(u.user_id for u in app.presence.local._dirty),
             ))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley.ratelimit import TokenBuckets
+from parley.ratelimit import Refill, TokenBucket, TokenBuckets
 
 
 def test_burst_then_refill_at_the_rate() -> None:
@@ -38,3 +38,29 @@ def test_keys_are_bounded() -> None:
 def test_bad_parameters_are_refused(rate: float, burst: float) -> None:
     with pytest.raises(ValueError, match="rate"):
         TokenBuckets(rate, burst)
+
+
+class _Owner:
+    """State kept by its owner, as a gateway Session keeps it in its slots."""
+
+    __slots__ = ("at", "tokens")
+
+
+def test_one_refill_policy_serves_many_owners_independently() -> None:
+    rate = Refill(rate_per_s=2.0, burst=2)
+    a, b = _Owner(), _Owner()
+    rate.fill(a, 0.0)
+    rate.fill(b, 0.0)
+    assert [rate.take(a, 0.0) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert rate.take(b, 0.0) == 0.0  # b's budget is its own
+    assert rate.take(a, 0.5) == 0.0  # refilled one token in 0.5 s
+    assert rate.take(a, 0.5) == 0.5
+    assert rate.take(b, 100.0) == 0.0 and b.tokens == 1.0  # never above burst
+
+
+def test_token_bucket_is_a_refill_with_its_own_state() -> None:
+    bucket = TokenBucket(rate_per_s=1.0, burst=1, now=0.0)
+    assert bucket.take(0.0) == 0.0
+    assert bucket.take(0.25) == 0.75
+    with pytest.raises(ValueError):
+        Refill(0.0, 1)
