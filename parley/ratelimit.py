@@ -85,23 +85,33 @@ class TokenBucket:
         return self.refill.take(self, now)
 
 
+class _State:
+    """One key's bucket in ``TokenBuckets`` (the policy is the shared Refill)."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, refill: Refill, now: float) -> None:
+        self.tokens = 0.0
+        self.at = 0.0
+        refill.fill(self, now)
+
+
 class TokenBuckets:
     def __init__(self, rate_per_s: float, burst: float, max_keys: int = MAX_KEYS) -> None:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
+        self._refill = Refill(rate_per_s, burst)  # refuses bad parameters
         self.rate = rate_per_s
         self.burst = burst
         self._max_keys = max_keys
-        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+        self._buckets: OrderedDict[Hashable, _State] = OrderedDict()
 
     def take(self, key: Hashable, now: float) -> float:
         """Take one token for ``key``: 0.0 when allowed, else the seconds to
         wait until a token is available (nothing is taken then)."""
         bucket = self._buckets.pop(key, None)
         if bucket is None:
-            bucket = TokenBucket(self.rate, self.burst, now)
+            bucket = _State(self._refill, now)
         self._buckets[key] = bucket  # most recently used last
-        wait = bucket.take(now)
+        wait = self._refill.take(bucket, now)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return wait
