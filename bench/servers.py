@@ -137,6 +137,9 @@ def parley_env(*, data_dir: Path, database_url: str, redis_url: str, jwt_secret:
         # address; the per-user mutation limit (20/s) would make it crawl.
         "PARLEY_REST_RATE_PER_S": str(BENCH_REST_RATE),
         "PARLEY_REST_BURST": str(int(BENCH_REST_RATE)),
+        # One process, so the pid's CPU and RSS are the server's; a run that
+        # measures workers passes --server-setting workers=N.
+        "PARLEY_WORKERS": "1",
     })
     if database_url:
         env["PARLEY_DATABASE_URL"] = database_url

@@ -77,6 +77,9 @@ class Settings:
     # server/runner.py tune_gc: with thousands of sockets, collections at the
     # default rate took a third of the gateway's CPU.
     gc_gen0_threshold: int = 50_000
+    # Server processes of `parley serve|api|gateway` sharing the ports with
+    # SO_REUSEPORT (server/workers.py); 0 means one per core.
+    workers: int = 0
     log_level: str = "info"
     # Files (issue 6).  Workspaces may tighten these limits, never loosen them.
     max_file_bytes: int = 1 << 30  # 1 GiB
@@ -117,6 +120,9 @@ class Settings:
                          for o in self.allowed_origins.split(",") if o.strip())
 
 
+#: Upper bound of ``workers``: a typo (``--workers 1000``) is refused, not forked.
+MAX_WORKERS = 256
+
 SETTINGS_DOC: dict[str, str] = {
     "host": "Interface the API and gateway listen on",
     "api_port": "REST API port",
@@ -154,6 +160,7 @@ SETTINGS_DOC: dict[str, str] = {
     "commit_lanes": "Concurrent group-commit transactions per shard (a channel uses one lane)",
     "gc_gen0_threshold":
         "Allocations between young garbage collections in a server process (0: Python's 700)",
+    "workers": "Server processes sharing the ports (SO_REUSEPORT); 0: one per core",
     "log_level": "Logging level (debug, info, warning, error)",
     "max_file_bytes": "Largest file accepted, in bytes (workspaces may set less)",
     "allowed_file_types":
@@ -194,6 +201,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("max_message_chars must be positive")
     if s.gc_gen0_threshold < 0:
         raise ConfigError("gc_gen0_threshold must be >= 0")
+    if not 0 <= s.workers <= MAX_WORKERS:
+        raise ConfigError(f"workers must be between 0 (one per core) and {MAX_WORKERS}")
     if s.commit_max_batch < 1 or s.commit_window_ms < 0 or s.commit_lanes < 1:
         raise ConfigError(
             "commit_max_batch and commit_lanes must be >= 1 and commit_window_ms >= 0")

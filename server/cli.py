@@ -33,6 +33,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", help="debug, info, warning or error (PARLEY_LOG_LEVEL)")
 
 
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int,
+                   help="server processes sharing the ports with SO_REUSEPORT "
+                        "(PARLEY_WORKERS; default 0: one per core)")
+
+
 def _ports(p: argparse.ArgumentParser, api: bool, gateway: bool) -> None:
     if api:
         p.add_argument("--api-port", type=int, help="REST API port (PARLEY_API_PORT, default 8080)")
@@ -47,12 +53,15 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the API and the gateway in one process")
     _common(p)
     _ports(p, True, True)
+    _workers(p)
     p = sub.add_parser("api", help="run the REST API")
     _common(p)
     _ports(p, True, False)
+    _workers(p)
     p = sub.add_parser("gateway", help="run the WebSocket gateway (health checks on --api-port)")
     _common(p)
     _ports(p, True, True)
+    _workers(p)
     p.add_argument("--echo", action="store_true",
                    help="test-only: echo every message (RFC 6455 conformance runs)")
     p.add_argument("--max-message-bytes", type=int, default=None,
@@ -66,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("host", "data_dir", "database_url", "redis_url", "log_level", "api_port",
-            "gateway_port")
+            "gateway_port", "workers")
     return load_settings({k: getattr(args, k, None) for k in keys})
 
 
@@ -123,14 +132,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_message_bytes:
             echo_args += ["--max-message-bytes", str(args.max_message_bytes)]
         return int(echo_main(echo_args) or 0)
-    from server import runner
+    from server import runner, workers
 
-    if args.command == "serve":
-        cmd = runner.run(settings)
-    elif args.command == "api":
-        cmd = runner.run(settings, gateway=False)
-    elif args.command == "gateway":
-        cmd = runner.run(settings, api=False)
+    worker = workers.this_worker()
+    serving = {"serve": (True, True), "api": (True, False), "gateway": (False, True)}
+    if args.command in serving:
+        api, gateway = serving[args.command]
+        n = workers.worker_count(settings)
+        if worker is None and n > 1:
+            try:
+                return workers.supervise(
+                    settings, args.command, sys.argv[1:] if argv is None else argv, n,
+                    lambda notes: runner.banner(settings, notes, settings.api_port,
+                                                settings.gateway_port if gateway else None,
+                                                api))
+            except ConfigError as exc:
+                print(f"parley: {exc}", file=sys.stderr)
+                return 2
+            except (OSError, StoreUnavailable, asyncpg.PostgresError) as exc:
+                print(f"parley: cannot start: {exc}", file=sys.stderr)
+                return 1
+        cmd = runner.run(settings, api=api, gateway=gateway, worker=worker)
     elif args.command == "migrate":
         cmd = _migrate(settings)
     else:

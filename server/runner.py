@@ -25,6 +25,7 @@ from gateway.transport import GatewayServer, TransportLimits, serve
 from gateway.websocket import WsLimits
 from parley.config import Settings
 from server.composition import Runtime, build
+from server.workers import Worker
 
 log = logging.getLogger("parley")
 
@@ -52,11 +53,11 @@ def _reconnect_hint(_: object) -> str:
     return json.dumps({"retry_after_ms": random.randint(*RECONNECT_JITTER_MS)})  # noqa: S311
 
 
-def banner(settings: Settings, rt: Runtime, api_port: int | None, gw_port: int | None,
+def banner(settings: Settings, notes: list[str], api_port: int | None, gw_port: int | None,
            full_api: bool = True) -> str:
     h = settings.host
     lines = ["Parley is running."]
-    lines += [f"  {n}" for n in rt.notes]
+    lines += [f"  {n}" for n in notes]
     if api_port is not None and not full_api:
         lines.append(f"  Health:    http://{h}:{api_port}/healthz and /readyz")
     elif api_port is not None:
@@ -116,9 +117,11 @@ class Running:
 
 
 async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
-                api_port: int | None = None, gateway_port: int | None = None) -> Running:
+                api_port: int | None = None, gateway_port: int | None = None,
+                reuse_port: bool = False) -> Running:
     """Start the selected components on ``rt``'s services (ports default to
-    the settings; 0 picks a free port)."""
+    the settings; 0 picks a free port).  ``reuse_port``: bind with
+    SO_REUSEPORT, so the workers of server/workers.py share the ports."""
     settings = rt.settings
     svc = rt.services
     running = Running(rt)
@@ -129,14 +132,15 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
             running.gateway_server = await serve(
                 running.gateway_app, settings.host,
                 settings.gateway_port if gateway_port is None else gateway_port,
-                TransportLimits(slow_consumer_code=CloseCode.SLOW_CONSUMER), WsLimits())
+                TransportLimits(slow_consumer_code=CloseCode.SLOW_CONSUMER), WsLimits(),
+                reuse_port=reuse_port)
         else:
             await svc.hub.start(_NullHandler())
         # A gateway-only process still answers /healthz and /readyz on the
         # API port, so orchestrators can probe it the same way.
         if api or gateway:
             port = settings.api_port if api_port is None else api_port
-            sock = socket.create_server((settings.host, port), reuse_port=False)
+            sock = socket.create_server((settings.host, port), reuse_port=reuse_port)
             running.api_port = sock.getsockname()[1]
             http_app = create_app(svc) if api else create_health_app(svc)
             config = uvicorn.Config(http_app, loop="none", lifespan="off",
@@ -178,18 +182,28 @@ def tune_gc(gen0_threshold: int) -> None:
     gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
-async def run(settings: Settings, *, api: bool = True, gateway: bool = True) -> None:
+async def run(settings: Settings, *, api: bool = True, gateway: bool = True,
+              worker: Worker | None = None) -> None:
+    """Serve until SIGINT/SIGTERM.  ``worker``: this process is one of a
+    supervisor's workers (server/workers.py): it shares the ports, leaves
+    migrations to the supervisor, and reports ready instead of a banner."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    rt = await build(settings)
-    running = await start(rt, api=api, gateway=gateway)
+    rt = await build(settings, migrate=worker is None)
+    running = await start(rt, api=api, gateway=gateway, reuse_port=worker is not None)
     tune_gc(settings.gc_gen0_threshold)
+    name = "Parley" if worker is None else f"Parley worker {worker.index}"
     try:
-        print(banner(settings, rt, running.api_port, running.gateway_port, api), flush=True)
+        if worker is None:
+            print(banner(settings, rt.notes, running.api_port, running.gateway_port, api),
+                  flush=True)
+        else:
+            worker.report_ready()
         await stop.wait()
-        print("Stopping: draining connections...", file=sys.stderr, flush=True)
+        if worker is None:
+            print("Stopping: draining connections...", file=sys.stderr, flush=True)
     finally:
         await running.stop()
-        print("Parley stopped.", file=sys.stderr, flush=True)
+        print(f"{name} stopped.", file=sys.stderr, flush=True)

@@ -8,6 +8,11 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+# Server processes the tests start (``python -m server.cli ...``) run as one
+# process unless a test asks for workers (PARLEY_WORKERS defaults to one per
+# core): a test that signals or reads one pid means the server.
+os.environ.setdefault("PARLEY_WORKERS", "1")
+
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.redis",
