@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from api.deps import Auth, Mutator, Svc
 from api.params import IdPath
 from api.schemas import IdStr, Strict
-from api.slack import ids as slack_ids
+from parley import slack_ids
 from parley.actions import apps, webhooks
 from parley.actions.apps import SIGNING_GRACE_S_DEFAULT, SIGNING_GRACE_S_MAX
 from parley.ports.apps import AppRecord, TokenRecord, WebhookRecord

@@ -69,7 +69,7 @@ class MessageExtrasStore(Protocol):
 class TimelineIndex(Protocol):
     """Addressing a channel by time, as the Slack-compatible Web API does
     (a message ``ts`` is its creation second and its seq; see
-    ``api/slack/ids.py``)."""
+    ``parley/slack_ids.py``)."""
 
     async def message_at(self, workspace_id: int, channel_id: int, second: int,
                          seq_residue: int, modulus: int) -> Message | None:

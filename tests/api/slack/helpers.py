@@ -14,7 +14,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.web import SlackResponse
 
-from api.slack import ids
+from parley import slack_ids as ids
 from server.runner import Running
 from tests.api.helpers import Team, User, expect, make_team
 
