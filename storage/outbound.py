@@ -81,10 +81,10 @@ class AddressPolicy:
             return "multicast"
         if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
             return "cgnat"
-        if ip.is_private:
-            return "private"
-        if ip.is_unspecified or ip.is_reserved or not ip.is_global:
+        if ip.is_unspecified or ip.is_reserved:
             return "reserved"
+        if ip.is_private or not ip.is_global:  # RFC 1918, ULA, documentation, benchmarking
+            return "private"
         return None
 
 

@@ -79,6 +79,8 @@ class Recorder:
 
     script: Script | None = None
     received: list[Received] = field(default_factory=list)
+    verifications: list[Received] = field(default_factory=list)
+    echo: bool = True  # answer url_verification with the challenge
     sleep_s: float = 5.0
     runner: web.AppRunner | None = None
     port: int = 0
@@ -107,9 +109,11 @@ class Recorder:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         payload = json.loads(body)
-        if payload.get("type") == "url_verification":
-            return web.json_response({"challenge": payload["challenge"]})
         got = Received({k.lower(): v for k, v in request.headers.items()}, body, payload)
+        if payload.get("type") == "url_verification":
+            self.verifications.append(got)
+            self.new.set()
+            return web.json_response({"challenge": payload["challenge"] if self.echo else "no"})
         self.received.append(got)
         self.new.set()
         answer = self.script(self, got) if self.script else None
