@@ -6,12 +6,15 @@ secret rotation, and who receives what (workspaces, channels)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
 
+from parley.actions.app_dispatch import EventDispatcher
 from server.runner import Running
 from tests.api.helpers import Team, expect
 from tests.api.slack.events_helpers import (
@@ -126,8 +129,8 @@ async def test_event_ids_survive_a_dispatcher_restart_and_order_holds(
 
     app_site.script = script
     t, _ = await _ready(parley, app_site)
-    parley.rt.services.settings = parley.rt.services.settings.__class__(
-        **{**_fields(parley.rt.services.settings), "app_events_timeout_s": 5.0})
+    parley.rt.services.settings = dataclasses.replace(parley.rt.services.settings,
+                                                      app_events_timeout_s=1.5)
     for i in range(1, 6):
         await t.post(t.bob, t.general, f"m{i}")
     await asyncio.wait_for(hung.wait(), 10)
@@ -145,12 +148,6 @@ async def test_event_ids_survive_a_dispatcher_restart_and_order_holds(
     assert texts == ["m1", "m2", "m3", "m3", "m4", "m5"]
     ids = [r.payload["event_id"] for r in got]
     assert ids[2] == ids[3] and len(set(ids)) == 5
-
-
-def _fields(settings: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
 async def test_a_url_that_does_not_echo_the_challenge_gets_no_events(
@@ -206,3 +203,54 @@ async def test_apps_get_only_their_workspace_and_their_channels(parley: Running)
     finally:
         await rec_a.stop()
         await rec_b.stop()
+
+
+async def test_two_dispatchers_send_each_event_once_in_channel_order(
+        parley: Running, app_site: Recorder) -> None:
+    t, bot = await _ready(parley, app_site)
+    extra = [await t.channel(t.ada, f"room{i}", members=(t.bob,)) for i in range(2)]
+    for ch in extra:
+        await bot.call(bot.client.conversations_join, channel=cid("public", ch))
+    second = EventDispatcher(parley.rt.services, parley.rt.services.outbound)
+    task = asyncio.create_task(second.run())
+    try:
+        channels = [t.general, *extra]
+        for i in range(8):
+            for n, ch in enumerate(channels):
+                await t.post(t.bob, ch, f"c{n}-{i}")
+        got = await app_site.wait_for(lambda rs: len(rs) >= 24, timeout=20)
+        await asyncio.sleep(0.5)
+        ids = [r.payload["event_id"] for r in got]
+        assert len(ids) == len(set(ids)) == 24  # no event twice
+        for n in range(3):
+            mine = [x for x in _texts(got) if x.startswith(f"c{n}-")]
+            assert mine == [f"c{n}-{i}" for i in range(8)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_slow_app_does_not_delay_people(parley: Running, app_site: Recorder) -> None:
+    app_site.sleep_s = 2.0
+    app_site.script = lambda rec, got: Recorder.SLEEP
+    t, _ = await _ready(parley, app_site)
+    parley.rt.services.settings = dataclasses.replace(parley.rt.services.settings,
+                                                      app_events_timeout_s=3.0)
+    carol = await t.connect(t.carol, json_mode=True)
+    try:
+        await t.post(t.bob, t.general, "wake the app")
+        await app_site.wait_for(lambda rs: len(rs) == 1)  # the app is now busy for 2 s
+        lags = []
+        for i in range(10):
+            start = time.monotonic()
+            await t.post(t.bob, t.general, f"to people {i}")
+            while True:
+                ev = await carol.recv(timeout=5)
+                if ev.get("t") == "message.created" and ev["d"]["text"] == f"to people {i}":
+                    break
+            lags.append(time.monotonic() - start)
+        assert max(lags) < 0.5, lags
+        assert len(app_site.received) < 4  # the app has seen few of them yet
+    finally:
+        await carol.close()
