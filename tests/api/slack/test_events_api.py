@@ -57,6 +57,8 @@ async def test_a_message_event_in_slacks_envelope_signed(parley: Running,
     root = await t.post(t.bob, t.general, f"<@{native(bot.user_id)}> deploy please")
     await t.post(t.carol, t.general, "on it", thread_root_id=root["id"])
     got = await app_site.wait_for(lambda rs: len(rs) >= 3)
+    shown = await expect(t.ada.api, "GET", t.w(f"/apps/{bot.app['id']}"), 200)
+    assert shown["event_request_url_verified"] is True
     assert all(signed_by(bot.signing_secret, r.headers, r.body) for r in got)
     assert all(r.headers["content-type"].startswith("application/json") for r in got)
     first = got[0].payload
@@ -153,12 +155,14 @@ async def test_event_ids_survive_a_dispatcher_restart_and_order_holds(
 async def test_a_url_that_does_not_echo_the_challenge_gets_no_events(
         parley: Running, app_site: Recorder) -> None:
     app_site.echo = False
-    t, _ = await _ready(parley, app_site)
+    t, bot = await _ready(parley, app_site)
     challenge = app_site.verifications[0].payload
     assert challenge["type"] == "url_verification" and challenge["challenge"]
     await t.post(t.bob, t.general, "hello?")
     await asyncio.sleep(1.0)
     assert app_site.received == []
+    shown = await expect(t.ada.api, "GET", t.w(f"/apps/{bot.app['id']}"), 200)
+    assert shown["event_request_url_verified"] is False
 
 
 async def test_a_rotated_secret_signs_from_then_on(parley: Running, app_site: Recorder) -> None:
