@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from parley.actions import app_events as wire
-from parley.actions.apps import manifest_of, signing_secrets
+from parley.actions.apps import manifest_of, signing_secrets, verify_request_url
 from parley.config import Settings
 from parley.model import StoreUnavailable
 from parley.outage import OutageLog
@@ -229,14 +229,6 @@ class EventDispatcher:
             log.exception("verifying the request URL of app %s", item.app_id)
 
     async def _verify_one(self, item: UrlToVerify) -> None:
-        target = await self._target(item.workspace_id, item.app_id)
-        if target is None or target.url != item.url:
-            return
-        challenge = secrets.token_urlsafe(24)
-        body = wire.encode(wire.url_verification(target, challenge))
-        result = await self._send(target, body, 0, None)
-        ok = wire.challenge_echoed(result, challenge)
-        if not ok:
-            log.info("app %s: request URL %s did not echo url_verification", item.app_id,
-                     item.url)
-        await self.svc.store.app_events.set_verified(item.workspace_id, item.app_id, item.url, ok)
+        app = await self.svc.store.apps.app(item.workspace_id, item.app_id)
+        if app is not None and manifest_of(app).event_request_url == item.url:
+            await verify_request_url(self.svc, app)

@@ -141,8 +141,8 @@ def envelope(target: AppTarget, channel_id: int, position: int, event: dict[str,
     }
 
 
-def url_verification(target: AppTarget, challenge: str) -> dict[str, Any]:
-    return {"token": verification_token(target.signing_secret), "challenge": challenge,
+def url_verification_body(signing_secret: str, challenge: str) -> dict[str, Any]:
+    return {"token": verification_token(signing_secret), "challenge": challenge,
             "type": "url_verification"}
 
 

@@ -41,11 +41,14 @@ def events_manifest(url: str, events: list[str] | None = None, **kw: Any) -> dic
 
 
 async def point_events(owner: User, ws: str, bot: Bot, url: str,
-                       events: list[str] | None = None, **kw: Any) -> None:
-    """Set the app's request URL (Parley then sends url_verification)."""
+                       events: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+    """Set the app's request URL (Parley sends url_verification before it
+    answers); the app as the answer shows it."""
     name = bot.app["name"]
-    await expect(owner.api, "PATCH", f"/v1/workspaces/{ws}/apps/{bot.app['id']}", 200,
-                 json={"manifest": events_manifest(url, events, name=name, **kw)})
+    app: dict[str, Any] = await expect(
+        owner.api, "PATCH", f"/v1/workspaces/{ws}/apps/{bot.app['id']}", 200,
+        json={"manifest": events_manifest(url, events, name=name, **kw)})
+    return app
 
 
 def fast_events(running: Running, **more: Any) -> None:

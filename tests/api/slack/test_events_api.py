@@ -42,8 +42,9 @@ async def _ready(parley: Running, rec: Recorder, events: list[str] | None = None
     t, bot = await team_with_bot(parley)
     fast_events(parley)
     await bot.call(bot.client.conversations_join, channel=cid("public", channel or t.general))
-    await point_events(t.ada, t.ws, bot, rec.url, events or ["message.channels"])
-    await rec.wait_for(lambda _: bool(rec.verifications))
+    shown = await point_events(t.ada, t.ws, bot, rec.url, events or ["message.channels"])
+    assert shown["event_request_url_verified"] is rec.echo
+    assert rec.verifications  # sent before the PATCH answered
     return t, bot
 
 

@@ -38,7 +38,8 @@ async def test_bolt_hello_app_replies_in_the_channel(parley: Running) -> None:
     app = await asyncio.to_thread(make_app)  # App() calls auth.test, a blocking request
     server = BoltServer(app, free_port()).start()
     try:
-        await point_events(t.ada, t.ws, bot, server.url)
+        shown = await point_events(t.ada, t.ws, bot, server.url)
+        assert shown["event_request_url_verified"] is True  # Bolt echoed the challenge
         carol = await t.connect(t.carol, json_mode=True)
         posted = await t.post(t.bob, t.general, "hello")
         reply = None
