@@ -87,6 +87,8 @@ class EventDispatcher:
                     await self.tick()
                 except StoreUnavailable as exc:
                     self._outage.failure(exc)
+                except Exception:  # a bug or a database error (a deadlock): next poll retries
+                    log.exception("event dispatch scan failed")
                 else:
                     self._outage.success()
                 await asyncio.sleep(self._settings.app_events_poll_ms / 1000)
