@@ -14,10 +14,13 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
+import asyncpg
+
 from parley.model import MessageExtras
-from parley.ports.app_events import EventClaim, PendingMessage, UrlToVerify
+from parley.ports.app_events import EventClaim, OutboxEvent, PendingMessage, UrlToVerify
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool
 
 _URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
@@ -62,6 +65,40 @@ WHERE cur.app_id = due.app_id AND cur.channel_id = due.channel_id
 RETURNING cur.workspace_id, cur.app_id, cur.channel_id, due.kind, cur.delivered, cur.attempts,
           cur.retry_reason
 """  # noqa: S608
+
+
+_REACTION_OUTBOX = f"""
+INSERT INTO app_event_outbox (workspace_id, app_id, channel_id, kind, payload)
+SELECT a.workspace_id, a.id, $2, 'reaction_added',
+       jsonb_build_object('user_id', $4::bigint, 'emoji', $5::text, 'message_id', m.id,
+                          'item_user_id', m.user_id, 'item_seq', m.seq,
+                          'item_created_at', extract(epoch FROM m.created_at))
+FROM apps a
+JOIN channel_members cm ON cm.channel_id = $2 AND cm.user_id = a.bot_user_id
+JOIN messages m ON m.id = $3 AND m.workspace_id = $1
+WHERE a.workspace_id = $1 AND {_DELIVERING}
+  AND (a.manifest #> '{{settings,event_subscriptions,bot_events}}') ? 'reaction_added'
+"""  # noqa: S608
+
+_CLAIM_OUTBOX = """
+UPDATE app_event_outbox o
+SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
+FROM (SELECT x.id, ch.kind FROM app_event_outbox x JOIN channels ch ON ch.id = x.channel_id
+      WHERE (x.not_before IS NULL OR x.not_before <= now())
+        AND (x.leased_until IS NULL OR x.leased_until < now())
+      ORDER BY x.id LIMIT $3
+      FOR UPDATE OF x SKIP LOCKED) due
+WHERE o.id = due.id
+RETURNING o.id, o.workspace_id, o.app_id, o.channel_id, due.kind, o.kind AS event_kind,
+          o.payload::text AS payload, o.created_at, o.attempts, o.retry_reason
+"""
+
+
+async def reaction_added_outbox(conn: asyncpg.Connection, workspace_id: int, channel_id: int,
+                                message_id: int, user_id: int, emoji: str) -> None:
+    """In the caller's transaction (the reaction's): a ``reaction_added``
+    outbox row per app that gets it (see parley/ports/app_events.py)."""
+    await conn.execute(_REACTION_OUTBOX, workspace_id, channel_id, message_id, user_id, emoji)
 
 
 class PgAppEvents(PgPart):
@@ -134,6 +171,36 @@ class PgAppEvents(PgPart):
                  AND lease_owner = $4""",
             claim.app_id, claim.channel_id, claim.workspace_id, claim.owner)
 
+    async def claim_outbox(self, owner: str, lease_s: float, limit: int) -> list[OutboxEvent]:
+        out: list[OutboxEvent] = []
+        for pool in list(self.pools.values()):
+            if len(out) >= limit:
+                break
+            rows = await self._call(pool.fetch, _CLAIM_OUTBOX, owner, lease_s, limit - len(out))
+            out += [_outbox(r, owner) for r in rows]
+        return out
+
+    async def outbox_done(self, event: OutboxEvent) -> bool:
+        pool = await shard_pool(self, event.workspace_id)
+        status = await self._call(
+            pool.execute,
+            """DELETE FROM app_event_outbox
+               WHERE id = $1 AND workspace_id = $2 AND lease_owner = $3""",
+            event.id, event.workspace_id, event.owner)
+        return bool(status == "DELETE 1")
+
+    async def outbox_defer(self, event: OutboxEvent, attempts: int, reason: str,
+                           not_before: dt.datetime) -> bool:
+        pool = await shard_pool(self, event.workspace_id)
+        status = await self._call(
+            pool.execute,
+            """UPDATE app_event_outbox
+               SET attempts = $4, retry_reason = $5, not_before = $6,
+                   lease_owner = NULL, leased_until = NULL
+               WHERE id = $1 AND workspace_id = $2 AND lease_owner = $3""",
+            event.id, event.workspace_id, event.owner, attempts, reason, not_before)
+        return bool(status == "UPDATE 1")
+
     async def urls_to_verify(self, retry_after_s: float, limit: int) -> list[UrlToVerify]:
         out: list[UrlToVerify] = []
         for pool in list(self.pools.values()):
@@ -160,6 +227,14 @@ class PgAppEvents(PgPart):
                                         events_verify_failed_at = now()
                       WHERE a.id = $1 AND a.workspace_id = $2 AND {_URL} = $3"""  # noqa: S608
         await self._call(pool.execute, sql, app_id, workspace_id, url)
+
+
+def _outbox(r: Any, owner: str) -> OutboxEvent:
+    return OutboxEvent(id=r["id"], workspace_id=r["workspace_id"], app_id=r["app_id"],
+                       channel_id=r["channel_id"], channel_kind=r["kind"],
+                       kind=r["event_kind"], payload=json.loads(r["payload"]),
+                       created_at=r["created_at"], attempts=r["attempts"],
+                       retry_reason=r["retry_reason"], owner=owner)
 
 
 def _extras(r: Any) -> MessageExtras | None:

@@ -9,7 +9,9 @@ time in seq order, and moves the cursor after each final answer (a 2xx, a
 404, or ``X-Slack-No-Retry: 1``).  A failed try is retried at once, then
 after each delay of ``app_events_retry_delays_s``; the pair waits
 meanwhile (the next event of a channel never overtakes a retried one), and
-after the last retry the event is dropped, as Slack drops it.  Apps'
+after the last retry the event is dropped, as Slack drops it.  Events
+that are not messages (``reaction_added``) are outbox rows
+(``claim_outbox``), sent and retried the same way, one task each.  Apps'
 request URLs are checked with ``url_verification`` before any event goes
 to them.
 
@@ -32,14 +34,15 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from parley.actions import app_events as wire
 from parley.actions.apps import manifest_of, signing_secrets, verify_request_url
 from parley.config import Settings
 from parley.model import StoreUnavailable
 from parley.outage import OutageLog
-from parley.ports.app_events import EventClaim, UrlToVerify
+from parley.ports.app_events import EventClaim, OutboxEvent, UrlToVerify
 from parley.ports.outbound import OutboundError, OutboundHttp, OutboundResponse
 from parley.services import Services
 
@@ -119,10 +122,23 @@ class EventDispatcher:
             if self._per_app.get(claim.app_id, 0) >= cap:
                 await store.release(claim)  # the app is at its share; others go first
                 continue
-            self._per_app[claim.app_id] = self._per_app.get(claim.app_id, 0) + 1
-            task = asyncio.create_task(self._guarded(claim), name=f"app-events-{claim.app_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(claim.app_id, self._deliver(claim), claim)
+        room = MAX_IN_FLIGHT - len(self._tasks)
+        if room <= 0:
+            return
+        for ev in await store.claim_outbox(self.owner, self.lease_s, room):
+            if self._per_app.get(ev.app_id, 0) >= cap:
+                await store.outbox_defer(ev, ev.attempts, ev.retry_reason or "",
+                                         dt.datetime.now(dt.UTC))
+                continue
+            self._start(ev.app_id, self._deliver_outbox(ev), None)
+
+    def _start(self, app_id: int, work: Coroutine[Any, Any, None],
+               claim: EventClaim | None) -> None:
+        self._per_app[app_id] = self._per_app.get(app_id, 0) + 1
+        task = asyncio.create_task(self._guarded(app_id, work, claim), name=f"app-events-{app_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait for the pairs in flight (tests)."""
@@ -131,22 +147,23 @@ class EventDispatcher:
 
     # -- one pair -------------------------------------------------------------
 
-    async def _guarded(self, claim: EventClaim) -> None:
+    async def _guarded(self, app_id: int, work: Coroutine[Any, Any, None],
+                       claim: EventClaim | None) -> None:
         try:
-            await self._deliver(claim)
+            await work
         except StoreUnavailable as exc:
-            self._outage.failure(exc, f"app {claim.app_id}")
+            self._outage.failure(exc, f"app {app_id}")
         except Exception:
-            log.exception("delivering events of channel %s to app %s", claim.channel_id,
-                          claim.app_id)
-            with contextlib.suppress(Exception):
-                await self.svc.store.app_events.release(claim)
+            log.exception("delivering events to app %s", app_id)
+            if claim is not None:
+                with contextlib.suppress(Exception):
+                    await self.svc.store.app_events.release(claim)
         finally:
-            left = self._per_app.get(claim.app_id, 1) - 1
+            left = self._per_app.get(app_id, 1) - 1
             if left > 0:
-                self._per_app[claim.app_id] = left
+                self._per_app[app_id] = left
             else:
-                self._per_app.pop(claim.app_id, None)
+                self._per_app.pop(app_id, None)
 
     async def _target(self, workspace_id: int, app_id: int) -> wire.AppTarget | None:
         app = await self.svc.store.apps.app(workspace_id, app_id)
@@ -200,6 +217,36 @@ class EventDispatcher:
             if last > claim.delivered and not await store.advance(claim, last, self.lease_s):
                 return
         await store.release(claim)
+
+    async def _deliver_outbox(self, ev: OutboxEvent) -> None:
+        """One outbox event: sent, retried like a message event, then deleted."""
+        store = self.svc.store.app_events
+        target = await self._target(ev.workspace_id, ev.app_id)
+        event = wire.outbox_event(ev)
+        if target is None or event is None or ev.kind not in target.events:
+            await store.outbox_done(ev)  # the app is gone or unsubscribed: nothing to send
+            return
+        body = wire.encode(wire.envelope(target, ev.channel_id, 0, event,
+                                         int(ev.created_at.timestamp()),
+                                         wire.outbox_event_id(ev.id)))
+        delays = self._settings.app_events_retry_delays
+        attempts, reason = ev.attempts, ev.retry_reason
+        while True:
+            answer = wire.judge(await self._send(target, body, attempts, reason))
+            if answer.final:
+                break
+            attempts += 1
+            reason = answer.reason
+            if attempts > len(delays):
+                log.warning("app %s: event %s dropped after %d retries (%s)", target.app_id,
+                            wire.outbox_event_id(ev.id), len(delays), reason)
+                break
+            delay = delays[attempts - 1]
+            if delay > 0:
+                await store.outbox_defer(ev, attempts, reason or "http_error",
+                                         dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay))
+                return
+        await store.outbox_done(ev)
 
     async def _send(self, target: wire.AppTarget, body: bytes, retry_num: int,
                     retry_reason: str | None) -> OutboundResponse | OutboundError:

@@ -17,6 +17,8 @@ Rules:
   (``message_deleted`` / ``message_changed`` are future work).
 * ``event_id`` is a function of (app, channel, position) only, so every
   retry, restart and dispatcher sends the same one for the same event.
+* Other events come from the outbox (``outbox_event``): ``reaction_added``
+  now; their ``event_id`` is derived from the row.
 * Signature: ``v0=hex(HMAC-SHA256(secret, "v0:{timestamp}:{body}"))`` over
   the exact bytes sent, with the app's newest signing secret.
 """
@@ -24,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -32,7 +35,7 @@ from typing import Any
 
 from parley import slack_ids as ids
 from parley.actions import rich
-from parley.ports.app_events import PendingMessage
+from parley.ports.app_events import OutboxEvent, PendingMessage
 from parley.ports.outbound import (
     OutboundError,
     OutboundRefused,
@@ -65,6 +68,26 @@ def event_id(app_id: int, channel_id: int, position: int) -> str:
     """Stable across retries and restarts: derived from the event's place only."""
     digest = hashlib.sha256(f"{app_id}:{channel_id}:{position}".encode()).digest()
     return "Ev" + ids.enc(int.from_bytes(digest[:8], "big") >> 1 or 1)
+
+
+def outbox_event_id(row_id: int) -> str:
+    """An outbox event's id: from its row, so stable across retries too."""
+    digest = hashlib.sha256(f"outbox:{row_id}".encode()).digest()
+    return "Ev" + ids.enc(int.from_bytes(digest[:8], "big") >> 1 or 1)
+
+
+def outbox_event(ev: OutboxEvent) -> dict[str, Any] | None:
+    """The Slack event of an outbox row (None for a kind this version does
+    not know: such a row is dropped)."""
+    p = ev.payload
+    if ev.kind == "reaction_added":
+        created = dt.datetime.fromtimestamp(float(p["item_created_at"]), dt.UTC)
+        return {"type": "reaction_added", "user": ids.user(int(p["user_id"])),
+                "reaction": str(p["emoji"]), "item_user": ids.user(int(p["item_user_id"])),
+                "item": {"type": "message", "channel": ids.channel(ev.channel_kind, ev.channel_id),
+                         "ts": ids.ts(created, int(p["item_seq"]))},
+                "event_ts": ids.time_ts(ev.created_at)}
+    return None
 
 
 def verification_token(signing_secret: str) -> str:
@@ -123,12 +146,14 @@ def events_for(target: AppTarget, channel_kind: str,
 
 
 def envelope(target: AppTarget, channel_id: int, position: int, event: dict[str, Any],
-             event_time: int) -> dict[str, Any]:
-    """Slack's ``event_callback`` around one event."""
+             event_time: int, eid: str | None = None) -> dict[str, Any]:
+    """Slack's ``event_callback`` around one event (``eid``: an outbox
+    event's id; a message event's comes from its position)."""
     team = ids.team(target.workspace_id)
-    eid = event_id(target.app_id, channel_id, position)
+    eid = eid or event_id(target.app_id, channel_id, position)
+    channel = event.get("channel") or event.get("item", {}).get("channel", "")
     context = base64.urlsafe_b64encode(
-        f"{team}:{ids.app(target.app_id)}:{event['channel']}".encode()).decode().rstrip("=")
+        f"{team}:{ids.app(target.app_id)}:{channel}".encode()).decode().rstrip("=")
     return {
         "token": verification_token(target.signing_secret),
         "team_id": team, "context_team_id": team, "context_enterprise_id": None,

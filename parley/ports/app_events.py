@@ -19,13 +19,19 @@ Rules (``storage/pg_app_events.py`` implements them,
   with a lost lease change nothing and answer False (the event may then
   be sent twice, with the same event_id: at-least-once).
 * Messages are read from the committed history, in seq order.
+* Events that are not messages (``reaction_added``) are outbox rows,
+  written by the store method that makes the change, in its transaction,
+  one per app that would get the event (installed, verified, subscribed,
+  its bot in the channel).  ``claim_outbox`` leases them like pairs (one
+  dispatcher each); ``outbox_done`` deletes one after a final answer.
+  Outbox events carry no order between them (Slack gives none).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from parley.model import Message, MessageExtras
 
@@ -53,6 +59,23 @@ class PendingMessage:
     root_created_at: dt.datetime | None  # the thread root's, for ``thread_ts``
     root_seq: int | None
     root_user_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """A claimed outbox row: an event that is not a message."""
+
+    id: int  # names the event (its event_id)
+    workspace_id: int
+    app_id: int
+    channel_id: int
+    channel_kind: str
+    kind: str  # the event type, e.g. 'reaction_added'
+    payload: dict[str, Any]  # Parley's facts, shaped by parley/actions/app_events.py
+    created_at: dt.datetime
+    attempts: int
+    retry_reason: str | None
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +116,14 @@ class AppEventStore(Protocol):
         """Record a url_verification result for ``url`` (ignored when the
         manifest's URL changed meanwhile); a failure blocks retries for a
         while (``urls_to_verify``) and unverifies nothing."""
+
+    async def claim_outbox(self, owner: str, lease_s: float, limit: int) -> list[OutboxEvent]:
+        """Lease up to ``limit`` due outbox rows no live lease holds, on every
+        shard, oldest first, to ``owner`` for ``lease_s`` seconds."""
+
+    async def outbox_done(self, event: OutboxEvent) -> bool:
+        """Delete the row after a final answer; False when the lease was lost."""
+
+    async def outbox_defer(self, event: OutboxEvent, attempts: int, reason: str,
+                           not_before: dt.datetime) -> bool:
+        """Record a failed try and release the row until ``not_before``."""

@@ -123,7 +123,9 @@ class ReactionStore(Protocol):
     async def add_reaction(self, workspace_id: int, channel_id: int, message_id: int,
                            user_id: int, emoji: str, max_distinct: int) -> str:
         """'added' | 'exists' | 'too_many' (the message has ``max_distinct``
-        other emoji) | 'gone' (the message is missing or deleted)."""
+        other emoji) | 'gone' (the message is missing or deleted).  When
+        'added', the same transaction writes the Events API's
+        ``reaction_added`` outbox rows (parley/ports/app_events.py)."""
 
     async def remove_reaction(self, workspace_id: int, message_id: int, user_id: int,
                               emoji: str) -> bool:

@@ -6,6 +6,7 @@ verified, installed apps in the channel's workspace are claimed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 
@@ -17,22 +18,22 @@ from tests.storage.test_apps_store import _app, _ids, _token, _workspace
 URL = "http://127.0.0.1:9/slack/events"
 
 
-def _events_app(ws: Workspace) -> AppRecord:
+def _events_app(ws: Workspace, events: list[str] | None = None) -> AppRecord:
     app = _app(ws, f"Ev{next(_ids)}")
     manifest = {"display_information": {"name": app.name},
-                "settings": {"event_subscriptions": {"request_url": URL,
-                                                     "bot_events": ["message.channels"]}}}
+                "settings": {"event_subscriptions": {
+                    "request_url": URL, "bot_events": events or ["message.channels"]}}}
     return AppRecord(**{**{f: getattr(app, f) for f in AppRecord.__slots__},
                         "manifest": json.dumps(manifest)})
 
 
-async def _installed(rt: Runtime, ws: Workspace, verified: bool = True) -> AppRecord:
+async def _installed(rt: Runtime, ws: Workspace, verified: bool = True,
+                     events: list[str] | None = None) -> AppRecord:
     db = rt.db
-    app = await db.apps.create_app(_events_app(ws))
+    app = await db.apps.create_app(_events_app(ws, events))
     await db.installs.install(ws.id, app.id, bot_email=f"{app.bot_user_id}@b.invalid",
                               tokens=[_token(app.bot_user_id)])
     if verified:
-        assert await db.app_events.urls_to_verify(30, 100)
         await db.app_events.set_verified(ws.id, app.id, URL, True)
     return app
 
@@ -131,3 +132,27 @@ async def test_only_verified_installed_apps_of_the_workspace_are_claimed(
     await db.installs.uninstall(ws.id, app.id)
     await db.app_events.release(claims[0])
     assert await db.app_events.claim("a", 10, 10) == []
+
+
+async def test_a_reaction_writes_outbox_rows_for_apps_that_get_it(runtime: Runtime) -> None:
+    db = runtime.db
+    ws, owner, general = await _workspace(runtime)
+    subscribed = await _installed(runtime, ws, events=["reaction_added"])
+    unsubscribed = await _installed(runtime, ws)
+    outside = await _installed(runtime, ws, events=["reaction_added"])
+    for a in (subscribed, unsubscribed):
+        await db.roster.add_channel_members(ws.id, general, [a.bot_user_id])
+    seq = await _post(runtime, ws, general, owner.id, "m")
+    mid = (await db.app_events.pending(
+        (await db.app_events.claim("x", 10, 10))[0], 1))[0].message.id
+    assert await db.reactions.add_reaction(ws.id, general, mid, owner.id, "tada", 50) == "added"
+    assert await db.reactions.add_reaction(ws.id, general, mid, owner.id, "tada", 50) == "exists"
+    (ev,) = await db.app_events.claim_outbox("a", 10, 10)
+    assert (ev.app_id, ev.kind, ev.channel_kind) == (subscribed.id, "reaction_added", "public")
+    assert ev.payload["emoji"] == "tada" and ev.payload["item_seq"] == seq
+    assert ev.payload["user_id"] == owner.id and ev.payload["message_id"] == mid
+    assert await db.app_events.claim_outbox("b", 10, 10) == []  # leased to "a"
+    assert not await db.app_events.outbox_done(dataclasses.replace(ev, owner="b"))
+    assert await db.app_events.outbox_done(ev)
+    assert await db.app_events.claim_outbox("a", 10, 10) == []  # none for `outside` (not in it)
+    del unsubscribed, outside

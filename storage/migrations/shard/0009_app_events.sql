@@ -33,3 +33,26 @@ ALTER TABLE apps ADD COLUMN events_verified_url TEXT;
 -- The last URL that failed it, and when (retried after a while, at once for a new URL).
 ALTER TABLE apps ADD COLUMN events_verify_failed_url TEXT;
 ALTER TABLE apps ADD COLUMN events_verify_failed_at TIMESTAMPTZ;
+
+-- Events that are not messages have no ordered log to derive them from
+-- (reactions and memberships are current state), so they use the other
+-- design: an outbox row per subscribed app, written in the transaction of
+-- the change that caused it (so a crash neither loses nor invents one),
+-- drained by the same dispatchers with the same leases, deleted after a
+-- final answer.  Only apps that would get the event have rows: installed,
+-- verified, subscribed, and the bot a member of the channel.  Written now by
+-- reactions (reaction_added); these paths are not the message hot path.
+CREATE TABLE app_event_outbox (
+    id              BIGSERIAL PRIMARY KEY,           -- names the event (event_id)
+    workspace_id    BIGINT NOT NULL,
+    app_id          BIGINT NOT NULL REFERENCES apps(id),
+    channel_id      BIGINT NOT NULL,
+    kind            TEXT NOT NULL,                   -- the event type: 'reaction_added'
+    payload         JSONB NOT NULL,                  -- Parley's facts; the dispatcher shapes them
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    attempts        INT NOT NULL DEFAULT 0,
+    retry_reason    TEXT,
+    not_before      TIMESTAMPTZ,
+    lease_owner     TEXT,
+    leased_until    TIMESTAMPTZ
+);

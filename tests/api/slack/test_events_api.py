@@ -259,3 +259,30 @@ async def test_a_slow_app_does_not_delay_people(parley: Running, app_site: Recor
         assert len(app_site.received) < 4  # the app has seen few of them yet
     finally:
         await carol.close()
+
+
+async def test_reaction_added_comes_from_the_outbox_with_retries(parley: Running,
+                                                                 app_site: Recorder) -> None:
+    answers = iter([web.Response(status=500)])
+    app_site.script = lambda rec, got: next(answers, None)
+    t, bot = await _ready(parley, app_site, ["reaction_added"])
+    msg = await t.post(t.bob, t.general, "ship it")
+    quiet = await t.channel(t.ada, "quiet", members=(t.bob,))
+    other = await t.post(t.bob, quiet, "not seen by the bot")
+    await expect(t.carol.api, "PUT", t.m(t.general, msg["id"], "/reactions/rocket"), 204)
+    await expect(t.bob.api, "PUT", t.m(quiet, other["id"], "/reactions/eyes"), 204)
+    got = await app_site.wait_for(lambda rs: len(rs) >= 2)
+    await asyncio.sleep(0.5)
+    assert len(app_site.received) == 2  # the try and its retry; nothing from #quiet
+    first, retry = got
+    assert first.payload["event_id"] == retry.payload["event_id"]
+    assert retry.headers["x-slack-retry-num"] == "1"
+    assert retry.headers["x-slack-retry-reason"] == "http_error"
+    ev = retry.payload["event"]
+    assert ev["type"] == "reaction_added" and ev["reaction"] == "rocket"
+    assert ev["user"] == "U" + cid("public", t.carol.id)[1:]
+    assert ev["item_user"] == "U" + cid("public", t.bob.id)[1:]
+    assert ev["item"]["channel"] == cid("public", t.general)
+    assert signed_by(bot.signing_secret, retry.headers, retry.body)
+    hist = await bot.call(bot.client.conversations_history, channel=cid("public", t.general))
+    assert ev["item"]["ts"] in [m["ts"] for m in hist["messages"]]
