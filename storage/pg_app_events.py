@@ -28,13 +28,18 @@ _URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
 _DELIVERING = f"""a.installed_at IS NOT NULL AND a.deleted_at IS NULL AND NOT a.socket_mode
                   AND a.events_verified_url = {_URL}"""
 
+# ... and subscribes to an event that messages yield (else it needs no cursor).
+_MESSAGE_EVENTS = """(a.manifest #> '{settings,event_subscriptions,bot_events}')
+                     ?| array['message.channels', 'message.groups', 'message.im',
+                              'message.mpim', 'app_mention']"""
+
 _START_CURSORS = f"""
 INSERT INTO app_event_cursors AS cur (app_id, channel_id, workspace_id, joined_at, delivered)
 SELECT a.id, cm.channel_id, a.workspace_id, cm.joined_at,
        2 * parley_seq_at(cm.channel_id, cm.joined_at) - 1
 FROM apps a
 JOIN channel_members cm ON cm.workspace_id = a.workspace_id AND cm.user_id = a.bot_user_id
-WHERE {_DELIVERING}
+WHERE {_DELIVERING} AND {_MESSAGE_EVENTS}
   AND NOT EXISTS (SELECT 1 FROM app_event_cursors c
                   WHERE c.app_id = a.id AND c.channel_id = cm.channel_id
                     AND c.joined_at = cm.joined_at)
@@ -54,7 +59,7 @@ FROM (SELECT c.app_id, c.channel_id, ch.kind
                              AND cm.joined_at = c.joined_at
       JOIN channel_counters cc ON cc.channel_id = c.channel_id
       JOIN channels ch ON ch.id = c.channel_id
-      WHERE {_DELIVERING}
+      WHERE {_DELIVERING} AND {_MESSAGE_EVENTS}
         AND 2 * cc.last_seq + 1 > c.delivered
         AND (c.not_before IS NULL OR c.not_before <= now())
         AND (c.leased_until IS NULL OR c.leased_until < now())

@@ -119,3 +119,22 @@ def test_the_challenge_must_be_echoed() -> None:
     assert wire.challenge_echoed(OutboundResponse(200, (), b"abc"), "abc")
     assert not wire.challenge_echoed(OutboundResponse(500, (), b"abc"), "abc")
     assert not wire.challenge_echoed(OutboundTimeout("t"), "abc")
+
+
+def test_an_outbox_reaction_in_slacks_shape() -> None:
+    from parley.ports.app_events import OutboxEvent
+
+    row = OutboxEvent(id=8, workspace_id=9, app_id=5, channel_id=42, channel_kind="private",
+                      kind="reaction_added",
+                      payload={"user_id": 11, "emoji": "tada", "message_id": 1003,
+                               "item_user_id": 12, "item_seq": 3,
+                               "item_created_at": T0.timestamp()},
+                      created_at=T0, attempts=0, retry_reason=None, owner="o")
+    ev = wire.outbox_event(row)
+    assert ev == {"type": "reaction_added", "user": "UB", "reaction": "tada", "item_user": "UC",
+                  "item": {"type": "message", "channel": "G16",
+                           "ts": f"{int(T0.timestamp())}.000003"},
+                  "event_ts": f"{int(T0.timestamp())}.000000"}
+    assert wire.outbox_event_id(8) == wire.outbox_event_id(8) != wire.outbox_event_id(9)
+    assert wire.outbox_event(row.__class__(**{**{f: getattr(row, f) for f in row.__slots__},
+                                              "kind": "future_kind"})) is None
