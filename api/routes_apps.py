@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from api.deps import Auth, Mutator, Svc
 from api.params import IdPath
 from api.schemas import IdStr, Strict
-from api.slack import ids as slack_ids
+from parley import slack_ids
 from parley.actions import apps, webhooks
 from parley.actions.apps import SIGNING_GRACE_S_DEFAULT, SIGNING_GRACE_S_MAX
 from parley.ports.apps import AppRecord, TokenRecord, WebhookRecord
@@ -59,11 +59,15 @@ class AppOut(BaseModel):
     previous_signing_secret_valid_until_ts: int | None = Field(
         default=None, description="Unix milliseconds: the end of the rotation grace period")
     manifest: dict[str, Any]
+    event_request_url_verified: bool = Field(
+        default=False, description="The manifest's event request URL echoed url_verification "
+                                   "(events are sent only then)")
     slack: SlackIds = Field(description="The ids in the Web API's shapes")
 
     @classmethod
     def of(cls, a: AppRecord) -> AppOut:
         until = a.prev_signing_until
+        m = apps.manifest_of(a)
         return cls(
             id=str(a.id), workspace_id=str(a.workspace_id), name=a.name, bot_name=a.bot_name,
             bot_id=str(a.bot_id), bot_user_id=str(a.bot_user_id), bot_scopes=list(a.bot_scopes),
@@ -72,7 +76,9 @@ class AppOut(BaseModel):
             updated_ts=int(a.updated_at.timestamp() * 1000),
             previous_signing_secret_valid_until_ts=(
                 None if until is None else int(until.timestamp() * 1000)),
-            manifest=apps.manifest_of(a).raw,
+            manifest=m.raw,
+            event_request_url_verified=(m.event_request_url is not None
+                                        and m.event_request_url == a.events_verified_url),
             slack=SlackIds(app_id=slack_ids.app(a.id), bot_id=slack_ids.bot(a.bot_id),
                            bot_user_id=slack_ids.user(a.bot_user_id),
                            team_id=slack_ids.team(a.workspace_id)))

@@ -123,7 +123,7 @@ async def _provision(api_url: str, clients: int) -> list[dict[str, Any]]:
         done = await p.call("POST", f"/v1/workspaces/{ws}/apps/{app['app']['id']}/install",
                             owner.token, {})
         bot = {"authorization": f"Bearer {done['bot_token']}"}
-        from api.slack import ids
+        from parley import slack_ids as ids
 
         targets = []
         for cid in channels:

@@ -10,6 +10,7 @@ Precedence: explicit CLI flag > environment variable > default.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,15 @@ class Settings:
     webapi_tier_scale: float = 1.0
     webapi_post_per_channel_per_s: float = 1.0
     webapi_post_burst: int = 10
+    # The Events API (issue 15): requests to apps' URLs.  Slack's schedule:
+    # answer within 3 s, retried at once, after about 1 and 5 minutes.
+    app_events_timeout_s: float = 3.0
+    app_events_retry_delays_s: str = "0,60,300"
+    app_events_poll_ms: float = 200.0  # how often a dispatcher looks for new messages
+    app_events_concurrency_per_app: int = 4  # requests in flight to one app, per process
+    # Outbound requests (apps' URLs) may not reach loopback, private, link-local,
+    # CGNAT, multicast or metadata addresses, except these CIDRs.
+    outbound_allowed_cidrs: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -109,6 +119,14 @@ class Settings:
     @property
     def redis_urls(self) -> list[str]:
         return [u.strip() for u in self.redis_url.split(",") if u.strip()]
+
+    @property
+    def app_events_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self.app_events_retry_delays_s.split(",") if d.strip())
+
+    @property
+    def outbound_cidrs(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.outbound_allowed_cidrs.split(",") if c.strip())
 
     @property
     def file_types(self) -> tuple[str, ...]:
@@ -177,6 +195,13 @@ SETTINGS_DOC: dict[str, str] = {
     "webapi_post_per_channel_per_s":
         "chat.postMessage and incoming-webhook posts per second per app and channel (refill)",
     "webapi_post_burst": "Burst of chat.postMessage per app and channel (token bucket size)",
+    "app_events_timeout_s": "Seconds an app has to answer an Events API request",
+    "app_events_retry_delays_s":
+        "Delays in seconds before each retry of an undelivered event (comma-separated)",
+    "app_events_poll_ms": "How often an event dispatcher looks for new messages, in ms",
+    "app_events_concurrency_per_app": "Events API requests in flight to one app, per process",
+    "outbound_allowed_cidrs":
+        "CIDRs outbound requests may reach although private (comma-separated; tests: loopback)",
 }
 
 
@@ -220,5 +245,17 @@ def validate(s: Settings) -> None:
     if s.webapi_tier_scale <= 0 or s.webapi_post_per_channel_per_s <= 0 or s.webapi_post_burst < 1:
         raise ConfigError("webapi_tier_scale and webapi_post_per_channel_per_s must be > 0, "
                           "webapi_post_burst >= 1")
+    try:
+        delays = s.app_events_retry_delays
+        for cidr in s.outbound_cidrs:
+            ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ConfigError("app_events_retry_delays_s must be comma-separated seconds and "
+                          "outbound_allowed_cidrs comma-separated CIDRs") from exc
+    if (s.app_events_timeout_s <= 0 or s.app_events_poll_ms <= 0
+            or s.app_events_concurrency_per_app < 1 or len(delays) > 10
+            or any(d < 0 for d in delays)):
+        raise ConfigError("app_events_timeout_s and app_events_poll_ms must be > 0, "
+                          "app_events_concurrency_per_app >= 1, at most 10 retry delays >= 0")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

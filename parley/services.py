@@ -18,6 +18,7 @@ from parley.ports.appender import MessageAppender
 from parley.ports.blobs import BlobStore
 from parley.ports.hub import Hub
 from parley.ports.media import Thumbnailer
+from parley.ports.outbound import OutboundHttp
 from parley.ports.presence import PresenceStore
 from parley.ports.stores import Stores
 
@@ -57,6 +58,7 @@ class Services:
     blobs: BlobStore  # file bytes (local disk or S3); the index lives in ``store``
     thumbnails: Thumbnailer  # untrusted image decoding, out of this process
     app_keys: AppKeys  # signing secrets and upload URLs, derived from the server secret
+    outbound: OutboundHttp  # requests to apps' URLs (SSRF-guarded)
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[Outgoing] = field(default_factory=list, init=False, repr=False)

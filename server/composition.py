@@ -14,9 +14,11 @@ file bytes       local disk in data_dir/files     ``s3_bucket`` (+ ``s3_endpoint
 ===============  ===============================  ===================================
 
 Background work (``Runtime.start_maintenance``): the cleanup of uploads
-never completed.  ``server/runner.py`` starts it in processes that serve the
-API; several processes running it at once is harmless (each step is a
-compare-and-set).
+never completed, and the Events API dispatcher (events to apps' request
+URLs, through the SSRF-guarded ``GuardedHttp``).  ``server/runner.py``
+starts them in processes that serve the API; several processes running
+them at once is harmless (cleanup steps are compare-and-sets; dispatchers
+lease (app, channel) pairs).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.actions.app_dispatch import EventDispatcher
 from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
 from parley.config import Settings
@@ -38,6 +41,7 @@ from parley.ports.hub import Hub
 from parley.ports.presence import PresenceStore
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
+from storage.outbound import AddressPolicy, GuardedHttp
 from storage.postgres import PgDatabase
 from storage.thumbnails import ProcessThumbnailer
 from storage.writer import GroupCommitWriter
@@ -55,6 +59,7 @@ class Runtime:
     ids: IdAllocator | None = None
     notes: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    dispatcher: EventDispatcher | None = None
 
     def start_maintenance(self) -> None:
         """Start the background tasks of an API process (idempotent)."""
@@ -64,6 +69,15 @@ class Runtime:
 
         self.tasks.append(asyncio.create_task(cleanup_loop(self.services),
                                               name="parley-upload-cleanup"))
+        self.start_dispatcher()
+
+    def start_dispatcher(self) -> EventDispatcher:
+        """Start (once) this process's Events API dispatcher."""
+        if self.dispatcher is None:
+            self.dispatcher = EventDispatcher(self.services, self.services.outbound)
+            self.tasks.append(asyncio.create_task(self.dispatcher.run(),
+                                                  name="parley-app-events"))
+        return self.dispatcher
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -72,6 +86,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks.clear()
+        self.dispatcher = None
+        await self.services.outbound.close()
         await self.writer.close()
         await self.services.hub.close()
         await self.services.presence.close()
@@ -191,6 +207,7 @@ async def build(settings: Settings, *, migrate: bool = True,
         raise
     svc = Services(settings=settings, store=db.stores(), writer=writer, hub=hub, ids=ids,
                    tokens=tokens, presence=presence, blobs=blobs,
-                   thumbnails=ProcessThumbnailer(), app_keys=AppKeys(secret))
+                   thumbnails=ProcessThumbnailer(), app_keys=AppKeys(secret),
+                   outbound=GuardedHttp(AddressPolicy(settings.outbound_cidrs)))
     return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
                    ids=ids, notes=notes)

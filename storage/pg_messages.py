@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from parley.model import MentionChange, Message, MessageExtras, Pin, Reaction, ThreadSummary
+from storage.pg_app_events import reaction_added_outbox
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool, transaction
 
 SEARCH_MAX_ROWS = 200  # one search page at most
@@ -337,6 +338,9 @@ class PgReactions(PgPart):
                 """INSERT INTO reactions (message_id, emoji, user_id, workspace_id, channel_id)
                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
                 message_id, emoji, user_id, workspace_id, channel_id)
+            if status == "INSERT 0 1":  # the Events API's outbox, in this transaction
+                await reaction_added_outbox(conn, workspace_id, channel_id, message_id, user_id,
+                                            emoji)
         return "added" if status == "INSERT 0 1" else "exists"
 
     async def remove_reaction(self, workspace_id: int, message_id: int, user_id: int,

@@ -20,6 +20,7 @@ from parley.model import StoreUnavailable
 from parley.ports.stores import Stores
 from storage.migrate import apply_migrations, pending_migrations
 from storage.pg_accounts import PgLeases, PgSessions, PgUsers
+from storage.pg_app_events import PgAppEvents
 from storage.pg_apps import PgApps, PgInstalls, PgWebhooks
 from storage.pg_channels import PgChannels, PgReads, PgRoster
 from storage.pg_common import (
@@ -78,6 +79,7 @@ class PgDatabase:
         self.apps = PgApps(self)
         self.installs = PgInstalls(self)
         self.webhooks = PgWebhooks(self)
+        self.app_events = PgAppEvents(self)
 
     def stores(self) -> Stores:
         """The ports the domain uses, all on these pools."""
@@ -88,7 +90,8 @@ class PgDatabase:
             messages=self.messages, extras=self.extras, timeline=self.timeline,
             threads=self.threads, reactions=self.reactions, pins=self.pins, search=self.search,
             files=self.files, shares=self.shares, file_limits=self.file_limits,
-            apps=self.apps, installs=self.installs, webhooks=self.webhooks, health=self)
+            apps=self.apps, installs=self.installs, webhooks=self.webhooks,
+            app_events=self.app_events, health=self)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from api.slack import ids, shapes
+from api.slack import shapes
 from api.slack.common import (
     content,
     post_channel,
@@ -17,6 +17,7 @@ from api.slack.common import (
 )
 from api.slack.errors import SlackError
 from api.slack.registry import Call, method
+from parley import slack_ids as ids
 from parley.actions import messages
 from parley.actions.messages import MessageView
 from parley.errors import DomainError

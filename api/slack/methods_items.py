@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.slack import ids, shapes
+from api.slack import shapes
 from api.slack.common import render, thread_root
 from api.slack.errors import SlackError, invalid
 from api.slack.registry import Call, method
+from parley import slack_ids as ids
 from parley.actions import app_files, files, messages, reactions
 from parley.model import Channel, Message
 

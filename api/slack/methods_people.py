@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.slack import ids, shapes
+from api.slack import shapes
 from api.slack.errors import SlackError
 from api.slack.registry import Call, method
+from parley import slack_ids as ids
 from parley.actions import apps, workspaces
 from parley.model import Member
 

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.slack import ids
 from api.slack.args import Args
 from api.slack.errors import SlackError, invalid
+from parley import slack_ids as ids
 from parley.actions import channels as channel_actions
 from parley.actions import messages as message_actions
 from parley.actions.apps import AppAuth

@@ -32,7 +32,6 @@ from starlette.requests import ClientDisconnect
 from api.routes_files import SECURITY_HEADERS
 from api.slack import (  # noqa: F401 - the method modules register themselves
     args,
-    ids,
     methods_chat,
     methods_conversations,
     methods_items,
@@ -40,6 +39,7 @@ from api.slack import (  # noqa: F401 - the method modules register themselves
 )
 from api.slack.errors import SlackError, from_domain
 from api.slack.registry import REGISTRY, TIER_PER_MIN, Call, Limiter, Method
+from parley import slack_ids as ids
 from parley.actions import app_files, apps, files, messages, webhooks
 from parley.auth import Identity
 from parley.errors import (

@@ -14,7 +14,7 @@ import mimetypes
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from api.slack import ids
+from parley import slack_ids as ids
 from parley.actions import rich
 from parley.actions.channels import DEFAULT_CHANNEL
 from parley.actions.messages import MessageView

@@ -25,13 +25,17 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parley import appkeys, events
+from parley.actions import app_events as wire
 from parley.actions import manifest as manifests
 from parley.actions.workspaces import require_member
 from parley.auth import Identity
@@ -45,6 +49,7 @@ from parley.ports.apps import (
     TokenRecord,
     Uninstalled,
 )
+from parley.ports.outbound import OutboundError, OutboundResponse
 from parley.services import Services
 
 log = logging.getLogger("parley.apps")
@@ -110,7 +115,7 @@ async def create_app(svc: Services, ident: Identity, workspace_id: int,
         app = await svc.store.apps.create_app(record)
     except AppNameTaken as exc:
         raise Conflict("app_name_taken", "an app with this name exists") from exc
-    return app, signing_secret(svc, app)
+    return await _verified(svc, app), signing_secret(svc, app)
 
 
 async def list_apps(svc: Services, ident: Identity, workspace_id: int) -> list[AppRecord]:
@@ -140,7 +145,45 @@ async def update_app(svc: Services, ident: Identity, workspace_id: int, app_id: 
         raise Conflict("app_name_taken", "an app with this name exists") from exc
     if app is None:
         raise _not_found()
+    return await _verified(svc, app)
+
+
+async def _verified(svc: Services, app: AppRecord) -> AppRecord:
+    """The app after a url_verification of a new event request URL."""
+    m = manifest_of(app)
+    url = m.event_request_url
+    if url is None or m.socket_mode or app.events_verified_url == url:
+        return app
+    if await verify_request_url(svc, app):
+        return dataclasses.replace(app, events_verified_url=url)
     return app
+
+
+async def verify_request_url(svc: Services, app: AppRecord) -> bool:
+    """Send ``url_verification`` to the manifest's event request URL and
+    record the result: events go to the URL only once it echoed the
+    challenge.  Called when the URL is set (create, update), and again by
+    the dispatcher for a URL that failed (``AppEventStore.urls_to_verify``)."""
+    m = manifest_of(app)
+    url = m.event_request_url
+    if url is None or m.socket_mode:
+        return False
+    secret = signing_secret(svc, app)
+    challenge = secrets.token_urlsafe(24)
+    body = wire.encode(wire.url_verification_body(secret, challenge))
+    headers = wire.request_headers(secret, int(time.time()), body)
+    result: OutboundResponse | OutboundError
+    try:
+        result = await svc.outbound.post(url, body, headers,
+                                         timeout_s=svc.settings.app_events_timeout_s)
+    except OutboundError as exc:
+        result = exc
+    ok = wire.challenge_echoed(result, challenge)
+    if not ok:
+        log.info("app %s: request URL %s did not echo url_verification (%s)", app.id, url,
+                 result if isinstance(result, OutboundError) else result.status)
+    await svc.store.app_events.set_verified(app.workspace_id, app.id, url, ok)
+    return ok
 
 
 async def rotate_signing_secret(svc: Services, ident: Identity, workspace_id: int, app_id: int,

@@ -49,6 +49,9 @@ class AppRecord:
     prev_signing_until: dt.datetime | None
     installed: bool
     deleted: bool
+    # The event request URL that answered url_verification (the Events API
+    # sends only there); set by ``AppEventStore.set_verified``.
+    events_verified_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

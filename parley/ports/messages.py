@@ -69,7 +69,7 @@ class MessageExtrasStore(Protocol):
 class TimelineIndex(Protocol):
     """Addressing a channel by time, as the Slack-compatible Web API does
     (a message ``ts`` is its creation second and its seq; see
-    ``api/slack/ids.py``)."""
+    ``parley/slack_ids.py``)."""
 
     async def message_at(self, workspace_id: int, channel_id: int, second: int,
                          seq_residue: int, modulus: int) -> Message | None:
@@ -123,7 +123,9 @@ class ReactionStore(Protocol):
     async def add_reaction(self, workspace_id: int, channel_id: int, message_id: int,
                            user_id: int, emoji: str, max_distinct: int) -> str:
         """'added' | 'exists' | 'too_many' (the message has ``max_distinct``
-        other emoji) | 'gone' (the message is missing or deleted)."""
+        other emoji) | 'gone' (the message is missing or deleted).  When
+        'added', the same transaction writes the Events API's
+        ``reaction_added`` outbox rows (parley/ports/app_events.py)."""
 
     async def remove_reaction(self, workspace_id: int, message_id: int, user_id: int,
                               emoji: str) -> bool:

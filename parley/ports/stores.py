@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from parley.ports.accounts import LeaseStore, SessionStore, UserStore
+from parley.ports.app_events import AppEventStore
 from parley.ports.apps import AppStore, InstallStore, WebhookStore
 from parley.ports.channels import ChannelStore, ReadStore, RosterStore
 from parley.ports.files import FileLimitStore, FileShareStore, FileStore
@@ -58,4 +59,5 @@ class Stores:
     apps: AppStore
     installs: InstallStore
     webhooks: WebhookStore
+    app_events: AppEventStore
     health: Health

@@ -14,7 +14,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.web import SlackResponse
 
-from api.slack import ids
+from parley import slack_ids as ids
 from server.runner import Running
 from tests.api.helpers import Team, User, expect, make_team
 
@@ -27,6 +27,8 @@ FULL_SCOPES = [
 ]
 
 
+# Request URLs under .invalid (RFC 6761: never resolves), so the Events API's
+# url_verification of apps that tests create never leaves the machine.
 def manifest(name: str = "Helper", scopes: list[str] | None = None, *,
              socket_mode: bool = False, bot_name: str | None = None) -> dict[str, Any]:
     return {
@@ -35,13 +37,13 @@ def manifest(name: str = "Helper", scopes: list[str] | None = None, *,
         "features": {"bot_user": {"display_name": bot_name or name.lower()},
                      "app_home": {"home_tab_enabled": False},
                      "slash_commands": [{"command": "/deploy", "description": "Deploy",
-                                         "url": "https://example.com/commands",
+                                         "url": "https://app.example.invalid/commands",
                                          "usage_hint": "[env]"}]},
         "oauth_config": {"scopes": {"bot": FULL_SCOPES if scopes is None else scopes}},
-        "settings": {"event_subscriptions": {"request_url": "https://example.com/events",
+        "settings": {"event_subscriptions": {"request_url": "https://app.example.invalid/events",
                                              "bot_events": ["app_mention", "message.channels"]},
                      "interactivity": {"is_enabled": True,
-                                       "request_url": "https://example.com/actions"},
+                                       "request_url": "https://app.example.invalid/actions"},
                      "socket_mode_enabled": socket_mode, "org_deploy_enabled": False},
     }
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.slack import ids
+from parley import slack_ids as ids
 
 SNOWFLAKES = st.integers(min_value=1, max_value=2**63 - 1)
 

@@ -1,0 +1,283 @@
+"""The Events API dispatcher: delivers events derived from the committed
+message stream to apps' request URLs (HTTP mode).
+
+Theory of operation: every ``app_events_poll_ms`` the dispatcher asks the
+store (``AppEventStore.claim``) for (app, channel) pairs with messages
+after their cursor, leased to this dispatcher.  Each claimed pair gets a
+task that reads the messages after the cursor, sends their events one at a
+time in seq order, and moves the cursor after each final answer (a 2xx, a
+404, or ``X-Slack-No-Retry: 1``).  A failed try is retried at once, then
+after each delay of ``app_events_retry_delays_s``; the pair waits
+meanwhile (the next event of a channel never overtakes a retried one), and
+after the last retry the event is dropped, as Slack drops it.  Events
+that are not messages (``reaction_added``) are outbox rows
+(``claim_outbox``), sent and retried the same way, one task each.  Apps'
+request URLs are checked with ``url_verification`` before any event goes
+to them.
+
+Invariants:
+
+* The commit path never waits for an app: the dispatcher is a background
+  task reading committed rows, with at most
+  ``app_events_concurrency_per_app`` pairs in flight per app and
+  ``MAX_IN_FLIGHT`` in all, so a slow app delays only its own events.
+* At least once: the cursor moves only after a final answer, so a crash
+  (or a lost lease) resends the event, with the same ``event_id``.
+* One dispatcher per pair in the normal case (the store's lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from parley.actions import app_events as wire
+from parley.actions.apps import manifest_of, signing_secrets, verify_request_url
+from parley.config import Settings
+from parley.model import StoreUnavailable
+from parley.outage import OutageLog
+from parley.ports.app_events import EventClaim, OutboxEvent, UrlToVerify
+from parley.ports.outbound import OutboundError, OutboundHttp, OutboundResponse
+from parley.services import Services
+
+log = logging.getLogger("parley.app_events")
+
+MAX_IN_FLIGHT = 256  # pairs being delivered by one process at once
+BATCH = 100  # messages read per pair and claim
+VERIFY_RETRY_S = 30.0  # a request URL that failed url_verification is tried again after this
+VERIFY_BATCH = 20
+
+
+class EventDispatcher:
+    """One per API process (``Runtime.start_maintenance``)."""
+
+    def __init__(self, svc: Services, http: OutboundHttp, *,
+                 clock: Callable[[], float] = time.time,
+                 verify_retry_s: float = VERIFY_RETRY_S) -> None:
+        self.svc = svc
+        self.http = http
+        self.owner = secrets.token_hex(8)  # this dispatcher's lease token
+        self._clock = clock
+        self._verify_retry_s = verify_retry_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._per_app: dict[int, int] = {}
+        self._verifying: dict[int, asyncio.Task[None]] = {}
+        self._outage = OutageLog(log, "event dispatch",
+                                 consequence="events to apps wait; nothing is lost")
+        self.sent = 0  # requests made (events and retries), for tests and metrics
+
+    @property
+    def _settings(self) -> Settings:
+        return self.svc.settings  # read each time: tests change settings on a running server
+
+    @property
+    def lease_s(self) -> float:
+        # Covers the worst case between two cursor writes (a try and its
+        # immediate retry, each up to the timeout), with room to spare; a
+        # crashed dispatcher's pairs are taken over after this.
+        return 3 * self._settings.app_events_timeout_s + 1.0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except StoreUnavailable as exc:
+                    self._outage.failure(exc)
+                except Exception:  # a bug or a database error (a deadlock): next poll retries
+                    log.exception("event dispatch scan failed")
+                else:
+                    self._outage.success()
+                await asyncio.sleep(self._settings.app_events_poll_ms / 1000)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *self._verifying.values()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def tick(self) -> None:
+        """One scan: verify request URLs, then claim and start due pairs."""
+        store = self.svc.store.app_events
+        for item in await store.urls_to_verify(self._verify_retry_s, VERIFY_BATCH):
+            if item.app_id not in self._verifying:  # one at a time per app, off the scan
+                task = asyncio.create_task(self._verify(item))
+                self._verifying[item.app_id] = task
+                task.add_done_callback(self._verified(item.app_id))
+        room = MAX_IN_FLIGHT - len(self._tasks)
+        if room <= 0:
+            return
+        cap = self._settings.app_events_concurrency_per_app
+        for claim in await store.claim(self.owner, self.lease_s, room):
+            if self._per_app.get(claim.app_id, 0) >= cap:
+                await store.release(claim)  # the app is at its share; others go first
+                continue
+            self._start(claim.app_id, self._deliver(claim), claim)
+        room = MAX_IN_FLIGHT - len(self._tasks)
+        if room <= 0:
+            return
+        for ev in await store.claim_outbox(self.owner, self.lease_s, room):
+            if self._per_app.get(ev.app_id, 0) >= cap:
+                await store.outbox_defer(ev, ev.attempts, ev.retry_reason or "",
+                                         dt.datetime.now(dt.UTC))
+                continue
+            self._start(ev.app_id, self._deliver_outbox(ev), None)
+
+    def _start(self, app_id: int, work: Coroutine[Any, Any, None],
+               claim: EventClaim | None) -> None:
+        self._per_app[app_id] = self._per_app.get(app_id, 0) + 1
+        task = asyncio.create_task(self._guarded(app_id, work, claim), name=f"app-events-{app_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for the pairs in flight (tests)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    # -- one pair -------------------------------------------------------------
+
+    async def _guarded(self, app_id: int, work: Coroutine[Any, Any, None],
+                       claim: EventClaim | None) -> None:
+        try:
+            await work
+        except StoreUnavailable as exc:
+            self._outage.failure(exc, f"app {app_id}")
+        except Exception:
+            log.exception("delivering events to app %s", app_id)
+            if claim is not None:
+                with contextlib.suppress(Exception):
+                    await self.svc.store.app_events.release(claim)
+        finally:
+            left = self._per_app.get(app_id, 1) - 1
+            if left > 0:
+                self._per_app[app_id] = left
+            else:
+                self._per_app.pop(app_id, None)
+
+    async def _target(self, workspace_id: int, app_id: int) -> wire.AppTarget | None:
+        app = await self.svc.store.apps.app(workspace_id, app_id)
+        if app is None:
+            return None
+        m = manifest_of(app)
+        if m.event_request_url is None:
+            return None
+        return wire.AppTarget(app_id=app.id, workspace_id=app.workspace_id, bot_id=app.bot_id,
+                              bot_user_id=app.bot_user_id, events=frozenset(m.bot_events),
+                              url=m.event_request_url,
+                              signing_secret=signing_secrets(self.svc, app)[0])
+
+    async def _deliver(self, claim: EventClaim) -> None:
+        store = self.svc.store.app_events
+        target = await self._target(claim.workspace_id, claim.app_id)
+        if target is None:
+            await store.release(claim)
+            return
+        delays = self._settings.app_events_retry_delays
+        attempts, reason = claim.attempts, claim.retry_reason
+        pending = await store.pending(claim, BATCH)
+        for pm in pending:
+            for position, event in wire.events_for(target, claim.channel_kind, pm):
+                if position <= claim.delivered:
+                    continue
+                body = wire.encode(wire.envelope(target, claim.channel_id, position, event,
+                                                 int(pm.message.created_at.timestamp())))
+                while True:
+                    answer = wire.judge(await self._send(target, body, attempts, reason))
+                    if answer.final:
+                        break
+                    attempts += 1
+                    reason = answer.reason
+                    if attempts > len(delays):
+                        log.warning("app %s: event %s dropped after %d retries (%s)",
+                                    target.app_id,
+                                    wire.event_id(target.app_id, claim.channel_id, position),
+                                    len(delays), reason)
+                        break
+                    delay = delays[attempts - 1]
+                    if delay > 0:
+                        not_before = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+                        await store.defer(claim, attempts, reason or "http_error", not_before)
+                        return
+                if not await store.advance(claim, position, self.lease_s):
+                    return  # the lease was lost: its new holder resends from the cursor
+                attempts, reason = 0, None
+        if pending:
+            last = 2 * pending[-1].message.seq + 1  # messages that yielded nothing are passed
+            if last > claim.delivered and not await store.advance(claim, last, self.lease_s):
+                return
+        await store.release(claim)
+
+    async def _deliver_outbox(self, ev: OutboxEvent) -> None:
+        """One outbox event: sent, retried like a message event, then deleted."""
+        store = self.svc.store.app_events
+        target = await self._target(ev.workspace_id, ev.app_id)
+        event = wire.outbox_event(ev)
+        if target is None or event is None or ev.kind not in target.events:
+            await store.outbox_done(ev)  # the app is gone or unsubscribed: nothing to send
+            return
+        body = wire.encode(wire.envelope(target, ev.channel_id, 0, event,
+                                         int(ev.created_at.timestamp()),
+                                         wire.outbox_event_id(ev.id)))
+        delays = self._settings.app_events_retry_delays
+        attempts, reason = ev.attempts, ev.retry_reason
+        while True:
+            answer = wire.judge(await self._send(target, body, attempts, reason))
+            if answer.final:
+                break
+            attempts += 1
+            reason = answer.reason
+            if attempts > len(delays):
+                log.warning("app %s: event %s dropped after %d retries (%s)", target.app_id,
+                            wire.outbox_event_id(ev.id), len(delays), reason)
+                break
+            delay = delays[attempts - 1]
+            if delay > 0:
+                await store.outbox_defer(ev, attempts, reason or "http_error",
+                                         dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay))
+                return
+        await store.outbox_done(ev)
+
+    async def _send(self, target: wire.AppTarget, body: bytes, retry_num: int,
+                    retry_reason: str | None) -> OutboundResponse | OutboundError:
+        ts = int(self._clock())
+        headers = wire.request_headers(target.signing_secret, ts, body, retry_num, retry_reason)
+        self.sent += 1
+        try:
+            return await self.http.post(target.url, body, headers,
+                                        timeout_s=self._settings.app_events_timeout_s)
+        except OutboundError as exc:
+            log.info("app %s: %s", target.app_id, exc)
+            return exc
+
+    # -- request URLs ---------------------------------------------------------
+
+    def _verified(self, app_id: int) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._verifying.pop(app_id, None)
+
+        return done
+
+    async def _verify(self, item: UrlToVerify) -> None:
+        """Send ``url_verification``; the URL is used only once it echoes."""
+        try:
+            await self._verify_one(item)
+        except StoreUnavailable as exc:
+            self._outage.failure(exc, f"app {item.app_id}")
+        except Exception:
+            log.exception("verifying the request URL of app %s", item.app_id)
+
+    async def _verify_one(self, item: UrlToVerify) -> None:
+        app = await self.svc.store.apps.app(item.workspace_id, item.app_id)
+        if app is not None and manifest_of(app).event_request_url == item.url:
+            await verify_request_url(self.svc, app)

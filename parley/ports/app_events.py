@@ -1,0 +1,129 @@
+"""The store contract of the Events API dispatcher: per (app, channel)
+cursors over the committed message stream, claimed by dispatchers.
+
+Rules (``storage/pg_app_events.py`` implements them,
+``tests/storage/test_app_events_store.py`` checks them on PostgreSQL):
+
+* A *pair* is an installed, live app whose request URL answered
+  ``url_verification`` and a channel its bot is a member of now.  Its
+  cursor ``delivered`` is the position of the last event that got a final
+  answer; positions are ``2 * seq`` (the message event) and
+  ``2 * seq + 1`` (its ``app_mention``).  A new pair (or the bot back in a
+  channel after leaving it) starts at the bot's join: no message posted
+  before it, or while it was away, is ever delivered.
+* ``claim`` is the only cross-workspace scan (the dispatcher's); every
+  other method is scoped by the claim's workspace.  A pair is claimed by
+  one dispatcher at a time (a lease with an owner token, taken with
+  ``FOR UPDATE SKIP LOCKED``): two dispatchers never hold one pair, and a
+  crashed one's pairs are taken over when its lease runs out.  Writes
+  with a lost lease change nothing and answer False (the event may then
+  be sent twice, with the same event_id: at-least-once).
+* Messages are read from the committed history, in seq order.
+* Events that are not messages (``reaction_added``) are outbox rows,
+  written by the store method that makes the change, in its transaction,
+  one per app that would get the event (installed, verified, subscribed,
+  its bot in the channel).  ``claim_outbox`` leases them like pairs (one
+  dispatcher each); ``outbox_done`` deletes one after a final answer.
+  Outbox events carry no order between them (Slack gives none).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from parley.model import Message, MessageExtras
+
+
+@dataclass(frozen=True, slots=True)
+class EventClaim:
+    """A claimed (app, channel) pair and where its cursor stands."""
+
+    workspace_id: int
+    app_id: int
+    channel_id: int
+    channel_kind: str
+    delivered: int  # position of the last event with a final answer
+    attempts: int  # failed tries of the event after ``delivered``
+    retry_reason: str | None  # of the last failed try
+    owner: str  # the dispatcher's lease token
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A committed message after a cursor, with what its event needs."""
+
+    message: Message
+    extras: MessageExtras | None
+    root_created_at: dt.datetime | None  # the thread root's, for ``thread_ts``
+    root_seq: int | None
+    root_user_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """A claimed outbox row: an event that is not a message."""
+
+    id: int  # names the event (its event_id)
+    workspace_id: int
+    app_id: int
+    channel_id: int
+    channel_kind: str
+    kind: str  # the event type, e.g. 'reaction_added'
+    payload: dict[str, Any]  # Parley's facts, shaped by parley/actions/app_events.py
+    created_at: dt.datetime
+    attempts: int
+    retry_reason: str | None
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class UrlToVerify:
+    workspace_id: int
+    app_id: int
+    url: str
+
+
+class AppEventStore(Protocol):
+    async def claim(self, owner: str, lease_s: float, limit: int) -> list[EventClaim]:
+        """Claim up to ``limit`` pairs with undelivered messages whose next
+        try is due and that no live lease holds, on every shard; each is
+        leased to ``owner`` for ``lease_s`` seconds.  Creates (or restarts
+        at the bot's join) the cursors of new pairs first."""
+
+    async def pending(self, claim: EventClaim, limit: int) -> list[PendingMessage]:
+        """Up to ``limit`` committed messages of the channel after the
+        cursor's seq (the one it is inside of included), in seq order."""
+
+    async def advance(self, claim: EventClaim, delivered: int, lease_s: float) -> bool:
+        """Move the cursor to ``delivered`` (forward only), clear the
+        failure count and extend the lease; False when the lease was lost."""
+
+    async def defer(self, claim: EventClaim, attempts: int, reason: str,
+                    not_before: dt.datetime) -> bool:
+        """Record a failed try of the next event and release the pair until
+        ``not_before``; False when the lease was lost."""
+
+    async def release(self, claim: EventClaim) -> None:
+        """End the lease (the pair may be claimed again at once)."""
+
+    async def urls_to_verify(self, retry_after_s: float, limit: int) -> list[UrlToVerify]:
+        """Live apps whose manifest's event request URL is not the verified
+        one, not tried in the last ``retry_after_s`` seconds, on every shard."""
+
+    async def set_verified(self, workspace_id: int, app_id: int, url: str, ok: bool) -> None:
+        """Record a url_verification result for ``url`` (ignored when the
+        manifest's URL changed meanwhile); a failure blocks retries for a
+        while (``urls_to_verify``) and unverifies nothing."""
+
+    async def claim_outbox(self, owner: str, lease_s: float, limit: int) -> list[OutboxEvent]:
+        """Lease up to ``limit`` due outbox rows no live lease holds, on every
+        shard, oldest first, to ``owner`` for ``lease_s`` seconds."""
+
+    async def outbox_done(self, event: OutboxEvent) -> bool:
+        """Delete the row after a final answer; False when the lease was lost."""
+
+    async def outbox_defer(self, event: OutboxEvent, attempts: int, reason: str,
+                           not_before: dt.datetime) -> bool:
+        """Record a failed try and release the row until ``not_before``."""

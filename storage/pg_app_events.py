@@ -1,0 +1,249 @@
+"""``AppEventStore`` on PostgreSQL (contract: parley/ports/app_events.py;
+tables: migration shard/0009).
+
+Invariants:
+
+* Nothing here runs on the commit path: the cursors are read and written
+  by dispatchers only, in short statements (no transaction is held while
+  an app is being called, so a slow app holds no pool connection).
+* A claim is a lease row-locked with ``FOR UPDATE SKIP LOCKED``: two
+  dispatchers scanning at once take disjoint pairs, and one whose lease
+  ran out loses every later write (``lease_owner`` no longer matches).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import asyncpg
+
+from parley.model import MessageExtras
+from parley.ports.app_events import EventClaim, OutboxEvent, PendingMessage, UrlToVerify
+from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool
+
+_URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
+# An app that gets HTTP events: live, installed, not Socket Mode, URL verified.
+_DELIVERING = f"""a.installed_at IS NOT NULL AND a.deleted_at IS NULL AND NOT a.socket_mode
+                  AND a.events_verified_url = {_URL}"""
+
+# ... and subscribes to an event that messages yield (else it needs no cursor).
+_MESSAGE_EVENTS = """(a.manifest #> '{settings,event_subscriptions,bot_events}')
+                     ?| array['message.channels', 'message.groups', 'message.im',
+                              'message.mpim', 'app_mention']"""
+
+_START_CURSORS = f"""
+INSERT INTO app_event_cursors AS cur (app_id, channel_id, workspace_id, joined_at, delivered)
+SELECT a.id, cm.channel_id, a.workspace_id, cm.joined_at,
+       2 * parley_seq_at(cm.channel_id, cm.joined_at) - 1
+FROM apps a
+JOIN channel_members cm ON cm.workspace_id = a.workspace_id AND cm.user_id = a.bot_user_id
+WHERE {_DELIVERING} AND {_MESSAGE_EVENTS}
+  AND NOT EXISTS (SELECT 1 FROM app_event_cursors c
+                  WHERE c.app_id = a.id AND c.channel_id = cm.channel_id
+                    AND c.joined_at = cm.joined_at)
+ON CONFLICT (app_id, channel_id) DO UPDATE
+SET joined_at = EXCLUDED.joined_at, delivered = EXCLUDED.delivered, attempts = 0,
+    retry_reason = NULL, not_before = NULL, lease_owner = NULL, leased_until = NULL
+WHERE cur.joined_at <> EXCLUDED.joined_at
+"""  # noqa: S608 - no user input in the SQL text
+
+_CLAIM = f"""
+UPDATE app_event_cursors cur
+SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
+FROM (SELECT c.app_id, c.channel_id, ch.kind
+      FROM app_event_cursors c
+      JOIN apps a ON a.id = c.app_id
+      JOIN channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = a.bot_user_id
+                             AND cm.joined_at = c.joined_at
+      JOIN channel_counters cc ON cc.channel_id = c.channel_id
+      JOIN channels ch ON ch.id = c.channel_id
+      WHERE {_DELIVERING} AND {_MESSAGE_EVENTS}
+        AND 2 * cc.last_seq + 1 > c.delivered
+        AND (c.not_before IS NULL OR c.not_before <= now())
+        AND (c.leased_until IS NULL OR c.leased_until < now())
+      ORDER BY c.not_before NULLS FIRST, c.app_id, c.channel_id
+      LIMIT $3
+      FOR UPDATE OF c SKIP LOCKED) due
+WHERE cur.app_id = due.app_id AND cur.channel_id = due.channel_id
+RETURNING cur.workspace_id, cur.app_id, cur.channel_id, due.kind, cur.delivered, cur.attempts,
+          cur.retry_reason
+"""  # noqa: S608
+
+
+_REACTION_OUTBOX = f"""
+INSERT INTO app_event_outbox (workspace_id, app_id, channel_id, kind, payload)
+SELECT a.workspace_id, a.id, $2, 'reaction_added',
+       jsonb_build_object('user_id', $4::bigint, 'emoji', $5::text, 'message_id', m.id,
+                          'item_user_id', m.user_id, 'item_seq', m.seq,
+                          'item_created_at', extract(epoch FROM m.created_at))
+FROM apps a
+JOIN channel_members cm ON cm.channel_id = $2 AND cm.user_id = a.bot_user_id
+JOIN messages m ON m.id = $3 AND m.workspace_id = $1
+WHERE a.workspace_id = $1 AND {_DELIVERING}
+  AND (a.manifest #> '{{settings,event_subscriptions,bot_events}}') ? 'reaction_added'
+"""  # noqa: S608
+
+_CLAIM_OUTBOX = """
+UPDATE app_event_outbox o
+SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
+FROM (SELECT x.id, ch.kind FROM app_event_outbox x JOIN channels ch ON ch.id = x.channel_id
+      WHERE (x.not_before IS NULL OR x.not_before <= now())
+        AND (x.leased_until IS NULL OR x.leased_until < now())
+      ORDER BY x.id LIMIT $3
+      FOR UPDATE OF x SKIP LOCKED) due
+WHERE o.id = due.id
+RETURNING o.id, o.workspace_id, o.app_id, o.channel_id, due.kind, o.kind AS event_kind,
+          o.payload::text AS payload, o.created_at, o.attempts, o.retry_reason
+"""
+
+
+async def reaction_added_outbox(conn: asyncpg.Connection, workspace_id: int, channel_id: int,
+                                message_id: int, user_id: int, emoji: str) -> None:
+    """In the caller's transaction (the reaction's): a ``reaction_added``
+    outbox row per app that gets it (see parley/ports/app_events.py)."""
+    await conn.execute(_REACTION_OUTBOX, workspace_id, channel_id, message_id, user_id, emoji)
+
+
+class PgAppEvents(PgPart):
+    """``AppEventStore`` on PostgreSQL."""
+
+    __slots__ = ()
+
+    async def claim(self, owner: str, lease_s: float, limit: int) -> list[EventClaim]:
+        out: list[EventClaim] = []
+        for pool in list(self.pools.values()):
+            if len(out) >= limit:
+                break
+            await self._call(pool.execute, _START_CURSORS)
+            rows = await self._call(pool.fetch, _CLAIM, owner, lease_s, limit - len(out))
+            out += [EventClaim(workspace_id=r["workspace_id"], app_id=r["app_id"],
+                               channel_id=r["channel_id"], channel_kind=r["kind"],
+                               delivered=r["delivered"], attempts=r["attempts"],
+                               retry_reason=r["retry_reason"], owner=owner) for r in rows]
+        return out
+
+    async def pending(self, claim: EventClaim, limit: int) -> list[PendingMessage]:
+        pool = await shard_pool(self, claim.workspace_id)
+        rows = await self._call(
+            pool.fetch,
+            f"""SELECT {MESSAGE_COLUMNS}, x.message_id AS x_id, x.blocks, x.attachments,
+                       x.bot_id, x.app_id, x.subtype, r.created_at AS root_created_at,
+                       r.seq AS root_seq, r.user_id AS root_user_id
+                FROM messages m
+                LEFT JOIN message_extras x ON x.message_id = m.id
+                LEFT JOIN messages r ON r.id = m.thread_root_id
+                WHERE m.channel_id = $1 AND m.workspace_id = $2 AND m.seq >= $3
+                ORDER BY m.seq LIMIT $4""",  # noqa: S608
+            claim.channel_id, claim.workspace_id, (claim.delivered + 1) // 2, limit)
+        return [PendingMessage(message=message_from_row(r), extras=_extras(r),
+                               root_created_at=r["root_created_at"], root_seq=r["root_seq"],
+                               root_user_id=r["root_user_id"]) for r in rows]
+
+    async def advance(self, claim: EventClaim, delivered: int, lease_s: float) -> bool:
+        pool = await shard_pool(self, claim.workspace_id)
+        status = await self._call(
+            pool.execute,
+            """UPDATE app_event_cursors
+               SET delivered = greatest(delivered, $4), attempts = 0, retry_reason = NULL,
+                   not_before = NULL, leased_until = now() + $5 * interval '1 second'
+               WHERE app_id = $1 AND channel_id = $2 AND workspace_id = $3
+                 AND lease_owner = $6""",
+            claim.app_id, claim.channel_id, claim.workspace_id, delivered, lease_s, claim.owner)
+        return bool(status == "UPDATE 1")
+
+    async def defer(self, claim: EventClaim, attempts: int, reason: str,
+                    not_before: dt.datetime) -> bool:
+        pool = await shard_pool(self, claim.workspace_id)
+        status = await self._call(
+            pool.execute,
+            """UPDATE app_event_cursors
+               SET attempts = $4, retry_reason = $5, not_before = $6,
+                   lease_owner = NULL, leased_until = NULL
+               WHERE app_id = $1 AND channel_id = $2 AND workspace_id = $3
+                 AND lease_owner = $7""",
+            claim.app_id, claim.channel_id, claim.workspace_id, attempts, reason, not_before,
+            claim.owner)
+        return bool(status == "UPDATE 1")
+
+    async def release(self, claim: EventClaim) -> None:
+        pool = await shard_pool(self, claim.workspace_id)
+        await self._call(
+            pool.execute,
+            """UPDATE app_event_cursors SET lease_owner = NULL, leased_until = NULL
+               WHERE app_id = $1 AND channel_id = $2 AND workspace_id = $3
+                 AND lease_owner = $4""",
+            claim.app_id, claim.channel_id, claim.workspace_id, claim.owner)
+
+    async def claim_outbox(self, owner: str, lease_s: float, limit: int) -> list[OutboxEvent]:
+        out: list[OutboxEvent] = []
+        for pool in list(self.pools.values()):
+            if len(out) >= limit:
+                break
+            rows = await self._call(pool.fetch, _CLAIM_OUTBOX, owner, lease_s, limit - len(out))
+            out += [_outbox(r, owner) for r in rows]
+        return out
+
+    async def outbox_done(self, event: OutboxEvent) -> bool:
+        pool = await shard_pool(self, event.workspace_id)
+        status = await self._call(
+            pool.execute,
+            """DELETE FROM app_event_outbox
+               WHERE id = $1 AND workspace_id = $2 AND lease_owner = $3""",
+            event.id, event.workspace_id, event.owner)
+        return bool(status == "DELETE 1")
+
+    async def outbox_defer(self, event: OutboxEvent, attempts: int, reason: str,
+                           not_before: dt.datetime) -> bool:
+        pool = await shard_pool(self, event.workspace_id)
+        status = await self._call(
+            pool.execute,
+            """UPDATE app_event_outbox
+               SET attempts = $4, retry_reason = $5, not_before = $6,
+                   lease_owner = NULL, leased_until = NULL
+               WHERE id = $1 AND workspace_id = $2 AND lease_owner = $3""",
+            event.id, event.workspace_id, event.owner, attempts, reason, not_before)
+        return bool(status == "UPDATE 1")
+
+    async def urls_to_verify(self, retry_after_s: float, limit: int) -> list[UrlToVerify]:
+        out: list[UrlToVerify] = []
+        for pool in list(self.pools.values()):
+            rows = await self._call(
+                pool.fetch,
+                f"""SELECT a.workspace_id, a.id, {_URL} AS url FROM apps a
+                    WHERE a.deleted_at IS NULL AND NOT a.socket_mode AND {_URL} IS NOT NULL
+                      AND a.events_verified_url IS DISTINCT FROM {_URL}
+                      AND (a.events_verify_failed_url IS DISTINCT FROM {_URL}
+                           OR a.events_verify_failed_at
+                              < now() - $1 * interval '1 second')
+                    ORDER BY a.id LIMIT $2""",  # noqa: S608
+                retry_after_s, limit)
+            out += [UrlToVerify(r["workspace_id"], r["id"], r["url"]) for r in rows]
+        return out[:limit]
+
+    async def set_verified(self, workspace_id: int, app_id: int, url: str, ok: bool) -> None:
+        pool = await shard_pool(self, workspace_id)
+        if ok:
+            sql = f"""UPDATE apps a SET events_verified_url = $3
+                      WHERE a.id = $1 AND a.workspace_id = $2 AND {_URL} = $3"""  # noqa: S608
+        else:
+            sql = f"""UPDATE apps a SET events_verify_failed_url = $3,
+                                        events_verify_failed_at = now()
+                      WHERE a.id = $1 AND a.workspace_id = $2 AND {_URL} = $3"""  # noqa: S608
+        await self._call(pool.execute, sql, app_id, workspace_id, url)
+
+
+def _outbox(r: Any, owner: str) -> OutboxEvent:
+    return OutboxEvent(id=r["id"], workspace_id=r["workspace_id"], app_id=r["app_id"],
+                       channel_id=r["channel_id"], channel_kind=r["kind"],
+                       kind=r["event_kind"], payload=json.loads(r["payload"]),
+                       created_at=r["created_at"], attempts=r["attempts"],
+                       retry_reason=r["retry_reason"], owner=owner)
+
+
+def _extras(r: Any) -> MessageExtras | None:
+    if r["x_id"] is None:
+        return None
+    return MessageExtras(blocks=r["blocks"], attachments=r["attachments"], bot_id=r["bot_id"],
+                         app_id=r["app_id"], subtype=r["subtype"])
