@@ -17,6 +17,11 @@ Background work (``Runtime.start_maintenance``): the cleanup of uploads
 never completed.  ``server/runner.py`` starts it in processes that serve the
 API; several processes running it at once is harmless (each step is a
 compare-and-set).
+
+The search indexer (``Runtime.start_indexer``, ``parley.actions.search.index_loop``
+over ``storage.pg_search.PgSearchIndexer``) runs in every serving process,
+API or gateway: one indexes a shard at a time (an advisory lock per batch),
+so more processes only mean another takes over at once when one stops.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from parley.appkeys import AppKeys
 from parley.auth import TokenIssuer
@@ -36,6 +43,7 @@ from parley.ids import IdAllocator, LeasedIdAllocator
 from parley.ports.blobs import BlobStore
 from parley.ports.hub import Hub
 from parley.ports.presence import PresenceStore
+from parley.ports.search import SearchIndexer
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
 from storage.postgres import PgDatabase
@@ -51,19 +59,29 @@ class Runtime:
     services: Services
     db: PgDatabase
     writer: GroupCommitWriter
+    indexer: SearchIndexer
     embedded: EmbeddedPostgres | None = None
     ids: IdAllocator | None = None
     notes: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def _start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        if any(t.get_name() == name for t in self.tasks):
+            coro.close()
+            return
+        self.tasks.append(asyncio.create_task(coro, name=name))
+
     def start_maintenance(self) -> None:
         """Start the background tasks of an API process (idempotent)."""
-        if self.tasks:
-            return
         from parley.actions.files import cleanup_loop
 
-        self.tasks.append(asyncio.create_task(cleanup_loop(self.services),
-                                              name="parley-upload-cleanup"))
+        self._start("parley-upload-cleanup", cleanup_loop(self.services))
+
+    def start_indexer(self) -> None:
+        """Start the search indexer loop (idempotent); any serving process."""
+        from parley.actions.search import index_loop
+
+        self._start("parley-search-indexer", index_loop(self.indexer))
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -192,5 +210,5 @@ async def build(settings: Settings, *, migrate: bool = True,
     svc = Services(settings=settings, store=db.stores(), writer=writer, hub=hub, ids=ids,
                    tokens=tokens, presence=presence, blobs=blobs,
                    thumbnails=ProcessThumbnailer(), app_keys=AppKeys(secret))
-    return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
-                   ids=ids, notes=notes)
+    return Runtime(settings=settings, services=svc, db=db, writer=writer, indexer=db.indexer,
+                   embedded=embedded, ids=ids, notes=notes)
