@@ -40,9 +40,10 @@ INDEX_BATCH = 500
 #: a quiet spell is at most this.
 INDEX_IDLE_S = 0.05
 #: Pause after a partial batch: messages are flowing, so the next pass comes
-#: soon, with a few milliseconds' worth of them (measured: at 1,000/s, lag
-#: p50 48 ms with the idle pause after every partial batch, against ... with
-#: this one).  A full batch means a backlog: the loop goes again at once.
+#: soon, with a few milliseconds' worth of them (measured, bench/search_lag.py
+#: at 1,000/s: lag p50 48 ms, p99 113 ms with the idle pause after every
+#: partial batch; 26 and 66 ms with this one).  A full batch means a
+#: backlog: the loop goes again at once.
 INDEX_BUSY_S = 0.005
 #: Pause after a failure (the database unreachable): logged, then retried.
 INDEX_RETRY_S = 1.0
