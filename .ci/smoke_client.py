@@ -6,10 +6,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+from pathlib import Path
 
 import httpx
 import msgpack
 import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+from bench import textgen
+
+#: The smoke message: realistic chat text (mentions, links, non-Latin scripts),
+#: the same on every run, so the codecs and the search index see real input.
+SMOKE_TEXT = next(t for t in textgen.corpus(64, seed=21) if not t.isascii())
 
 
 async def main(api: str, ws_base: str) -> None:
@@ -40,7 +48,7 @@ async def main(api: str, ws_base: str) -> None:
             hello = msgpack.unpackb(await asyncio.wait_for(c.recv(), 10))
             assert hello["t"] == "hello", hello
         await conns[0].send(msgpack.packb({"op": "send", "ref": 1, "d": {
-            "channel_id": int(general["id"]), "text": "smoke", "client_msg_id": tag}}))
+            "channel_id": int(general["id"]), "text": SMOKE_TEXT, "client_msg_id": tag}}))
         ack = None
         while ack is None:
             ev = msgpack.unpackb(await asyncio.wait_for(conns[0].recv(), 10))
@@ -55,7 +63,7 @@ async def main(api: str, ws_base: str) -> None:
             await c.close()
         hist = (await http.get(f"/v1/workspaces/{ws['id']}/channels/{general['id']}/messages",
                                headers=ada)).json()
-        assert hist["messages"][-1]["text"] == "smoke", hist
+        assert hist["messages"][-1]["text"] == SMOKE_TEXT, hist
     print(f"smoke: message {ack['d']['id']} seq {ack['d']['seq']} delivered and in history")
 
 

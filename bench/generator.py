@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import socket
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
+from bench import textgen
 from bench.common import SATURATION_SHARE, raise_nofile_limit
 from bench.roles import (
     BenchConn,
@@ -98,6 +100,19 @@ class WorkerSpec:
     connect_concurrency: int = 64
 
 
+#: Messages in the corpus a generator process cycles through (``text="realistic"``).
+CORPUS_MESSAGES = 4096
+#: Step between the corpus positions of consecutive sockets of a process.
+CORPUS_STRIDE = 97
+
+
+@functools.cache
+def _corpus(seed: int, size: int | None) -> list[str]:
+    """One corpus per process and seed: built once (about 60 us a message),
+    never on the send path."""
+    return textgen.corpus(CORPUS_MESSAGES, seed, size)
+
+
 def _factory(spec: WorkerSpec, stats: Stats, index: int) -> BenchConn:
     target = spec.targets[index]
     req = upgrade_request(spec.host, target.port or spec.port, target.path, spec.subprotocol,
@@ -108,9 +123,12 @@ def _factory(spec: WorkerSpec, stats: Stats, index: int) -> BenchConn:
     if spec.role == "publisher":
         return PublisherConn(req, stats, spec.wait_hello)
     if spec.role == "command":
+        texts = (_corpus(p.get("seed", 0), p.get("text_size"))
+                 if p.get("text", "fixed") == "realistic" else ())
         return CommandConn(req, stats, spec.wait_hello, op=p["op"], channel_id=target.channel_id,
                            size=p.get("size", 0), window=p.get("window", 1),
-                           rate=p.get("rate", 0.0), burst=p.get("burst", 1.0))
+                           rate=p.get("rate", 0.0), burst=p.get("burst", 1.0),
+                           texts=texts, offset=index * CORPUS_STRIDE)
     if spec.role == "echo":
         return EchoConn(req, stats, spec.wait_hello, size=p["size"], window=p.get("window", 1))
     if spec.role == "idle":

@@ -91,7 +91,8 @@ _ROUTINE_NOTES = ("other processes on the machine", "the machine was")
 def _label(r: dict[str, Any]) -> str:
     """The parameters that tell a row apart, for the notes under a table."""
     p = r["parameters"]
-    keys = ("subscribers", "size", "connections", "senders", "rate", "window", "transport_only")
+    keys = ("subscribers", "size", "connections", "senders", "rate", "window", "transport_only",
+            "text")
     return ", ".join([f"{k} {p[k]}" for k in keys if p.get(k)]
                      + ([f"server {_settings(r)}"] if _settings(r) else []))
 

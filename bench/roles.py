@@ -30,7 +30,7 @@ import random
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -387,11 +387,17 @@ class CommandConn(PacedConn):
         return super().__new__(cls)
 
     def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool, *, op: str,
-                 channel_id: int, size: int, window: int, rate: float, burst: float) -> None:
+                 channel_id: int, size: int, window: int, rate: float, burst: float,
+                 texts: Sequence[str] = (), offset: int = 0) -> None:
+        """``texts``: message bodies sent in turn from ``offset`` (a corpus of
+        ``bench.textgen``, shared by the sockets of a process); empty: the
+        fixed ``timed_text`` of ``size`` bytes."""
         super().__init__(request, stats, wait_hello, window=window, rate=rate, burst=burst)
         self.op = op
         self.channel_id = channel_id
         self.size = size
+        self.texts = texts
+        self.offset = offset
         self.ref = 0
         # client_msg_id is unique per (user, id): sockets of one user must not collide.
         self.cmid_prefix = os.urandom(6).hex()
@@ -400,8 +406,11 @@ class CommandConn(PacedConn):
     def fire(self, now_ns: int) -> None:
         self.ref += 1
         self.sent_at[self.ref] = now_ns
+        texts = self.texts
+        text = (texts[(self.offset + self.ref) % len(texts)] if texts
+                else timed_text(self.size, now_ns))
         self.send(msgpack.packb({"op": "send", "ref": self.ref, "d": {
-            "channel_id": self.channel_id, "text": timed_text(self.size, now_ns),
+            "channel_id": self.channel_id, "text": text,
             "client_msg_id": f"{self.cmid_prefix}-{self.ref}"}}))
 
     def handle(self, payload: bytes, now_ns: int) -> None:

@@ -8,6 +8,9 @@
 
 ``--host`` is the REST API (http://127.0.0.1:8080); ``--gateway-url`` (or
 ``PARLEY_GATEWAY_URL``) the gateway (default: the API host on port 8765).
+``--text realistic|fixed`` (or ``PARLEY_LOAD_TEXT``; default realistic) picks
+the bodies ChatUser and RestUser post: ``bench.textgen`` chat text seeded by
+``--text-seed`` (``PARLEY_LOAD_SEED``), or the old one-line fixed strings.
 Every Locust worker process registers its own accounts and one shared
 workspace with a ``load`` channel through the REST API (outside the
 statistics).  Exact commands: docs/benchmarks.md, "Load tests (Locust)".
@@ -28,6 +31,7 @@ from gevent.lock import Semaphore
 from locust import HttpUser, User, between, constant_pacing, events, task
 from locust.env import Environment
 
+from bench import textgen
 from loadtest.wsclient import GatewayClient
 
 PASSWORD = "load test password 1234"  # noqa: S105 - throwaway load-test accounts
@@ -40,6 +44,29 @@ STORM_BURST = 8  # sockets per burst (the gateway allows 32 per user)
 def _options(parser: Any) -> None:
     parser.add_argument("--gateway-url", default=os.environ.get("PARLEY_GATEWAY_URL", ""),
                         help="Parley gateway, ws://host:port (default: API host, port 8765)")
+    parser.add_argument("--text", choices=textgen.TEXT_KINDS,
+                        default=os.environ.get("PARLEY_LOAD_TEXT", textgen.TEXT_KINDS[0]),
+                        help="message bodies: realistic (bench/textgen.py) or fixed")
+    parser.add_argument("--text-seed", type=int,
+                        default=int(os.environ.get("PARLEY_LOAD_SEED", "0")),
+                        help="seed of the realistic text")
+
+
+#: Realistic bodies per Locust process, cycled through (built once, not per send).
+CORPUS_MESSAGES = 2048
+_corpus: list[str] = []
+
+
+def message_text(env: Environment, n: int, fixed: str) -> str:
+    """The ``n``th body this process sends: from the realistic corpus, or
+    ``fixed`` with ``--text fixed``."""
+    opts = env.parsed_options
+    kind = getattr(opts, "text", None) or os.environ.get("PARLEY_LOAD_TEXT", "realistic")
+    if kind == "fixed":
+        return fixed
+    if not _corpus:
+        _corpus.extend(textgen.corpus(CORPUS_MESSAGES, int(getattr(opts, "text_seed", 0) or 0)))
+    return _corpus[n % len(_corpus)]
 
 
 class Shared:
@@ -202,7 +229,8 @@ class ChatUser(GatewayUser):
         self.pending[ref] = (now, "send")
         self.delivering[cmid] = now
         self.client_ws.send({"op": "send", "ref": ref, "d": {
-            "channel_id": Shared.channel_id, "text": f"load test message {ref}",
+            "channel_id": Shared.channel_id,
+            "text": message_text(self.environment, self.user_id + ref, f"load test message {ref}"),
             "client_msg_id": cmid}})
 
 
@@ -292,7 +320,9 @@ class RestUser(HttpUser):
     @task(2)
     def post(self) -> None:
         self.client.post(f"{self.ch_path}/messages", headers=self.auth,
-                         json={"text": "rest load message"}, name="POST message")
+                         json={"text": message_text(self.environment, next(Shared.counter),
+                                                    "rest load message")},
+                         name="POST message")
 
     @task(1)
     def search(self) -> None:

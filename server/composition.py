@@ -19,6 +19,11 @@ URLs, through the SSRF-guarded ``GuardedHttp``).  ``server/runner.py``
 starts them in processes that serve the API; several processes running
 them at once is harmless (cleanup steps are compare-and-sets; dispatchers
 lease (app, channel) pairs).
+
+The search indexer (``Runtime.start_indexer``, ``parley.actions.search.index_loop``
+over ``storage.pg_search.PgSearchIndexer``) runs in every serving process,
+API or gateway: one indexes a shard at a time (an advisory lock per batch),
+so more processes only mean another takes over at once when one stops.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from parley.actions.app_dispatch import EventDispatcher
 from parley.appkeys import AppKeys
@@ -39,6 +46,7 @@ from parley.ids import IdAllocator, LeasedIdAllocator
 from parley.ports.blobs import BlobStore
 from parley.ports.hub import Hub
 from parley.ports.presence import PresenceStore
+from parley.ports.search import SearchIndexer
 from parley.services import Services
 from storage.embedded import EmbeddedPostgres
 from storage.outbound import AddressPolicy, GuardedHttp
@@ -55,29 +63,38 @@ class Runtime:
     services: Services
     db: PgDatabase
     writer: GroupCommitWriter
+    indexer: SearchIndexer
     embedded: EmbeddedPostgres | None = None
     ids: IdAllocator | None = None
     notes: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     dispatcher: EventDispatcher | None = None
 
+    def _start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        if any(t.get_name() == name for t in self.tasks):
+            coro.close()
+            return
+        self.tasks.append(asyncio.create_task(coro, name=name))
+
     def start_maintenance(self) -> None:
         """Start the background tasks of an API process (idempotent)."""
-        if self.tasks:
-            return
         from parley.actions.files import cleanup_loop
 
-        self.tasks.append(asyncio.create_task(cleanup_loop(self.services),
-                                              name="parley-upload-cleanup"))
+        self._start("parley-upload-cleanup", cleanup_loop(self.services))
         self.start_dispatcher()
 
     def start_dispatcher(self) -> EventDispatcher:
         """Start (once) this process's Events API dispatcher."""
         if self.dispatcher is None:
             self.dispatcher = EventDispatcher(self.services, self.services.outbound)
-            self.tasks.append(asyncio.create_task(self.dispatcher.run(),
-                                                  name="parley-app-events"))
+            self._start("parley-app-events", self.dispatcher.run())
         return self.dispatcher
+
+    def start_indexer(self) -> None:
+        """Start the search indexer loop (idempotent); any serving process."""
+        from parley.actions.search import index_loop
+
+        self._start("parley-search-indexer", index_loop(self.indexer))
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -209,5 +226,5 @@ async def build(settings: Settings, *, migrate: bool = True,
                    tokens=tokens, presence=presence, blobs=blobs,
                    thumbnails=ProcessThumbnailer(), app_keys=AppKeys(secret),
                    outbound=GuardedHttp(AddressPolicy(settings.outbound_cidrs)))
-    return Runtime(settings=settings, services=svc, db=db, writer=writer, embedded=embedded,
-                   ids=ids, notes=notes)
+    return Runtime(settings=settings, services=svc, db=db, writer=writer, indexer=db.indexer,
+                   embedded=embedded, ids=ids, notes=notes)

@@ -153,6 +153,7 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
                 running.api_task.result()
             if api:
                 rt.start_maintenance()  # stale-upload cleanup; Runtime.close() cancels it
+            rt.start_indexer()  # search, off the commit path; Runtime.close() cancels it
     except BaseException:
         await running.stop(drain_deadline_s=0.1)
         raise

@@ -1,12 +1,15 @@
 """The message ports on PostgreSQL beyond the append path (``storage/writer.py``):
 history, edits, tombstones, threads, follows, mentions, reactions, pins and
-full-text search.
+the queueing of changes for full-text search (``storage/pg_search.py``).
 
 Invariants:
 
 * A deleted message keeps its row and its ``seq`` (history stays gap-free);
   its text is emptied (so search can never find it) and its reactions, pin
   and mentions go in the same transaction.
+* An edit and a delete queue the message for the search indexer
+  (``storage/pg_search.py``) in their own transaction: the index follows
+  every committed change, and no aborted one.
 * Thread summaries are computed from the replies themselves (one grouped
   query per page of roots, on ``messages_thread``), so they can never drift
   from the messages they summarise.
@@ -21,8 +24,8 @@ from typing import Any
 from parley.model import MentionChange, Message, MessageExtras, Pin, Reaction, ThreadSummary
 from storage.pg_app_events import reaction_added_outbox
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool, transaction
+from storage.pg_search import QUEUE_FOR_INDEXER
 
-SEARCH_MAX_ROWS = 200  # one search page at most
 PAGE_MAX_ROWS = 1000  # one channel_page at most
 _EXTRAS_COLUMNS = "message_id, blocks, attachments, bot_id, app_id, subtype"
 _PUT_EXTRAS = """INSERT INTO message_extras (message_id, workspace_id, channel_id, blocks,
@@ -87,6 +90,8 @@ class PgMessages(PgPart):
                 f"""UPDATE messages m SET text = $3, edited_at = $4
                     WHERE m.id = $1 AND m.workspace_id = $2 AND m.deleted_at IS NULL
                     RETURNING {MESSAGE_COLUMNS}""", message_id, workspace_id, text, edited_at)  # noqa: S608
+            if row is not None:
+                await conn.execute(QUEUE_FOR_INDEXER, message_id, "edit")
             if row is not None and extras is not None:
                 await conn.execute(_PUT_EXTRAS, message_id, workspace_id, row["channel_id"],
                                    extras.blocks, extras.attachments, extras.bot_id,
@@ -105,6 +110,7 @@ class PgMessages(PgPart):
                     RETURNING {MESSAGE_COLUMNS}""", message_id, workspace_id)  # noqa: S608
             if row is None:
                 return None
+            await conn.execute(QUEUE_FOR_INDEXER, message_id, "delete")
             await conn.execute("DELETE FROM reactions WHERE message_id = $1 AND workspace_id = $2",
                                message_id, workspace_id)
             await conn.execute("DELETE FROM pins WHERE message_id = $1 AND workspace_id = $2",
@@ -432,37 +438,3 @@ class PgPins(PgPart):
                WHERE channel_id = $1 AND workspace_id = $2 AND message_id = ANY($3::bigint[])""",
             channel_id, workspace_id, list(message_ids))
         return {r["message_id"] for r in rows}
-
-
-
-class PgSearch(PgPart):
-    """``SearchIndex`` on PostgreSQL."""
-
-    async def search(self, workspace_id: int, user_id: int, query: str, *,
-                     include_public: bool, channel_id: int | None, author_id: int | None,
-                     since: dt.datetime | None, until: dt.datetime | None,
-                     before_id: int | None, limit: int) -> list[Message]:
-        """Messages matching ``query`` (web-search syntax) in the channels the
-        user may read: their channels, and with ``include_public`` the public
-        ones.  Newest first, keyset-paged by message id."""
-        pool = await shard_pool(self, workspace_id)
-        rows = await self._call(
-            pool.fetch,
-            f"""SELECT {MESSAGE_COLUMNS} FROM messages m
-                JOIN channels c ON c.id = m.channel_id AND c.workspace_id = $1
-                WHERE m.workspace_id = $1
-                  AND m.tsv @@ websearch_to_tsquery('simple', $3)
-                  AND m.deleted_at IS NULL
-                  AND (EXISTS (SELECT 1 FROM channel_members cm
-                               WHERE cm.channel_id = m.channel_id AND cm.user_id = $2
-                                 AND cm.workspace_id = $1)
-                       OR ($4 AND c.kind = 'public'))
-                  AND ($5::bigint IS NULL OR m.channel_id = $5)
-                  AND ($6::bigint IS NULL OR m.user_id = $6)
-                  AND ($7::timestamptz IS NULL OR m.created_at >= $7)
-                  AND ($8::timestamptz IS NULL OR m.created_at < $8)
-                  AND ($9::bigint IS NULL OR m.id < $9)
-                ORDER BY m.id DESC LIMIT $10""",  # noqa: S608
-            workspace_id, user_id, query, include_public, channel_id, author_id, since, until,
-            before_id, min(limit, SEARCH_MAX_ROWS))
-        return [message_from_row(r) for r in rows]

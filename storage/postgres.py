@@ -32,10 +32,10 @@ from storage.pg_messages import (
     PgMessages,
     PgPins,
     PgReactions,
-    PgSearch,
     PgThreads,
     PgTimeline,
 )
+from storage.pg_search import PgSearch, PgSearchIndexer
 from storage.pg_workspaces import PgInvites, PgMembers, PgWorkspaces
 from storage.shards import HashRing, shard_name
 
@@ -73,6 +73,7 @@ class PgDatabase:
         self.reactions = PgReactions(self)
         self.pins = PgPins(self)
         self.search = PgSearch(self)
+        self.indexer = PgSearchIndexer(self)  # not a domain store: the indexer loop's port
         self.files = PgFiles(self)
         self.shares = PgShares(self)
         self.file_limits = PgFileLimits(self)

@@ -22,7 +22,8 @@ batch take tens of milliseconds), which does steps 1-3:
    new sequence number;
 3. lock the channel counter rows in channel-id order (``FOR UPDATE``), so two
    processes never deadlock on them, assign seqs in arrival order, update
-   the counters, insert the messages;
+   the counters, insert the messages and their ``search_queue`` rows (the
+   search indexer applies those later, off this path: migration 0008);
 4. commit; only then are the callers told, by calling each message's
    callback in batch order, synchronously, from the lane's task: no Task or
    future per message on the hot path.  Duplicates are resolved first, by

@@ -11,6 +11,8 @@ ingest    ``--senders`` sockets, each sending into its own channel (so every
           message is delivered to one socket: its sender), paced just under
           the 50 commands/s per-connection limit with ``--window`` sends in
           flight; durable messages/s is acks/s, latency is send-to-ack.
+          ``--text realistic`` (the default) sends ``bench.textgen`` chat
+          text (``--seed``); ``--text fixed`` the old ``~ts=...xxx`` corpus.
 presence  ``--connections`` sockets sending ref-less ``heartbeat`` commands
           (no reply) evenly paced at ``--rate`` per socket, then one with a
           ref each: its ``heartbeat_ack`` confirms every earlier heartbeat on
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import textgen
 from bench.common import Result
 from bench.generator import ConnTarget, WorkerSpec, split
 from bench.provision import MAX_SOCKETS_PER_USER, Provisioner, auth_headers, connect_path
@@ -72,7 +75,13 @@ def add_idle_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--senders", type=int, default=1500, help="sender sockets (one channel each)")
-    p.add_argument("--size", type=int, default=100, help="message text bytes")
+    p.add_argument("--text", choices=textgen.TEXT_KINDS, default=textgen.TEXT_KINDS[0],
+                   help="message bodies: realistic (bench/textgen.py: Zipf words, mentions, "
+                        "links, emoji, non-Latin scripts; mean 200 bytes) or fixed (the old "
+                        "~ts=...xxx corpus of --size bytes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the realistic text")
+    p.add_argument("--size", type=int, default=None,
+                   help="message text bytes (default: fixed 100; realistic: drawn, mean 200)")
     p.add_argument("--window", type=int, default=2, help="sends in flight per socket")
     p.add_argument("--rate", type=float, default=COMMAND_RATE_PER_SOCKET,
                    help="sends per second per socket (the gateway allows 50)")
@@ -234,8 +243,9 @@ def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
         targets, setup_s = asyncio.run(_ingest_population(api, args.senders))
         run.log(f"provisioned in {setup_s:.1f} s")
         host, port = gateway_address(opts, srv)
-        params = {"op": "send", "size": args.size, "window": args.window, "rate": args.rate,
-                  "burst": 1.0}
+        size = args.size if args.size is not None or args.text == "realistic" else 100
+        params = {"op": "send", "size": size or 0, "window": args.window, "rate": args.rate,
+                  "burst": 1.0, "text": args.text, "seed": args.seed, "text_size": size}
         specs = [WorkerSpec(f"senders-{i}", "command", host, port, SUBPROTOCOL, chunk, True,
                             params) for i, chunk in enumerate(split(targets, opts.procs))]
         m = measure(run, specs, servers)
@@ -245,7 +255,9 @@ def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
                              "absorbed: the server was not saturated; add --senders")
         return build_result(run, m, scenario="ingest", server="parley",
                             parameters={"senders": args.senders, "channels": args.senders,
-                                        "size": args.size, "window": args.window,
+                                        # realistic without --size: the mean drawn
+                                        "size": size or textgen.MEAN_BYTES, "text": args.text,
+                                        "seed": args.seed, "window": args.window,
                                         "rate_per_socket": args.rate},
                             throughput_count=m.count(), unit="messages/s",
                             extra={"setup_s": setup_s, "offered_per_s": offered,

@@ -12,7 +12,7 @@ import httpx
 import websockets
 
 from server.runner import Running
-from tests.fixtures.parley import Api, WsClient, register_and_login
+from tests.fixtures.parley import Api, WsClient, indexed, register_and_login
 
 
 def code(resp: httpx.Response) -> str:
@@ -89,6 +89,10 @@ class Team:
 
     async def connect(self, user: User, ws: str | None = None, **kw: Any) -> WsClient:
         return await WsClient.connect(self.running, user.token, ws or self.ws, **kw)
+
+    async def indexed(self) -> None:
+        """Wait until every change committed so far is searchable."""
+        await indexed(self.running)
 
     async def close(self) -> None:
         for u in (self.ada, self.ann, self.bob, self.carol, self.gus, self.eve, *self.extra):

@@ -97,6 +97,7 @@ async def test_outsiders_learn_nothing_through_any_path(parley: Running) -> None
             kw = {"json": body} if body is not None else {}
             await expect(u.api, method, path, 404, "channel_not_found", **kw)
         # Search, lists, unread and mention counts.
+        await t.indexed()
         hits = await expect(u.api, "GET", t.w("/search"), 200, params={"q": SECRET_WORD})
         assert hits["messages"] == []
         await expect(u.api, "GET", t.w("/search"), 404, "channel_not_found",
@@ -157,6 +158,7 @@ async def test_removed_member_stops_receiving_at_once(parley: Running) -> None:
         leaked = _about(await drain(ws, 0.3), secret, ids | {first["id"]}, t.carol.id)
         assert not leaked, leaked
     await expect(t.carol.api, "GET", t.c(secret, "/messages"), 404, "channel_not_found")
+    await t.indexed()
     hits = await expect(t.carol.api, "GET", t.w("/search"), 200, params={"q": SECRET_WORD})
     assert hits["messages"] == []
     # Resume after removal replays nothing of the channel.
@@ -189,6 +191,7 @@ async def test_making_a_channel_private_hides_it_from_non_members(parley: Runnin
     t = await make_team(parley)
     chan = await t.channel(t.bob, "launch", members=(t.carol,))
     await t.post(t.bob, chan, f"{SECRET_WORD} was public")
+    await t.indexed()
     hits = await expect(t.ada.api, "GET", t.w("/search"), 200, params={"q": SECRET_WORD})
     assert len(hits["messages"]) == 1, "public channels are searchable by full members"
     await expect(t.ann.api, "POST", t.c(chan, "/join"), 200)
@@ -208,6 +211,7 @@ async def test_guests_see_only_the_channels_they_are_in(parley: Running) -> None
     chan = await t.channel(t.bob, "launch")
     await t.post(t.bob, chan, f"{SECRET_WORD} public talk")
     await expect(t.gus.api, "GET", t.c(chan, "/messages"), 404, "channel_not_found")
+    await t.indexed()
     hits = await expect(t.gus.api, "GET", t.w("/search"), 200, params={"q": SECRET_WORD})
     assert hits["messages"] == []
     await expect(t.bob.api, "POST", t.c(chan, "/members"), 200, json={"user_ids": [t.gus.id]})

@@ -48,6 +48,7 @@ async def test_delete_leaves_a_tombstone_that_keeps_its_seq(parley: Running) -> 
                  json={"text": "undo"})
     # Staff may delete anyone's message.
     await expect(t.ann.api, "DELETE", t.m(t.general, second["id"]), 204)
+    await t.indexed()
     hits = await expect(t.ada.api, "GET", t.w("/search"), 200, params={"q": "secret"})
     assert hits["messages"] == []
     await t.close()
@@ -221,6 +222,7 @@ async def test_search_filters_and_pages(parley: Running) -> None:
         await t.post(t.bob, t.general, f"rocket update {i}")
     await t.post(t.carol, launch, "rocket in launch")
     await t.post(t.carol, t.general, "nothing to see")
+    await t.indexed()
     hits = await expect(t.ada.api, "GET", t.w("/search"), 200, params={"q": "rocket", "limit": 4})
     assert len(hits["messages"]) == 4 and hits["next_cursor"]
     assert hits["messages"][0]["text"] == "rocket in launch"  # newest first

@@ -121,6 +121,7 @@ async def test_every_route_refuses_another_workspaces_ids(parley: Running) -> No
     await expect(t.eve.api, "POST", "/v1/invites/accept", 404, "invite_not_found",
                  json={"token": f"{t.ws}.{'A' * 32}"})
     # Search from her workspace never shows Acme's messages.
+    await t.indexed()
     hits = await expect(t.eve.api, "GET", t.w("/search", t.other), 200,
                         params={"q": "classified", "user_id": t.bob.id})
     assert hits["messages"] == []

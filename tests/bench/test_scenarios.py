@@ -81,6 +81,7 @@ def test_ingest_counts_durable_acks(results_dir: Path, pg_admin_dsn: str) -> Non
                   results_dir, pg_admin_dsn)
     _complete(r, "ingest")
     assert r["parameters"]["server_settings"] == {"commit_lanes": "2"}
+    assert r["parameters"]["text"] == "realistic", "realistic chat text by default"
     assert r["throughput"] > 0
     assert r["throughput_unit"] == "messages/s"
     costs = r["extra"]["cpu_us_per_message"]
@@ -88,6 +89,15 @@ def test_ingest_counts_durable_acks(results_dir: Path, pg_admin_dsn: str) -> Non
     capacity = r["extra"]["capacity_messages_per_core_s"]["gateway"]
     assert abs(capacity - 1e6 / costs["gateway"]) / capacity < 0.01  # costs are rounded
     assert r["extra"]["cores_for_target"]["target_per_s"] == 50_000
+
+
+def test_ingest_keeps_the_old_fixed_corpus_as_an_option(results_dir: Path,
+                                                        pg_admin_dsn: str) -> None:
+    r = run_bench(["ingest", "--senders", "2", "--text", "fixed", "--size", "64"],
+                  results_dir, pg_admin_dsn)
+    _complete(r, "ingest")
+    assert (r["parameters"]["text"], r["parameters"]["size"]) == ("fixed", 64)
+    assert r["throughput"] > 0
 
 
 def test_crossnode_delivers_through_redis(results_dir: Path, pg_admin_dsn: str) -> None:

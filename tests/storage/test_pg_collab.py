@@ -10,6 +10,7 @@ import itertools
 
 import asyncpg
 
+from parley.actions.search import catch_up
 from parley.model import NewMessage, User, Workspace
 from server.composition import Runtime
 from storage.postgres import PgDatabase
@@ -92,6 +93,7 @@ async def test_delete_is_a_tombstone_that_takes_reactions_pins_and_mentions(
     assert await db.pins.pins(ws.id, general) == []
     assert await db.messages.delete_message(ws.id, mid) is None
     assert await db.reactions.add_reaction(ws.id, general, mid, users[1].id, "tada", 50) == "gone"
+    await catch_up(db.indexer)
     assert await db.search.search(ws.id, users[0].id, "hello", include_public=True, channel_id=None,
                                   author_id=None, since=None, until=None, before_id=None,
                                   limit=10) == []

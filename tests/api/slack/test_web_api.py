@@ -56,6 +56,7 @@ async def test_bot_messages_are_messages_for_people(parley: Running) -> None:
     assert native_first["blocks"] == blocks and native_first["bot_id"] == native(bot.bot_id)
     chans = await expect(t.carol.api, "GET", t.w("/channels"), 200)
     assert [ch["unread_count"] for ch in chans["channels"] if ch["id"] == t.general] == [3]
+    await t.indexed()
     hits = await expect(t.carol.api, "GET", t.w("/search"), 200, params={"q": "review"})
     assert [h["id"] for h in hits["messages"]] == [created[1]["id"]]
     # Web API history: newest first, parents (and broadcast replies) only.
