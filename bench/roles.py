@@ -470,7 +470,10 @@ class HeartbeatConn(CommandConn):
     """
 
     def __init__(self, request: tuple[bytes, str], stats: Stats, wait_hello: bool, *, op: str,
-                 channel_id: int, size: int, window: int, rate: float, burst: float) -> None:
+                 channel_id: int, size: int, window: int, rate: float, burst: float,
+                 texts: Sequence[str] = (), offset: int = 0) -> None:
+        # ``texts``/``offset``: accepted because the generator builds every
+        # command socket alike; a heartbeat carries no text.
         super().__init__(request, stats, wait_hello, op=op, channel_id=channel_id, size=size,
                          window=window, rate=rate, burst=burst)
         if rate <= 0:

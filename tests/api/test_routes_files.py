@@ -521,14 +521,14 @@ async def test_the_runtime_runs_the_cleanup_task(parley: Running) -> None:
     stale = await request_upload(t, t.bob, 5, "s.txt", "text/plain")
     # server/runner.py started the maintenance tasks with the API: restart
     # them so that their first pass sees the shortened TTL.
-    assert len(parley.rt.tasks) == 1
-    for task in parley.rt.tasks:
-        task.cancel()
-    parley.rt.tasks.clear()
+    cleanup = [task for task in parley.rt.tasks if task.get_name() == "parley-upload-cleanup"]
+    assert len(cleanup) == 1
+    cleanup[0].cancel()
+    parley.rt.tasks.remove(cleanup[0])
     svc.settings = dataclasses.replace(svc.settings, pending_upload_ttl_s=0)
     parley.rt.start_maintenance()
     parley.rt.start_maintenance()  # idempotent
-    assert len(parley.rt.tasks) == 1
+    assert [t.get_name() for t in parley.rt.tasks].count("parley-upload-cleanup") == 1
     for _ in range(100):
         record = await svc.store.files.file(int(t.ws), int(stale["file"]["id"]))
         if record is not None and record.state == "deleted":
