@@ -40,7 +40,7 @@ from api.slack import (  # noqa: F401 - the method modules register themselves
 from api.slack.errors import SlackError, from_domain
 from api.slack.registry import REGISTRY, TIER_PER_MIN, Call, Limiter, Method
 from parley import slack_ids as ids
-from parley.actions import app_files, apps, files, messages, webhooks
+from parley.actions import app_files, apps, commands, files, messages, webhooks
 from parley.auth import Identity
 from parley.errors import (
     DomainError,
@@ -249,6 +249,46 @@ async def webhook(request: Request, team: Team, hook: Hook, secret: HookSecret) 
     return PlainTextResponse("ok")
 
 
+UrlId = Annotated[str, Path(max_length=20, description="The response URL's id")]
+
+
+async def command_response(request: Request, team: Team, url_id: UrlId,
+                           secret: HookSecret) -> Response:
+    """A slash command's `response_url`: Slack's JSON (`text`, `blocks`,
+    `response_type`, `replace_original`, `delete_original`, `thread_ts`),
+    up to 5 posts within 30 minutes; answers `{"ok": true}`, or 404
+    `expired_url` (expired, used up or made up), 400 `invalid_payload` /
+    `no_text`."""
+    svc = _services(request)
+    ws, uid = ids.parse("T", team), ids.dec(url_id)
+    try:
+        if ws is None or uid is None or len(secret) != 32:
+            raise commands.ResponseUrlError(404, "expired_url")
+        try:
+            data = webhooks.parse_payload(await request.body(),
+                                          request.headers.get("content-type", "").lower())
+        except webhooks.WebhookError as exc:
+            raise commands.ResponseUrlError(400, "invalid_payload") from exc
+
+        async def root_of(ident: Identity, workspace_id: int, channel_id: int, ts: str) -> int:
+            parsed = ids.parse_ts(ts)
+            msg = None if parsed is None else await messages.message_at(
+                svc, ident, workspace_id, channel_id, parsed[0], parsed[1], ids.TS_MODULUS)
+            if msg is None:
+                raise commands.ResponseUrlError(400, "invalid_thread_ts")
+            return msg.thread_root_id if msg.thread_root_id is not None else msg.id
+
+        await commands.respond(svc, ws, uid, secret, data, thread_root_of=root_of)
+    except commands.ResponseUrlError as exc:
+        return JSONResponse({"ok": False, "error": exc.error}, status_code=exc.status)
+    except (StoreUnavailable, Unavailable):
+        return JSONResponse({"ok": False, "error": "service_unavailable"}, status_code=503,
+                            headers={"Retry-After": "1"})
+    except DomainError as exc:
+        return JSONResponse({"ok": False, "error": exc.code}, status_code=exc.status)
+    return JSONResponse({"ok": True})
+
+
 async def download(request: Request, team_file: TeamFile, name: FileName) -> Response:
     """`url_private` of a file: its bytes for an app token with `files:read`
     (`Authorization: Bearer xoxb-...`), checked on every request."""
@@ -293,6 +333,9 @@ def install(app: FastAPI) -> None:
     app.add_api_route("/services/{team}/{hook}/{secret}", webhook, methods=["POST"], tags=[TAG],
                       summary="Incoming webhook", response_class=PlainTextResponse,
                       responses=_WEBHOOK_RESPONSES, openapi_extra=_BODY)
+    app.add_api_route("/commands/{team}/{url_id}/{secret}", command_response, methods=["POST"],
+                      tags=[TAG], summary="A slash command's response_url",
+                      response_class=JSONResponse, openapi_extra=_BODY)
     app.add_api_route("/files-pri/{team_file}/{name}", download, methods=["GET"], tags=[TAG],
                       summary="A file's bytes (url_private)", response_class=Response)
 
