@@ -249,10 +249,10 @@ async def webhook(request: Request, team: Team, hook: Hook, secret: HookSecret) 
     return PlainTextResponse("ok")
 
 
-UrlId = Annotated[str, Path(max_length=20, description="The response URL's id")]
+UrlRef = Annotated[str, Path(max_length=20, description="The response URL's id")]
 
 
-async def command_response(request: Request, team: Team, url_id: UrlId,
+async def command_response(request: Request, team: Team, ref: UrlRef,
                            secret: HookSecret) -> Response:
     """A slash command's `response_url`: Slack's JSON (`text`, `blocks`,
     `response_type`, `replace_original`, `delete_original`, `thread_ts`),
@@ -260,7 +260,7 @@ async def command_response(request: Request, team: Team, url_id: UrlId,
     `expired_url` (expired, used up or made up), 400 `invalid_payload` /
     `no_text`."""
     svc = _services(request)
-    ws, uid = ids.parse("T", team), ids.dec(url_id)
+    ws, uid = ids.parse("T", team), ids.dec(ref)
     try:
         if ws is None or uid is None or len(secret) != 32:
             raise commands.ResponseUrlError(404, "expired_url")
@@ -333,7 +333,7 @@ def install(app: FastAPI) -> None:
     app.add_api_route("/services/{team}/{hook}/{secret}", webhook, methods=["POST"], tags=[TAG],
                       summary="Incoming webhook", response_class=PlainTextResponse,
                       responses=_WEBHOOK_RESPONSES, openapi_extra=_BODY)
-    app.add_api_route("/commands/{team}/{url_id}/{secret}", command_response, methods=["POST"],
+    app.add_api_route("/commands/{team}/{ref}/{secret}", command_response, methods=["POST"],
                       tags=[TAG], summary="A slash command's response_url",
                       response_class=JSONResponse, openapi_extra=_BODY)
     app.add_api_route("/files-pri/{team_file}/{name}", download, methods=["GET"], tags=[TAG],

@@ -46,7 +46,7 @@ UNSCOPED: dict[str, str] = {
                                 "for one file (tests/api/slack/test_web_api.py)",
     "POST /services/{team}/{hook}/{secret}": "an incoming webhook: the URL's secret is the grant "
                                              "(tests/api/slack/test_webhooks.py)",
-    "POST /commands/{team}/{url_id}/{secret}": "a slash command's response_url: the URL's "
+    "POST /commands/{team}/{ref}/{secret}": "a slash command's response_url: the URL's "
                                                "secret is the grant (tests/api/slack/"
                                                "test_commands.py)",
     "GET /files-pri/{team_file}/{name}": "authenticated by an app token, scoped to its workspace "

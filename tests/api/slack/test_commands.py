@@ -105,8 +105,8 @@ async def test_bolt_echo_in_channel_lands_in_the_channel(parley: Running) -> Non
                               and e["d"]["text"] == "for everyone")
         assert ev["d"]["bot_id"] is not None and ev["d"]["seq"] >= 1
         page = await expect(t.bob.api, "GET", t.c(t.general, "/messages"), 200)
-        assert [m for m in page["messages"] if m["text"] == "for everyone"][0]["seq"] == \
-            ev["d"]["seq"]
+        seqs = [m["seq"] for m in page["messages"] if m["text"] == "for everyone"]
+        assert seqs == [ev["d"]["seq"]]
         await bob.close()
     finally:
         await asyncio.to_thread(server.stop)
