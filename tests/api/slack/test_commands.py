@@ -7,6 +7,7 @@ registration rule and the response_url limits with a scripted app."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -297,3 +298,46 @@ async def test_response_url_expires_after_its_lifetime(parley: Running,
         await t.close()
 
 
+
+
+async def test_gateway_command_op(parley: Running) -> None:
+    t, bot = await team_with_bot(parley)
+    parley.rt.services.settings = dataclasses.replace(
+        parley.rt.services.settings, public_api_url=f"http://127.0.0.1:{parley.api_port}/")
+    await bot.call(bot.client.conversations_join, channel=cid("public", t.general))
+    server = await _bolt(parley, bot, in_channel=False)
+    app = await Scripted().start()
+    try:
+        await point_commands(t.ada, t.ws, bot, server.url, ("/echo",))
+        carol = await t.connect(t.carol, json_mode=True)
+        ref = await carol.send_cmd("command", {"channel_id": t.general, "command": "/echo",
+                                               "text": "over the socket"})
+        ack = await wait_event(carol, lambda e: e.get("ref") == ref)
+        assert ack["t"] == "ack" and ack["d"]["response_type"] is None
+        ev = await wait_event(carol, lambda e: e.get("t") == "message.ephemeral")
+        assert ev["d"]["text"] == "over the socket"  # Bolt's respond(), via response_url
+        ref = await carol.send_cmd("command", {"channel_id": t.general, "command": "/nope"})
+        err = await wait_event(carol, lambda e: e.get("ref") == ref)
+        assert (err["t"], err["d"]["code"]) == ("error", "unknown_command")
+        vault = await t.channel(t.ann, "vault", "private")
+        ref = await carol.send_cmd("command", {"channel_id": vault, "command": "/echo"})
+        err = await wait_event(carol, lambda e: e.get("ref") == ref)
+        assert (err["t"], err["d"]["code"]) == ("error", "channel_not_found")
+        ref = await carol.send_cmd("command", {"channel_id": t.general, "command": 7})
+        err = await wait_event(carol, lambda e: e.get("ref") == ref)
+        assert err["t"] == "error" and err["d"]["code"] == "invalid_field"
+        # An in_channel JSON reply: posted as the bot, the ack names the message.
+        await point_commands(t.ada, t.ws, bot, app.url, ("/echo",))
+        app.answer = web.json_response({"response_type": "in_channel", "text": "all of you"})
+        ref = await carol.send_cmd("command", {"channel_id": t.general, "command": "/echo"})
+        ack = await wait_event(carol, lambda e: e.get("ref") == ref)
+        assert ack["t"] == "ack" and ack["d"]["response_type"] == "in_channel"
+        page = await expect(t.carol.api, "GET", t.c(t.general, "/messages"), 200)
+        mine = [m for m in page["messages"] if m["text"] == "all of you"]
+        assert [m["seq"] for m in mine] == [ack["d"]["seq"]]
+        assert mine[0]["bot_id"] == native(bot.bot_id)
+        await carol.close()
+    finally:
+        await app.stop()
+        await asyncio.to_thread(server.stop)
+        await t.close()
