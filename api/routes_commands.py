@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Mutator, Svc
 from api.params import IdPath
-from api.schemas import MessageOut
+from api.schemas import ErrorEnvelope, MessageOut
 from parley.actions import commands
 
 router = APIRouter(tags=["commands"])
@@ -37,7 +37,9 @@ class CommandOut(BaseModel):
                                   "only, since the app's bot is not in the channel")
 
 
-@router.post(CHANNEL + "/commands", response_model=CommandOut)
+@router.post(CHANNEL + "/commands", response_model=CommandOut, responses={
+    424: {"model": ErrorEnvelope,
+          "description": "The app did not answer 2xx in time (`app_did_not_respond`); retry"}})
 async def run_command(workspace_id: IdPath, channel_id: IdPath, body: CommandIn, me: Mutator,
                       s: Svc, request: Request) -> CommandOut:
     """Run a slash command of an installed app in a channel you can see.
