@@ -178,6 +178,16 @@ _SLACK_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": SlackAnswer, "description": "`service_unavailable`; nothing was done"},
 }
 
+_RESPONSE_URL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": SlackAnswer, "description": "`ok: true`"},
+    400: {"model": SlackAnswer, "description": "`invalid_payload`, `no_text`, "
+                                                "`invalid_thread_ts`"},
+    403: {"model": SlackAnswer, "description": "the app's bot may not post there"},
+    404: {"model": SlackAnswer, "description": "`expired_url`: expired, used up or unknown"},
+    409: {"model": SlackAnswer, "description": "the channel's state refuses the post"},
+    503: {"model": SlackAnswer, "description": "`service_unavailable`; nothing was done"},
+}
+
 
 def _route(m: Method) -> Any:
     async def endpoint(request: Request) -> Response:
@@ -249,19 +259,22 @@ async def webhook(request: Request, team: Team, hook: Hook, secret: HookSecret) 
     return PlainTextResponse("ok")
 
 
-UrlRef = Annotated[str, Path(max_length=20, description="The response URL's id")]
+# Unbounded in the schema, checked below: every answer of this URL is Slack-shaped.
+RTeam = Annotated[str, Path(description="The workspace (T...)")]
+UrlRef = Annotated[str, Path(description="The response URL's id")]
+RSecret = Annotated[str, Path(description="The response URL's secret")]
 
 
-async def command_response(request: Request, team: Team, ref: UrlRef,
-                           secret: HookSecret) -> Response:
+async def command_response(request: Request, team: RTeam, ref: UrlRef,
+                           secret: RSecret) -> Response:
     """A slash command's `response_url`: Slack's JSON (`text`, `blocks`,
     `response_type`, `replace_original`, `delete_original`, `thread_ts`),
     up to 5 posts within 30 minutes; answers `{"ok": true}`, or 404
     `expired_url` (expired, used up or made up), 400 `invalid_payload` /
     `no_text`."""
     svc = _services(request)
-    ws, uid = ids.parse("T", team), ids.dec(ref)
     try:
+        ws, uid = ids.parse("T", team), ids.dec(ref)  # both bounded by their regexes
         if ws is None or uid is None or len(secret) != 32:
             raise commands.ResponseUrlError(404, "expired_url")
         try:
@@ -335,7 +348,8 @@ def install(app: FastAPI) -> None:
                       responses=_WEBHOOK_RESPONSES, openapi_extra=_BODY)
     app.add_api_route("/commands/{team}/{ref}/{secret}", command_response, methods=["POST"],
                       tags=[TAG], summary="A slash command's response_url",
-                      response_class=JSONResponse, openapi_extra=_BODY)
+                      response_class=JSONResponse, responses=_RESPONSE_URL_RESPONSES,
+                      openapi_extra=_BODY)
     app.add_api_route("/files-pri/{team_file}/{name}", download, methods=["GET"], tags=[TAG],
                       summary="A file's bytes (url_private)", response_class=Response)
 
