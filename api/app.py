@@ -18,6 +18,7 @@ from api import (
     routes_apps,
     routes_auth,
     routes_channels,
+    routes_commands,
     routes_files,
     routes_messages,
     routes_workspaces,
@@ -58,7 +59,7 @@ def create_app(svc: Services) -> FastAPI:
 
     app.include_router(health.router)
     for module in (routes_auth, routes_workspaces, routes_channels, routes_messages,
-                   routes_files, routes_apps):
+                   routes_files, routes_apps, routes_commands):
         app.include_router(module.router)
     slack_routes.install(app)  # last: its catch-all answers unknown_method
     return app

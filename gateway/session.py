@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from gateway import commands as slash
 from gateway.admission import Admission
 from gateway.presence_service import PresenceService
 from gateway.protocol import (
@@ -26,6 +27,7 @@ from gateway.protocol import (
     EV_HEARTBEAT_ACK,
     EV_HELLO,
     HEARTBEAT_INTERVAL_MS,
+    OP_COMMAND,
     OP_HEARTBEAT,
     OP_PRESENCE_SET,
     OP_PRESENCE_SUBSCRIBE,
@@ -223,6 +225,8 @@ class GatewayApp:
             OP_SEND: self._send,
             OP_RESUME: lambda session, ref, d: self.replays.on_resume(session, ref, d),
             OP_HEARTBEAT: self._heartbeat,
+            OP_COMMAND: lambda session, ref, d: slash.start(self.svc, self._spawn, session,
+                                                            ref, d),
             **{op: self._presence_command(op) for op in PRESENCE_OPS},
         }
 

@@ -104,6 +104,9 @@ class Settings:
     # The Events API (issue 15): requests to apps' URLs.  Slack's schedule:
     # answer within 3 s, retried at once, after about 1 and 5 minutes.
     app_events_timeout_s: float = 3.0
+    # The API's base URL as apps reach it (slash commands' response_url).
+    # Empty: the URL a REST request came in on; http://host:api_port from the gateway.
+    public_api_url: str = ""
     app_events_retry_delays_s: str = "0,60,300"
     app_events_poll_ms: float = 200.0  # how often a dispatcher looks for new messages
     app_events_concurrency_per_app: int = 4  # requests in flight to one app, per process
@@ -195,7 +198,10 @@ SETTINGS_DOC: dict[str, str] = {
     "webapi_post_per_channel_per_s":
         "chat.postMessage and incoming-webhook posts per second per app and channel (refill)",
     "webapi_post_burst": "Burst of chat.postMessage per app and channel (token bucket size)",
-    "app_events_timeout_s": "Seconds an app has to answer an Events API request",
+    "app_events_timeout_s": "Seconds an app has to answer an Events API request "
+                            "or a slash command",
+    "public_api_url": "The API's base URL as apps reach it (slash commands' response_url); "
+                      "empty: the request's own URL (REST), http://host:api_port (gateway)",
     "app_events_retry_delays_s":
         "Delays in seconds before each retry of an undelivered event (comma-separated)",
     "app_events_poll_ms": "How often an event dispatcher looks for new messages, in ms",

@@ -57,3 +57,11 @@ class Unavailable(DomainError):
 
     status = 503
     retryable = True
+
+
+class AppFailed(DomainError):
+    """An app did not answer a request made for the caller (a slash
+    command): nothing else happened; the same request may work later."""
+
+    status = 424
+    retryable = True

@@ -20,7 +20,13 @@ from typing import Any
 import asyncpg
 
 from parley.model import MessageExtras
-from parley.ports.app_events import EventClaim, OutboxEvent, PendingMessage, UrlToVerify
+from parley.ports.app_events import (
+    EventClaim,
+    OutboxEvent,
+    PendingMessage,
+    ResponseUrl,
+    UrlToVerify,
+)
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool
 
 _URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
@@ -232,6 +238,33 @@ class PgAppEvents(PgPart):
                                         events_verify_failed_at = now()
                       WHERE a.id = $1 AND a.workspace_id = $2 AND {_URL} = $3"""  # noqa: S608
         await self._call(pool.execute, sql, app_id, workspace_id, url)
+
+    async def create_response_url(self, url: ResponseUrl) -> None:
+        pool = await shard_pool(self, url.workspace_id)
+        await self._call(
+            pool.execute,
+            """INSERT INTO command_responses (id, workspace_id, app_id, channel_id, user_id,
+                                              secret_hash, expires_at, max_uses)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            url.id, url.workspace_id, url.app_id, url.channel_id, url.user_id, url.secret_hash,
+            url.expires_at, url.max_uses)
+
+    async def use_response_url(self, workspace_id: int, url_id: int,
+                               secret_hash: str) -> ResponseUrl | None:
+        pool = await shard_pool(self, workspace_id)
+        r = await self._call(
+            pool.fetchrow,
+            """UPDATE command_responses SET uses = uses + 1
+               WHERE id = $1 AND workspace_id = $2 AND secret_hash = $3
+                 AND expires_at > now() AND uses < max_uses
+               RETURNING *""",
+            url_id, workspace_id, secret_hash)
+        if r is None:
+            return None
+        return ResponseUrl(id=r["id"], workspace_id=r["workspace_id"], app_id=r["app_id"],
+                           channel_id=r["channel_id"], user_id=r["user_id"],
+                           secret_hash=r["secret_hash"], expires_at=r["expires_at"],
+                           max_uses=r["max_uses"])
 
 
 def _outbox(r: Any, owner: str) -> OutboxEvent:

@@ -40,7 +40,7 @@ from api.slack import (  # noqa: F401 - the method modules register themselves
 from api.slack.errors import SlackError, from_domain
 from api.slack.registry import REGISTRY, TIER_PER_MIN, Call, Limiter, Method
 from parley import slack_ids as ids
-from parley.actions import app_files, apps, files, messages, webhooks
+from parley.actions import app_files, apps, commands, files, messages, webhooks
 from parley.auth import Identity
 from parley.errors import (
     DomainError,
@@ -178,6 +178,16 @@ _SLACK_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": SlackAnswer, "description": "`service_unavailable`; nothing was done"},
 }
 
+_RESPONSE_URL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": SlackAnswer, "description": "`ok: true`"},
+    400: {"model": SlackAnswer, "description": "`invalid_payload`, `no_text`, "
+                                                "`invalid_thread_ts`"},
+    403: {"model": SlackAnswer, "description": "the app's bot may not post there"},
+    404: {"model": SlackAnswer, "description": "`expired_url`: expired, used up or unknown"},
+    409: {"model": SlackAnswer, "description": "the channel's state refuses the post"},
+    503: {"model": SlackAnswer, "description": "`service_unavailable`; nothing was done"},
+}
+
 
 def _route(m: Method) -> Any:
     async def endpoint(request: Request) -> Response:
@@ -249,6 +259,49 @@ async def webhook(request: Request, team: Team, hook: Hook, secret: HookSecret) 
     return PlainTextResponse("ok")
 
 
+# Unbounded in the schema, checked below: every answer of this URL is Slack-shaped.
+RTeam = Annotated[str, Path(description="The workspace (T...)")]
+UrlRef = Annotated[str, Path(description="The response URL's id")]
+RSecret = Annotated[str, Path(description="The response URL's secret")]
+
+
+async def command_response(request: Request, team: RTeam, ref: UrlRef,
+                           secret: RSecret) -> Response:
+    """A slash command's `response_url`: Slack's JSON (`text`, `blocks`,
+    `response_type`, `replace_original`, `delete_original`, `thread_ts`),
+    up to 5 posts within 30 minutes; answers `{"ok": true}`, or 404
+    `expired_url` (expired, used up or made up), 400 `invalid_payload` /
+    `no_text`."""
+    svc = _services(request)
+    try:
+        ws, uid = ids.parse("T", team), ids.dec(ref)  # both bounded by their regexes
+        if ws is None or uid is None or len(secret) != 32:
+            raise commands.ResponseUrlError(404, "expired_url")
+        try:
+            data = webhooks.parse_payload(await request.body(),
+                                          request.headers.get("content-type", "").lower())
+        except webhooks.WebhookError as exc:
+            raise commands.ResponseUrlError(400, "invalid_payload") from exc
+
+        async def root_of(ident: Identity, workspace_id: int, channel_id: int, ts: str) -> int:
+            parsed = ids.parse_ts(ts)
+            msg = None if parsed is None else await messages.message_at(
+                svc, ident, workspace_id, channel_id, parsed[0], parsed[1], ids.TS_MODULUS)
+            if msg is None:
+                raise commands.ResponseUrlError(400, "invalid_thread_ts")
+            return msg.thread_root_id if msg.thread_root_id is not None else msg.id
+
+        await commands.respond(svc, ws, uid, secret, data, thread_root_of=root_of)
+    except commands.ResponseUrlError as exc:
+        return JSONResponse({"ok": False, "error": exc.error}, status_code=exc.status)
+    except (StoreUnavailable, Unavailable):
+        return JSONResponse({"ok": False, "error": "service_unavailable"}, status_code=503,
+                            headers={"Retry-After": "1"})
+    except DomainError as exc:
+        return JSONResponse({"ok": False, "error": exc.code}, status_code=exc.status)
+    return JSONResponse({"ok": True})
+
+
 async def download(request: Request, team_file: TeamFile, name: FileName) -> Response:
     """`url_private` of a file: its bytes for an app token with `files:read`
     (`Authorization: Bearer xoxb-...`), checked on every request."""
@@ -293,6 +346,10 @@ def install(app: FastAPI) -> None:
     app.add_api_route("/services/{team}/{hook}/{secret}", webhook, methods=["POST"], tags=[TAG],
                       summary="Incoming webhook", response_class=PlainTextResponse,
                       responses=_WEBHOOK_RESPONSES, openapi_extra=_BODY)
+    app.add_api_route("/commands/{team}/{ref}/{secret}", command_response, methods=["POST"],
+                      tags=[TAG], summary="A slash command's response_url",
+                      response_class=JSONResponse, responses=_RESPONSE_URL_RESPONSES,
+                      openapi_extra=_BODY)
     app.add_api_route("/files-pri/{team_file}/{name}", download, methods=["GET"], tags=[TAG],
                       summary="A file's bytes (url_private)", response_class=Response)
 

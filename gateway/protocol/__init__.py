@@ -33,6 +33,7 @@ OP_PRESENCE_SUBSCRIBE: Final = "presence.subscribe"  # d: user_ids
 OP_PRESENCE_UNSUBSCRIBE: Final = "presence.unsubscribe"  # d: user_ids, or all: true
 OP_PRESENCE_SET: Final = "presence.set"  # d: status ("away" | "auto") and/or dnd (bool)
 OP_TYPING: Final = "typing"  # d: channel_id
+OP_COMMAND: Final = "command"  # d: channel_id, command, text: run an app's slash command
 
 # -- events the gateway itself builds (the domain's: parley.events) ---------------
 EV_HELLO: Final = "hello"  # the first frame of every connection

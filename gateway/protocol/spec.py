@@ -24,6 +24,7 @@ from gateway.protocol import (
     EV_PRESENCE_CHANGED,
     EV_RESYNC_REQUIRED,
     EV_TYPING,
+    OP_COMMAND,
     OP_HEARTBEAT,
     OP_PRESENCE_SET,
     OP_PRESENCE_SUBSCRIBE,
@@ -67,6 +68,12 @@ COMMANDS: tuple[Command, ...] = (
             '(optional, up to 10 ready files you uploaded)',
             '`ack` with `id`, `channel_id`, `seq`, `ts` (ms), `client_msg_id` - sent only after '
             'the message is durable in PostgreSQL'),
+    Command(OP_COMMAND,
+            '`channel_id`, `command` (e.g. `"/echo"`), `text` (optional): run an installed '
+            "app's slash command in a channel you can see (docs/apps.md, *Slash commands*)",
+            "`ack` with `response_type` (`ephemeral`, `in_channel`, or `null` when the app only "
+            'acknowledged), `text`, `blocks`, and for `in_channel` `message_id` and `seq`; or '
+            '`error` `unknown_command`, `channel_not_found`, `app_did_not_respond` (retryable)'),
     Command(OP_HEARTBEAT,
             '`active` (optional boolean, default `true`)',
             'none without a `ref`; with a `ref`, `heartbeat_ack` with `ts` (ms)'),

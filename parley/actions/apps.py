@@ -134,8 +134,10 @@ async def update_app(svc: Services, ident: Identity, workspace_id: int, app_id: 
     """Replace the manifest (as Slack's ``apps.manifest.update`` does).  New
     scopes reach tokens at the next install."""
     await _manager(svc, ident, workspace_id)
-    await _app(svc, workspace_id, app_id)
+    current = await _app(svc, workspace_id, app_id)
     m = manifests.parse(raw_manifest)
+    if current.installed:
+        await _commands_free(svc, current, m)
     try:
         app = await svc.store.apps.update_app(workspace_id, app_id, name=m.name,
                                               bot_name=m.bot_name,
@@ -146,6 +148,22 @@ async def update_app(svc: Services, ident: Identity, workspace_id: int, app_id: 
     if app is None:
         raise _not_found()
     return await _verified(svc, app)
+
+
+async def _commands_free(svc: Services, app: AppRecord, m: manifests.Manifest) -> None:
+    """Slash commands are registered per workspace, first install wins:
+    refuse (409 ``command_taken``) a manifest claiming a command that
+    another installed app of the workspace has (parley/actions/commands.py)."""
+    mine = {c.command for c in m.slash_commands}
+    if not mine:
+        return
+    for other in await svc.store.apps.apps(app.workspace_id):
+        if other.id == app.id or not other.installed:
+            continue
+        taken = mine & {c.command for c in manifest_of(other).slash_commands}
+        if taken:
+            raise Conflict("command_taken",
+                           f"{min(taken)} is a command of the installed app {other.name!r}")
 
 
 async def _verified(svc: Services, app: AppRecord) -> AppRecord:
@@ -226,6 +244,7 @@ async def install(svc: Services, ident: Identity, workspace_id: int,
     tokens are issued (the previous ones stop working)."""
     await _manager(svc, ident, workspace_id)
     app = await _app(svc, workspace_id, app_id)
+    await _commands_free(svc, app, manifest_of(app))
     bot, bot_token = _new_token(svc, "bot", workspace_id, app.bot_user_id, app.bot_scopes)
     issued = [bot]
     app_token = None

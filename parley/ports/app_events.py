@@ -85,6 +85,20 @@ class UrlToVerify:
     url: str
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseUrl:
+    """A slash command's ``response_url`` (the random part only as a hash)."""
+
+    id: int
+    workspace_id: int
+    app_id: int
+    channel_id: int
+    user_id: int  # who invoked the command: ephemeral posts go to them
+    secret_hash: str
+    expires_at: dt.datetime
+    max_uses: int
+
+
 class AppEventStore(Protocol):
     async def claim(self, owner: str, lease_s: float, limit: int) -> list[EventClaim]:
         """Claim up to ``limit`` pairs with undelivered messages whose next
@@ -127,3 +141,13 @@ class AppEventStore(Protocol):
     async def outbox_defer(self, event: OutboxEvent, attempts: int, reason: str,
                            not_before: dt.datetime) -> bool:
         """Record a failed try and release the row until ``not_before``."""
+
+    async def create_response_url(self, url: ResponseUrl) -> None:
+        """Store a new response_url (nothing else is written)."""
+
+    async def use_response_url(self, workspace_id: int, url_id: int,
+                               secret_hash: str) -> ResponseUrl | None:
+        """Count one post through the URL, atomically: the record when the
+        hash matches, it has not expired and fewer than ``max_uses`` posts
+        were counted; None otherwise (nothing counted).  Two concurrent
+        posts never both take the last use."""

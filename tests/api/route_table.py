@@ -46,6 +46,9 @@ UNSCOPED: dict[str, str] = {
                                 "for one file (tests/api/slack/test_web_api.py)",
     "POST /services/{team}/{hook}/{secret}": "an incoming webhook: the URL's secret is the grant "
                                              "(tests/api/slack/test_webhooks.py)",
+    "POST /commands/{team}/{ref}/{secret}": "a slash command's response_url: the URL's "
+                                               "secret is the grant (tests/api/slack/"
+                                               "test_commands.py)",
     "GET /files-pri/{team_file}/{name}": "authenticated by an app token, scoped to its workspace "
                                          "(tests/api/slack/test_isolation.py)",
 }
@@ -56,7 +59,8 @@ TOKEN_SCOPED_PREFIX = "/api/"
 # Routes that answer in Slack's conventions (HTTP 200 with ``ok: false``, or
 # Slack's webhook statuses and text), not Parley's error envelope: their
 # bad input is tested by tests/api/slack/test_errors.py and test_webhooks.py.
-SLACK_SHAPED_PREFIXES = (TOKEN_SCOPED_PREFIX, "/upload/", "/services/", "/files-pri/")
+SLACK_SHAPED_PREFIXES = (TOKEN_SCOPED_PREFIX, "/upload/", "/services/", "/files-pri/",
+                         "/commands/")
 
 _MANIFEST = {"display_information": {"name": "Intruder"},
              "oauth_config": {"scopes": {"bot": ["chat:write", "incoming-webhook"]}}}
@@ -93,6 +97,8 @@ MATRIX: dict[str, Body] = {
     "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/messages":
         lambda i: {"text": "hi", "thread_root_id": i["message_id"]},
     "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/messages": _none,
+    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/commands":
+        lambda i: {"command": "/deploy", "text": "prod"},
     "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}": _none,
     "PATCH /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}":
         lambda i: {"text": "pwned"},

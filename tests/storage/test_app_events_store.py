@@ -156,3 +156,28 @@ async def test_a_reaction_writes_outbox_rows_for_apps_that_get_it(runtime: Runti
     assert await db.app_events.outbox_done(ev)
     assert await db.app_events.claim_outbox("a", 10, 10) == []  # none for `outside` (not in it)
     del unsubscribed, outside
+
+
+async def test_a_response_url_counts_its_uses_atomically_and_expires(
+        runtime: Runtime) -> None:
+    from parley.ports.app_events import ResponseUrl
+
+    db = runtime.db
+    ws, owner, general = await _workspace(runtime)
+    app = await _installed(runtime, ws, verified=False)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+    url = ResponseUrl(id=next(_ids), workspace_id=ws.id, app_id=app.id, channel_id=general,
+                      user_id=owner.id, secret_hash="h" * 64, expires_at=soon, max_uses=5)
+    await db.app_events.create_response_url(url)
+    assert await db.app_events.use_response_url(ws.id, url.id, "x" * 64) is None  # wrong hash
+    other, _, _ = await _workspace(runtime)
+    assert await db.app_events.use_response_url(other.id, url.id, "h" * 64) is None
+    got = await asyncio.gather(*(db.app_events.use_response_url(ws.id, url.id, "h" * 64)
+                                 for _ in range(8)))
+    assert sum(g is not None for g in got) == 5  # concurrent posts never share the last use
+    assert next(g for g in got if g is not None) == url
+    assert await db.app_events.use_response_url(ws.id, url.id, "h" * 64) is None
+    past = dataclasses.replace(url, id=next(_ids),
+                               expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    await db.app_events.create_response_url(past)
+    assert await db.app_events.use_response_url(ws.id, past.id, "h" * 64) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,9 @@ FULL_SCOPES = [
 
 
 # Request URLs under .invalid (RFC 6761: never resolves), so the Events API's
-# url_verification of apps that tests create never leaves the machine.
+# url_verification of apps that tests create never leaves the machine.  The
+# slash command is named after the app: one installed app per command and
+# workspace (parley/actions/commands.py).
 def manifest(name: str = "Helper", scopes: list[str] | None = None, *,
              socket_mode: bool = False, bot_name: str | None = None) -> dict[str, Any]:
     return {
@@ -36,7 +39,7 @@ def manifest(name: str = "Helper", scopes: list[str] | None = None, *,
         "display_information": {"name": name, "description": "A test app"},
         "features": {"bot_user": {"display_name": bot_name or name.lower()},
                      "app_home": {"home_tab_enabled": False},
-                     "slash_commands": [{"command": "/deploy", "description": "Deploy",
+                     "slash_commands": [{"command": command_of(name), "description": "Deploy",
                                          "url": "https://app.example.invalid/commands",
                                          "usage_hint": "[env]"}]},
         "oauth_config": {"scopes": {"bot": FULL_SCOPES if scopes is None else scopes}},
@@ -46,6 +49,10 @@ def manifest(name: str = "Helper", scopes: list[str] | None = None, *,
                                        "request_url": "https://app.example.invalid/actions"},
                      "socket_mode_enabled": socket_mode, "org_deploy_enabled": False},
     }
+
+
+def command_of(app_name: str) -> str:
+    return "/" + (re.sub(r"[^a-z0-9_-]+", "-", app_name.lower()).strip("-") or "app")[:31]
 
 
 @dataclass
