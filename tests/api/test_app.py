@@ -174,6 +174,12 @@ async def test_openapi_documents_every_parameter_and_error(parley: Running) -> N
                 ref = content["application/json"]["schema"]["$ref"]
                 if where == "GET /readyz" and status == "503":
                     continue  # not ready: the health body says which check failed
+                if path.startswith("/commands/") and status in {"400", "403", "404", "409",
+                                                                 "503"}:
+                    # A response_url answers what it decides itself in Slack's
+                    # shape, as Slack's does (the rest come from the shared layers).
+                    assert ref.endswith("/SlackAnswer"), (where, status)
+                    continue
                 if path.startswith("/api/") and status in {"429", "503"}:
                     # The Web API's methods answer these themselves, in Slack's shape.
                     assert ref.endswith("/SlackAnswer"), (where, status)
