@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from parley import slack_ids as ids
-from parley.actions import rich
+from parley.actions.app_events import extras_fields
 from parley.actions.channels import DEFAULT_CHANNEL
 from parley.actions.messages import MessageView
 from parley.ids import IdAllocator
-from parley.model import Channel, FileRecord, Member, Message, MessageExtras, Workspace
+from parley.model import Channel, FileRecord, Member, Message, Workspace
 from parley.permissions import Role
 from parley.ports.apps import AppRecord
 
@@ -30,23 +30,6 @@ def _secs(t: dt.datetime) -> int:
 
 def message_ts(m: Message) -> str:
     return ids.ts(m.created_at, m.seq)
-
-
-def extras_fields(x: MessageExtras | None) -> dict[str, Any]:
-    if x is None:
-        return {}
-    out: dict[str, Any] = {}
-    if x.blocks is not None:
-        out["blocks"] = rich.parsed(x.blocks)
-    if x.attachments is not None:
-        out["attachments"] = rich.parsed(x.attachments)
-    if x.bot_id is not None:
-        out["bot_id"] = ids.bot(x.bot_id)
-        if x.app_id is not None:
-            out["app_id"] = ids.app(x.app_id)
-    if x.subtype is not None:
-        out["subtype"] = x.subtype
-    return out
 
 
 def message(v: MessageView, *, channel: Channel | None = None,

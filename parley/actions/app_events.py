@@ -35,6 +35,7 @@ from typing import Any
 
 from parley import slack_ids as ids
 from parley.actions import rich
+from parley.model import MessageExtras
 from parley.ports.app_events import OutboxEvent, PendingMessage
 from parley.ports.outbound import (
     OutboundError,
@@ -96,6 +97,25 @@ def verification_token(signing_secret: str) -> str:
     return hashlib.sha256(b"parley-verification:" + signing_secret.encode()).hexdigest()[:24]
 
 
+def extras_fields(x: MessageExtras | None) -> dict[str, Any]:
+    """A message's extras in Slack's fields (blocks, attachments, bot_id,
+    app_id, subtype): the same in an Events API event and a Web API answer."""
+    if x is None:
+        return {}
+    out: dict[str, Any] = {}
+    if x.blocks is not None:
+        out["blocks"] = rich.parsed(x.blocks)
+    if x.attachments is not None:
+        out["attachments"] = rich.parsed(x.attachments)
+    if x.bot_id is not None:
+        out["bot_id"] = ids.bot(x.bot_id)
+        if x.app_id is not None:
+            out["app_id"] = ids.app(x.app_id)
+    if x.subtype is not None:
+        out["subtype"] = x.subtype
+    return out
+
+
 def _message_event(pm: PendingMessage, channel_ref: str, kind: str) -> dict[str, Any]:
     m = pm.message
     ts = ids.ts(m.created_at, m.seq)
@@ -104,18 +124,7 @@ def _message_event(pm: PendingMessage, channel_ref: str, kind: str) -> dict[str,
                           "event_ts": ts, "channel_type": CHANNEL_TYPE.get(kind, "channel")}
     if m.client_msg_id is not None:
         ev["client_msg_id"] = m.client_msg_id
-    x = pm.extras
-    if x is not None:
-        if x.blocks is not None:
-            ev["blocks"] = rich.parsed(x.blocks)
-        if x.attachments is not None:
-            ev["attachments"] = rich.parsed(x.attachments)
-        if x.bot_id is not None:
-            ev["bot_id"] = ids.bot(x.bot_id)
-            if x.app_id is not None:
-                ev["app_id"] = ids.app(x.app_id)
-        if x.subtype is not None:
-            ev["subtype"] = x.subtype
+    ev.update(extras_fields(pm.extras))
     if pm.root_created_at is not None and pm.root_seq is not None:
         ev["thread_ts"] = ids.ts(pm.root_created_at, pm.root_seq)
         if pm.root_user_id is not None:
