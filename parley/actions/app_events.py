@@ -33,8 +33,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from parley import events
 from parley import slack_ids as ids
-from parley.actions import rich
 from parley.model import MessageExtras
 from parley.ports.app_events import OutboxEvent, PendingMessage
 from parley.ports.outbound import (
@@ -99,20 +99,17 @@ def verification_token(signing_secret: str) -> str:
 
 def extras_fields(x: MessageExtras | None) -> dict[str, Any]:
     """A message's extras in Slack's fields (blocks, attachments, bot_id,
-    app_id, subtype): the same in an Events API event and a Web API answer."""
+    app_id, subtype): the same in an Events API event and a Web API answer.
+    The native event's fields (``events.extras_data``) with Slack's ids, so
+    which extras go out is decided in one place."""
     if x is None:
         return {}
-    out: dict[str, Any] = {}
-    if x.blocks is not None:
-        out["blocks"] = rich.parsed(x.blocks)
-    if x.attachments is not None:
-        out["attachments"] = rich.parsed(x.attachments)
+    out = events.extras_data(x)
     if x.bot_id is not None:
         out["bot_id"] = ids.bot(x.bot_id)
+        out.pop("app_id")
         if x.app_id is not None:
             out["app_id"] = ids.app(x.app_id)
-    if x.subtype is not None:
-        out["subtype"] = x.subtype
     return out
 
 
