@@ -17,7 +17,7 @@ import pytest
 
 from parley import slack_ids as ids
 from server.runner import Running
-from tests.api.helpers import Team, expect, upload_file
+from tests.api.helpers import Team, expect, make_user, upload_file
 from tests.api.slack.events_helpers import Recorder, fast_events, point_events, signed_by
 from tests.api.slack.helpers import Bot, cid, install, manifest, native, team_with_bot, uid
 
@@ -247,3 +247,18 @@ async def test_a_change_rolled_back_writes_no_outbox_row(world: World, parley: R
     await expect(t.bob.api, "POST", t.c(ops, "/join"), 200)
     got = await world.wait(["member_joined_channel"] * 2)
     assert [e["user"] for e in got] == [world.bot.user_id, uid(t.bob.id)]
+
+
+async def test_a_new_workspace_member_joins_general_and_a_deactivated_one_leaves(
+        world: World, parley: Running) -> None:
+    t = world.t
+    dan = await make_user(parley, "dan")
+    t.extra.append(dan)
+    await expect(t.ada.api, "POST", t.w("/members"), 201, json={"email": dan.email,
+                                                                "role": "member"})
+    await expect(t.ada.api, "POST", t.w(f"/members/{dan.id}/deactivate"), 204)
+    got = await world.wait(["member_joined_channel", "member_left_channel"])
+    assert {(e["type"], e["user"], e["channel"]) for e in got} == {
+        ("member_joined_channel", uid(dan.id), cid("public", t.general)),
+        ("member_left_channel", uid(dan.id), cid("public", t.general))}
+    world.others_got_nothing()
