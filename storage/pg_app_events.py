@@ -1,11 +1,16 @@
 """``AppEventStore`` on PostgreSQL (contract: parley/ports/app_events.py;
-tables: migration shard/0009).
+tables: migration shard/0009, 0011), and the outbox writers the other
+stores call inside their own transactions.
 
 Invariants:
 
-* Nothing here runs on the commit path: the cursors are read and written
-  by dispatchers only, in short statements (no transaction is held while
-  an app is being called, so a slow app holds no pool connection).
+* Nothing here runs on the message commit path: the cursors are read and
+  written by dispatchers only, in short statements (no transaction is held
+  while an app is being called, so a slow app holds no pool connection).
+* The outbox writers (``reaction_outbox``, ``channel_outbox``,
+  ``members_outbox``, ``uninstall_outbox``) run in the caller's
+  transaction, so a row commits with its change or not at all; who gets a
+  row is decided in one place, ``_audience``.
 * A claim is a lease row-locked with ``FOR UPDATE SKIP LOCKED``: two
   dispatchers scanning at once take disjoint pairs, and one whose lease
   ran out loses every later write (``lease_owner`` no longer matches).
