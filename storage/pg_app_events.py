@@ -43,7 +43,7 @@ _HTTP_APP = f"""a.deleted_at IS NULL AND NOT a.socket_mode AND a.events_verified
 _DELIVERING = f"a.installed_at IS NOT NULL AND {_HTTP_APP}"
 
 # ... and subscribes to an event that messages yield (else it needs no cursor).
-_MESSAGE_EVENTS = """(a.manifest #> '{settings,event_subscriptions,bot_events}')
+_MESSAGE_EVENTS = f"""{_BOT_EVENTS}
                      ?| array['message.channels', 'message.groups', 'message.im',
                               'message.mpim', 'app_mention']"""
 
