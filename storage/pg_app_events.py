@@ -1,11 +1,16 @@
 """``AppEventStore`` on PostgreSQL (contract: parley/ports/app_events.py;
-tables: migration shard/0009).
+tables: migration shard/0009, 0011), and the outbox writers the other
+stores call inside their own transactions.
 
 Invariants:
 
-* Nothing here runs on the commit path: the cursors are read and written
-  by dispatchers only, in short statements (no transaction is held while
-  an app is being called, so a slow app holds no pool connection).
+* Nothing here runs on the message commit path: the cursors are read and
+  written by dispatchers only, in short statements (no transaction is held
+  while an app is being called, so a slow app holds no pool connection).
+* The outbox writers (``reaction_outbox``, ``channel_outbox``,
+  ``members_outbox``, ``uninstall_outbox``) run in the caller's
+  transaction, so a row commits with its change or not at all; who gets a
+  row is decided in one place, ``_audience``.
 * A claim is a lease row-locked with ``FOR UPDATE SKIP LOCKED``: two
   dispatchers scanning at once take disjoint pairs, and one whose lease
   ran out loses every later write (``lease_owner`` no longer matches).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -30,12 +36,14 @@ from parley.ports.app_events import (
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool
 
 _URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
-# An app that gets HTTP events: live, installed, not Socket Mode, URL verified.
-_DELIVERING = f"""a.installed_at IS NOT NULL AND a.deleted_at IS NULL AND NOT a.socket_mode
-                  AND a.events_verified_url = {_URL}"""
+_BOT_EVENTS = "(a.manifest #> '{settings,event_subscriptions,bot_events}')"
+# An app whose events go to its HTTP request URL: live, not Socket Mode, URL verified.
+_HTTP_APP = f"""a.deleted_at IS NULL AND NOT a.socket_mode AND a.events_verified_url = {_URL}"""
+# ... and installed: the app that gets HTTP events.
+_DELIVERING = f"a.installed_at IS NOT NULL AND {_HTTP_APP}"
 
 # ... and subscribes to an event that messages yield (else it needs no cursor).
-_MESSAGE_EVENTS = """(a.manifest #> '{settings,event_subscriptions,bot_events}')
+_MESSAGE_EVENTS = f"""{_BOT_EVENTS}
                      ?| array['message.channels', 'message.groups', 'message.im',
                               'message.mpim', 'app_mention']"""
 
@@ -78,23 +86,54 @@ RETURNING cur.workspace_id, cur.app_id, cur.channel_id, due.kind, cur.delivered,
 """  # noqa: S608
 
 
+def _audience(channel: str, kind: str, *, anyone: str = "false") -> str:
+    """The one rule of who gets an outbox event, as a SQL condition on
+    ``apps a``: the app gets HTTP events (``_DELIVERING``), its manifest's
+    ``bot_events`` has ``kind``, and its bot is a member of ``channel`` now
+    (unless ``anyone``, for events every subscribed app of the workspace
+    gets).  ``channel``, ``kind`` and ``anyone`` are SQL expressions (a
+    parameter or a column), never user input."""
+    return f"""({_DELIVERING} AND {_BOT_EVENTS} ? {kind}
+        AND ({anyone} OR EXISTS (SELECT 1 FROM channel_members cm
+                                 WHERE cm.channel_id = {channel} AND cm.user_id = a.bot_user_id
+                                   AND cm.workspace_id = a.workspace_id)))"""  # noqa: S608
+
+
+# One row per payload ($4, a JSON array) and app of workspace $1 that gets
+# event $3 of channel $2 ($5: no membership needed).
+_CHANNEL_OUTBOX = f"""
+INSERT INTO app_event_outbox (workspace_id, app_id, channel_id, kind, payload)
+SELECT a.workspace_id, a.id, $2::bigint, $3::text, p.payload
+FROM apps a CROSS JOIN jsonb_array_elements($4::jsonb) AS p(payload)
+WHERE a.workspace_id = $1 AND {_audience("$2::bigint", "$3::text", anyone="$5::boolean")}
+ORDER BY a.id
+"""  # noqa: S608 - no user input in the SQL text
+
+# A reaction's facts come from its message, whose channel decides the audience.
 _REACTION_OUTBOX = f"""
 INSERT INTO app_event_outbox (workspace_id, app_id, channel_id, kind, payload)
-SELECT a.workspace_id, a.id, $2, 'reaction_added',
-       jsonb_build_object('user_id', $4::bigint, 'emoji', $5::text, 'message_id', m.id,
+SELECT a.workspace_id, a.id, m.channel_id, $5::text,
+       jsonb_build_object('user_id', $3::bigint, 'emoji', $4::text, 'message_id', m.id,
                           'item_user_id', m.user_id, 'item_seq', m.seq,
                           'item_created_at', extract(epoch FROM m.created_at))
-FROM apps a
-JOIN channel_members cm ON cm.channel_id = $2 AND cm.user_id = a.bot_user_id
-JOIN messages m ON m.id = $3 AND m.workspace_id = $1
-WHERE a.workspace_id = $1 AND {_DELIVERING}
-  AND (a.manifest #> '{{settings,event_subscriptions,bot_events}}') ? 'reaction_added'
+FROM messages m JOIN apps a ON a.workspace_id = m.workspace_id
+WHERE m.id = $2 AND m.workspace_id = $1 AND {_audience("m.channel_id", "$5::text")}
+"""  # noqa: S608
+
+# The app being uninstalled (so not _DELIVERING: installed_at was just
+# cleared in this transaction) is told so, at its request URL, when it
+# subscribes; the only events an uninstalled app gets.
+_UNINSTALL_OUTBOX = f"""
+INSERT INTO app_event_outbox (workspace_id, app_id, channel_id, kind, payload)
+SELECT a.workspace_id, a.id, NULL, e.kind, e.payload
+FROM apps a CROSS JOIN jsonb_to_recordset($3::jsonb) AS e(kind text, payload jsonb)
+WHERE a.id = $2 AND a.workspace_id = $1 AND {_HTTP_APP} AND {_BOT_EVENTS} ? e.kind
 """  # noqa: S608
 
 _CLAIM_OUTBOX = """
 UPDATE app_event_outbox o
 SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
-FROM (SELECT x.id, ch.kind FROM app_event_outbox x JOIN channels ch ON ch.id = x.channel_id
+FROM (SELECT x.id, ch.kind FROM app_event_outbox x LEFT JOIN channels ch ON ch.id = x.channel_id
       WHERE (x.not_before IS NULL OR x.not_before <= now())
         AND (x.leased_until IS NULL OR x.leased_until < now())
       ORDER BY x.id LIMIT $3
@@ -104,12 +143,53 @@ RETURNING o.id, o.workspace_id, o.app_id, o.channel_id, due.kind, o.kind AS even
           o.payload::text AS payload, o.created_at, o.attempts, o.retry_reason
 """
 
+# -- outbox writers: each runs in the caller's transaction, the change's ------------
 
-async def reaction_added_outbox(conn: asyncpg.Connection, workspace_id: int, channel_id: int,
-                                message_id: int, user_id: int, emoji: str) -> None:
-    """In the caller's transaction (the reaction's): a ``reaction_added``
-    outbox row per app that gets it (see parley/ports/app_events.py)."""
-    await conn.execute(_REACTION_OUTBOX, workspace_id, channel_id, message_id, user_id, emoji)
+
+async def reaction_outbox(conn: asyncpg.Connection, workspace_id: int, message_id: int,
+                          user_id: int, emoji: str, kind: str) -> None:
+    """``reaction_added`` / ``reaction_removed`` rows for the apps whose
+    bot is in the message's channel (see parley/ports/app_events.py)."""
+    await conn.execute(_REACTION_OUTBOX, workspace_id, message_id, user_id, emoji, kind)
+
+
+async def channel_outbox(conn: asyncpg.Connection, workspace_id: int, channel_id: int,
+                         kind: str, payloads: Sequence[dict[str, Any]], *,
+                         anyone: bool = False) -> None:
+    """Rows of event ``kind`` in a channel, one per payload (Parley's facts,
+    native ids, shaped by parley/actions/app_events.py) and app that gets
+    it (``_audience``: its bot a member of the channel now, unless
+    ``anyone``)."""
+    if payloads:
+        await conn.execute(_CHANNEL_OUTBOX, workspace_id, channel_id, kind,
+                           json.dumps(list(payloads)), anyone)
+
+
+async def members_outbox(conn: asyncpg.Connection, workspace_id: int, channel_id: int,
+                         kind: str, user_ids: Sequence[int],
+                         inviter_id: int | None = None) -> None:
+    """``member_joined_channel`` (written after the join: a bot that joined
+    is told too) or ``member_left_channel`` (after the leave: only bots
+    still in the channel are told) for each of ``user_ids``, in public and
+    private channels (Slack sends none for DMs)."""
+    if await conn.fetchval("SELECT kind FROM channels WHERE id = $1 AND workspace_id = $2",
+                           channel_id, workspace_id) not in {"public", "private"}:
+        return
+    await channel_outbox(conn, workspace_id, channel_id, kind,
+                         [{"user_id": u} if inviter_id in {None, u}
+                          else {"user_id": u, "inviter_id": inviter_id} for u in user_ids])
+
+
+async def uninstall_outbox(conn: asyncpg.Connection, workspace_id: int, app_id: int,
+                           revoked: Sequence[tuple[str, int]]) -> None:
+    """``app_uninstalled`` and (when ``revoked``, (token kind, user id)
+    pairs, is not empty) ``tokens_revoked`` for the app just uninstalled."""
+    oauth = sorted({u for k, u in revoked if k == "user"})
+    bot = sorted({u for k, u in revoked if k == "bot"})  # app-level tokens are neither
+    rows: list[dict[str, Any]] = [{"kind": "app_uninstalled", "payload": {}}]
+    if oauth or bot:
+        rows.append({"kind": "tokens_revoked", "payload": {"oauth": oauth, "bot": bot}})
+    await conn.execute(_UNINSTALL_OUTBOX, workspace_id, app_id, json.dumps(rows))
 
 
 class PgAppEvents(PgPart):

@@ -33,6 +33,7 @@ from parley.ports.apps import (
     WebhookGrant,
     WebhookRecord,
 )
+from storage.pg_app_events import members_outbox, uninstall_outbox
 from storage.pg_common import PgPart, shard_pool, transaction
 
 # A bot account's password hash: not a PHC string, so argon2 verification
@@ -220,6 +221,9 @@ class PgInstalls(_AppQueries):
 
     async def _uninstall(self, conn: asyncpg.Connection, workspace_id: int, app_id: int,
                          delete: bool) -> Uninstalled | None:
+        was_installed = await conn.fetchval(
+            """SELECT installed_at IS NOT NULL FROM apps
+               WHERE id = $1 AND workspace_id = $2 FOR UPDATE""", app_id, workspace_id)
         row = await conn.fetchrow(
             f"""UPDATE apps a SET installed_at = NULL,
                        deleted_at = CASE WHEN $3 THEN now() ELSE a.deleted_at END
@@ -230,7 +234,7 @@ class PgInstalls(_AppQueries):
         tokens = await conn.fetch(
             """UPDATE app_tokens SET revoked_at = now()
                WHERE app_id = $1 AND workspace_id = $2 AND revoked_at IS NULL
-               RETURNING id""", app_id, workspace_id)
+               RETURNING id, kind, user_id""", app_id, workspace_id)
         hooks = await conn.fetch(
             """UPDATE app_webhooks SET revoked_at = now()
                WHERE app_id = $1 AND workspace_id = $2 AND revoked_at IS NULL
@@ -247,6 +251,12 @@ class PgInstalls(_AppQueries):
             await conn.execute(
                 "DELETE FROM thread_follows WHERE workspace_id = $1 AND user_id = $2",
                 workspace_id, bot)
+            for r in channels:  # other apps in those channels see the bot leave
+                await members_outbox(conn, workspace_id, r["channel_id"], "member_left_channel",
+                                     [bot])
+        if was_installed:  # the Events API's outbox, in this transaction (not on a repeat)
+            await uninstall_outbox(conn, workspace_id, app_id,
+                                   [(r["kind"], r["user_id"]) for r in tokens])
         return Uninstalled(app=_app(row), revoked_tokens=tuple(sorted(r["id"] for r in tokens)),
                            revoked_webhooks=tuple(sorted(r["id"] for r in hooks)),
                            channel_ids=tuple(sorted(r["channel_id"] for r in channels)))

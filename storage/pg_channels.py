@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from parley.model import Channel, ChannelMember, ChannelView, ReadState, StoreUnavailable
+from storage.pg_app_events import channel_outbox, members_outbox
 from storage.pg_common import (
     CONNECTION_ERRORS,
     PgPart,
@@ -56,6 +57,13 @@ class PgChannels(PgPart):
             async with pool.acquire() as conn, conn.transaction():
                 await insert_channel(conn, channel_id, workspace_id, kind, name, creator,
                                            [creator])
+                # The Events API's outbox, in this transaction: every subscribed
+                # app hears of a public channel; the creator's join is a join.
+                if kind == "public":
+                    await channel_outbox(conn, workspace_id, channel_id, "channel_created",
+                                         [{"name": name, "creator_id": creator}], anyone=True)
+                await members_outbox(conn, workspace_id, channel_id, "member_joined_channel",
+                                     [creator])
         except asyncpg.exceptions.UniqueViolationError:
             return None
         except CONNECTION_ERRORS as exc:
@@ -75,22 +83,35 @@ class PgChannels(PgPart):
     async def update_channel(self, workspace_id: int, channel_id: int, *,
                              name: str | None = None, topic: str | None = None,
                              purpose: str | None = None, kind: str | None = None,
-                             archived: bool | None = None) -> Channel | None:
+                             archived: bool | None = None,
+                             by: int | None = None) -> Channel | None:
         """Apply the given changes; None when ``name`` is taken in the workspace.
-        ``kind`` may only turn a public channel private."""
+        ``kind`` may only turn a public channel private.  An archive state
+        that changes writes the Events API's outbox rows (``by``: who did
+        it) in the same transaction."""
         pool = await shard_pool(self, workspace_id)
         try:
-            await self._call(
-                pool.execute,
-                """UPDATE channels SET name = COALESCE($3, name), topic = COALESCE($4, topic),
-                       purpose = COALESCE($5, purpose),
-                       kind = CASE WHEN $6::text = 'private' AND kind = 'public'
-                                   THEN 'private' ELSE kind END,
-                       archived_at = CASE WHEN $7::boolean IS NULL THEN archived_at
-                                          WHEN $7 THEN COALESCE(archived_at, now())
-                                          ELSE NULL END
-                   WHERE workspace_id = $1 AND id = $2""",
-                workspace_id, channel_id, name, topic, purpose, kind, archived)
+            async with transaction(pool) as conn:
+                was = await conn.fetchrow(
+                    """SELECT kind, archived_at IS NOT NULL AS archived FROM channels
+                       WHERE workspace_id = $1 AND id = $2 FOR UPDATE""",
+                    workspace_id, channel_id)
+                await conn.execute(
+                    """UPDATE channels SET name = COALESCE($3, name), topic = COALESCE($4, topic),
+                           purpose = COALESCE($5, purpose),
+                           kind = CASE WHEN $6::text = 'private' AND kind = 'public'
+                                       THEN 'private' ELSE kind END,
+                           archived_at = CASE WHEN $7::boolean IS NULL THEN archived_at
+                                              WHEN $7 THEN COALESCE(archived_at, now())
+                                              ELSE NULL END
+                       WHERE workspace_id = $1 AND id = $2""",
+                    workspace_id, channel_id, name, topic, purpose, kind, archived)
+                if was is not None and archived is not None and was["archived"] != archived:
+                    # Slack's names: channel_* for public channels, group_* for private.
+                    event = (("channel" if was["kind"] == "public" else "group")
+                             + ("_archive" if archived else "_unarchive"))
+                    await channel_outbox(conn, workspace_id, channel_id, event,
+                                         [{"user_id": by}])
         except asyncpg.exceptions.UniqueViolationError:
             return None
         return await self.channel(workspace_id, channel_id)
@@ -182,12 +203,15 @@ class PgRoster(PgPart):
 
     async def join_channel(self, workspace_id: int, channel_id: int, user_id: int) -> bool:
         """True when the user was added (False: already a member)."""
-        pool = await self._shard_pool(workspace_id)
-        assert pool is not None
-        status = await self._call(
-            pool.execute,
-            """INSERT INTO channel_members (channel_id, user_id, workspace_id)
-               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""", channel_id, user_id, workspace_id)
+        pool = await shard_pool(self, workspace_id)
+        async with transaction(pool) as conn:
+            status = await conn.execute(
+                """INSERT INTO channel_members (channel_id, user_id, workspace_id)
+                   VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+                channel_id, user_id, workspace_id)
+            if status == "INSERT 0 1":  # the Events API's outbox, in this transaction
+                await members_outbox(conn, workspace_id, channel_id, "member_joined_channel",
+                                     [user_id])
         return bool(status == "INSERT 0 1")
 
     async def user_channels(self, workspace_id: int, user_id: int) -> list[tuple[Channel, int]]:
@@ -205,20 +229,26 @@ class PgRoster(PgPart):
         return [(channel_from_row(r), r["last_read_seq"]) for r in rows]
 
     async def add_channel_members(self, workspace_id: int, channel_id: int,
-                                  user_ids: Sequence[int]) -> list[int]:
+                                  user_ids: Sequence[int],
+                                  inviter_id: int | None = None) -> list[int]:
         """Add those of ``user_ids`` who are active workspace members; returns
-        the ones newly added."""
+        the ones newly added (each a ``member_joined_channel`` with
+        ``inviter_id`` in the Events API's outbox, in this transaction)."""
         pool = await shard_pool(self, workspace_id)
-        rows = await self._call(
-            pool.fetch,
-            """INSERT INTO channel_members (channel_id, user_id, workspace_id)
-               SELECT $2, w.user_id, $1 FROM workspace_members w
-               WHERE w.workspace_id = $1 AND w.user_id = ANY($3::bigint[])
-                 AND w.deactivated_at IS NULL
-                 AND EXISTS (SELECT 1 FROM channels c WHERE c.id = $2 AND c.workspace_id = $1)
-               ON CONFLICT DO NOTHING RETURNING user_id""",
-            workspace_id, channel_id, list(user_ids))
-        return sorted(r["user_id"] for r in rows)
+        async with transaction(pool) as conn:
+            rows = await conn.fetch(
+                """INSERT INTO channel_members (channel_id, user_id, workspace_id)
+                   SELECT $2, w.user_id, $1 FROM workspace_members w
+                   WHERE w.workspace_id = $1 AND w.user_id = ANY($3::bigint[])
+                     AND w.deactivated_at IS NULL
+                     AND EXISTS (SELECT 1 FROM channels c WHERE c.id = $2 AND c.workspace_id = $1)
+                   ON CONFLICT DO NOTHING RETURNING user_id""",
+                workspace_id, channel_id, list(user_ids))
+            added = sorted(r["user_id"] for r in rows)
+            if added:
+                await members_outbox(conn, workspace_id, channel_id, "member_joined_channel",
+                                     added, inviter_id)
+        return added
 
     async def remove_channel_member(self, workspace_id: int, channel_id: int,
                                     user_id: int) -> bool:
@@ -228,6 +258,9 @@ class PgRoster(PgPart):
                 """DELETE FROM channel_members
                    WHERE workspace_id = $1 AND channel_id = $2 AND user_id = $3""",
                 workspace_id, channel_id, user_id)
+            if status == "DELETE 1":  # the Events API's outbox, in this transaction
+                await members_outbox(conn, workspace_id, channel_id, "member_left_channel",
+                                     [user_id])
             await conn.execute(
                 """DELETE FROM thread_follows
                    WHERE workspace_id = $1 AND channel_id = $2 AND user_id = $3""",

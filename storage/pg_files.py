@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from parley.model import FileLimits, FileRecord, FileShare
+from storage.pg_app_events import channel_outbox
 from storage.pg_common import PgPart, shard_pool, transaction
 
 _COLUMNS = ("f.id, f.workspace_id, f.uploader_id, f.object_key, f.name, f.size, "
@@ -138,13 +139,18 @@ class PgShares(PgPart):
                     WHERE f.workspace_id = $1 AND f.state = 'ready' AND f.uploader_id = $3
                     ORDER BY ord.n FOR UPDATE OF f""",  # noqa: S608
                 workspace_id, list(file_ids), uploader_id)
-            await conn.execute(
+            new = await conn.fetch(
                 """INSERT INTO message_files (message_id, file_id, workspace_id, channel_id,
                                               position)
                    SELECT $1, id, $2, $3, n FROM unnest($4::bigint[], $5::smallint[]) AS t(id, n)
-                   ON CONFLICT DO NOTHING""",
+                   ON CONFLICT DO NOTHING RETURNING file_id, position""",
                 message_id, workspace_id, channel_id, [r["id"] for r in rows],
                 [r["n"] for r in rows])
+            # The Events API's outbox, in this transaction: one file_shared per
+            # file newly attached (a repeated call shares nothing again).
+            await channel_outbox(conn, workspace_id, channel_id, "file_shared",
+                                 [{"file_id": r["file_id"], "user_id": uploader_id}
+                                  for r in sorted(new, key=lambda r: r["position"])])
         return [file_from_row(r) for r in rows]
 
     async def message_files(self, workspace_id: int,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from parley.model import MentionChange, Message, MessageExtras, Pin, Reaction, ThreadSummary
-from storage.pg_app_events import reaction_added_outbox
+from storage.pg_app_events import reaction_outbox
 from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_pool, transaction
 from storage.pg_search import QUEUE_FOR_INDEXER
 
@@ -345,18 +345,21 @@ class PgReactions(PgPart):
                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
                 message_id, emoji, user_id, workspace_id, channel_id)
             if status == "INSERT 0 1":  # the Events API's outbox, in this transaction
-                await reaction_added_outbox(conn, workspace_id, channel_id, message_id, user_id,
-                                            emoji)
+                await reaction_outbox(conn, workspace_id, message_id, user_id, emoji,
+                                      "reaction_added")
         return "added" if status == "INSERT 0 1" else "exists"
 
     async def remove_reaction(self, workspace_id: int, message_id: int, user_id: int,
                               emoji: str) -> bool:
         pool = await shard_pool(self, workspace_id)
-        status = await self._call(
-            pool.execute,
-            """DELETE FROM reactions
-               WHERE message_id = $1 AND emoji = $2 AND user_id = $3 AND workspace_id = $4""",
-            message_id, emoji, user_id, workspace_id)
+        async with transaction(pool) as conn:
+            status = await conn.execute(
+                """DELETE FROM reactions
+                   WHERE message_id = $1 AND emoji = $2 AND user_id = $3 AND workspace_id = $4""",
+                message_id, emoji, user_id, workspace_id)
+            if status == "DELETE 1":  # the Events API's outbox, in this transaction
+                await reaction_outbox(conn, workspace_id, message_id, user_id, emoji,
+                                      "reaction_removed")
         return bool(status == "DELETE 1")
 
     async def reactions_of(self, workspace_id: int,

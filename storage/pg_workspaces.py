@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from parley.model import (
     Invite,
     InviteOutcome,
@@ -20,6 +22,7 @@ from parley.model import (
     User,
     Workspace,
 )
+from storage.pg_app_events import members_outbox
 from storage.pg_common import (
     CONNECTION_ERRORS,
     PgPart,
@@ -127,11 +130,7 @@ class PgMembers(PgPart):
                        RETURNING workspace_id, user_id, role, display_name, deactivated_at,
                                  is_bot""",
                     workspace_id, user.id, role, user.display_name)
-                await conn.execute(
-                    """INSERT INTO channel_members (channel_id, user_id, workspace_id)
-                       SELECT id, $2, $1 FROM channels
-                       WHERE workspace_id = $1 AND name = 'general'
-                       ON CONFLICT DO NOTHING""", workspace_id, user.id)
+                await _join_general(conn, workspace_id, user.id)
         except CONNECTION_ERRORS as exc:
             raise StoreUnavailable(str(exc)) from exc
         return member_from_row(row)
@@ -183,6 +182,9 @@ class PgMembers(PgPart):
             await conn.execute(
                 "DELETE FROM thread_follows WHERE workspace_id = $1 AND user_id = $2",
                 workspace_id, user_id)
+            for r in rows:  # the Events API's outbox, in this transaction
+                await members_outbox(conn, workspace_id, r["channel_id"], "member_left_channel",
+                                     [user_id])
         return sorted(r["channel_id"] for r in rows)
 
 
@@ -266,9 +268,17 @@ class PgInvites(PgPart):
                     RETURNING {_MEMBER_COLUMNS}""",  # noqa: S608
                 workspace_id, user.id, inv["role"], user.display_name)
             await conn.execute("UPDATE invites SET uses = uses + 1 WHERE id = $1", inv["id"])
-            await conn.execute(
-                """INSERT INTO channel_members (channel_id, user_id, workspace_id)
-                   SELECT id, $2, $1 FROM channels
-                   WHERE workspace_id = $1 AND name = 'general'
-                   ON CONFLICT DO NOTHING""", workspace_id, user.id)
+            await _join_general(conn, workspace_id, user.id)
             return InviteOutcome("joined", member_from_row(row))
+
+
+async def _join_general(conn: asyncpg.Connection, workspace_id: int, user_id: int) -> None:
+    """A new member joins #general, in the caller's transaction, with the
+    Events API's ``member_joined_channel`` outbox rows."""
+    channel_id = await conn.fetchval(
+        """INSERT INTO channel_members (channel_id, user_id, workspace_id)
+           SELECT id, $2, $1 FROM channels
+           WHERE workspace_id = $1 AND name = 'general'
+           ON CONFLICT DO NOTHING RETURNING channel_id""", workspace_id, user_id)
+    if channel_id is not None:
+        await members_outbox(conn, workspace_id, channel_id, "member_joined_channel", [user_id])

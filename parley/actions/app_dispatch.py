@@ -175,7 +175,8 @@ class EventDispatcher:
         return wire.AppTarget(app_id=app.id, workspace_id=app.workspace_id, bot_id=app.bot_id,
                               bot_user_id=app.bot_user_id, events=frozenset(m.bot_events),
                               url=m.event_request_url,
-                              signing_secret=signing_secrets(self.svc, app)[0])
+                              signing_secret=signing_secrets(self.svc, app)[0],
+                              installed=app.installed)
 
     async def _deliver(self, claim: EventClaim) -> None:
         store = self.svc.store.app_events
@@ -223,7 +224,10 @@ class EventDispatcher:
         store = self.svc.store.app_events
         target = await self._target(ev.workspace_id, ev.app_id)
         event = wire.outbox_event(ev)
-        if target is None or event is None or ev.kind not in target.events:
+        if (target is None or event is None or ev.kind not in target.events
+                # After an uninstall an app gets nothing, except the events
+                # that tell it so (written in the uninstall's transaction).
+                or (not target.installed and ev.kind not in wire.AFTER_UNINSTALL)):
             await store.outbox_done(ev)  # the app is gone or unsubscribed: nothing to send
             return
         body = wire.encode(wire.envelope(target, ev.channel_id, 0, event,

@@ -17,8 +17,9 @@ Rules:
   (``message_deleted`` / ``message_changed`` are future work).
 * ``event_id`` is a function of (app, channel, position) only, so every
   retry, restart and dispatcher sends the same one for the same event.
-* Other events come from the outbox (``outbox_event``): ``reaction_added``
-  now; their ``event_id`` is derived from the row.
+* Other events come from the outbox (``outbox_event``, one shape per kind
+  in ``OUTBOX_SHAPES``; parley/ports/app_events.py says who gets which);
+  their ``event_id`` is derived from the row.
 * Signature: ``v0=hex(HMAC-SHA256(secret, "v0:{timestamp}:{body}"))`` over
   the exact bytes sent, with the app's newest signing secret.
 """
@@ -30,6 +31,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +52,8 @@ MESSAGE_SUBSCRIPTION = {"public": "message.channels", "private": "message.groups
 #: Slack's ``channel_type`` of a channel kind.
 CHANNEL_TYPE = {"public": "channel", "private": "group", "dm": "im", "group_dm": "mpim"}
 APP_MENTION = "app_mention"
+#: The outbox events that reach an app after its uninstall (about it).
+AFTER_UNINSTALL = frozenset({"app_uninstalled", "tokens_revoked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class AppTarget:
     events: frozenset[str]  # the manifest's bot_events
     url: str
     signing_secret: str  # the newest one: during a rotation, requests carry it
+    installed: bool = True  # an uninstalled app gets only ``AFTER_UNINSTALL`` events
 
 
 def event_id(app_id: int, channel_id: int, position: int) -> str:
@@ -77,18 +82,79 @@ def outbox_event_id(row_id: int) -> str:
     return "Ev" + ids.enc(int.from_bytes(digest[:8], "big") >> 1 or 1)
 
 
+def _reaction(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    created = dt.datetime.fromtimestamp(float(p["item_created_at"]), dt.UTC)
+    return {"user": ids.user(int(p["user_id"])), "reaction": str(p["emoji"]),
+            "item_user": ids.user(int(p["item_user_id"])),
+            "item": {"type": "message", "channel": channel,
+                     "ts": ids.ts(created, int(p["item_seq"]))}}
+
+
+def _member(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    out = {"user": ids.user(int(p["user_id"])), "channel": channel,
+           "channel_type": ids.channel_letter(ev.channel_kind or ""),
+           "team": ids.team(ev.workspace_id)}
+    if ev.kind == "member_joined_channel" and p.get("inviter_id") is not None:
+        out["inviter"] = ids.user(int(p["inviter_id"]))
+    return out
+
+
+def _channel_created(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    # The row was written in the channel's transaction: its time is the channel's.
+    return {"channel": {"id": channel, "name": str(p["name"]),
+                        "created": int(ev.created_at.timestamp()),
+                        "creator": ids.user(int(p["creator_id"]))}}
+
+
+def _archive(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"channel": channel}
+    if ev.kind.startswith("channel_") and p.get("user_id") is not None:
+        out["user"] = ids.user(int(p["user_id"]))  # Slack's group_* events name no user
+    return out
+
+
+def _file_shared(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    fid = ids.file(int(p["file_id"]))
+    return {"file_id": fid, "user_id": ids.user(int(p["user_id"])), "file": {"id": fid},
+            "channel_id": channel}
+
+
+def _uninstalled(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _tokens_revoked(ev: OutboxEvent, channel: str, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens": {"oauth": [ids.user(int(u)) for u in p.get("oauth", [])],
+                       "bot": [ids.user(int(u)) for u in p.get("bot", [])]}}
+
+
+_Shape = Callable[[OutboxEvent, str, dict[str, Any]], dict[str, Any]]
+#: Each outbox kind's event fields (besides ``type`` and ``event_ts``), from
+#: the row's facts; the kinds storage writes (parley/ports/app_events.py).
+OUTBOX_SHAPES: dict[str, _Shape] = {
+    "reaction_added": _reaction, "reaction_removed": _reaction,
+    "member_joined_channel": _member, "member_left_channel": _member,
+    "channel_created": _channel_created,
+    "channel_archive": _archive, "channel_unarchive": _archive,
+    "group_archive": _archive, "group_unarchive": _archive,
+    "file_shared": _file_shared,
+    "app_uninstalled": _uninstalled, "tokens_revoked": _tokens_revoked,
+}
+
+
 def outbox_event(ev: OutboxEvent) -> dict[str, Any] | None:
     """The Slack event of an outbox row (None for a kind this version does
-    not know: such a row is dropped)."""
-    p = ev.payload
-    if ev.kind == "reaction_added":
-        created = dt.datetime.fromtimestamp(float(p["item_created_at"]), dt.UTC)
-        return {"type": "reaction_added", "user": ids.user(int(p["user_id"])),
-                "reaction": str(p["emoji"]), "item_user": ids.user(int(p["item_user_id"])),
-                "item": {"type": "message", "channel": ids.channel(ev.channel_kind, ev.channel_id),
-                         "ts": ids.ts(created, int(p["item_seq"]))},
-                "event_ts": ids.time_ts(ev.created_at)}
-    return None
+    not know, or a channel event whose channel is gone: such a row is dropped)."""
+    shape = OUTBOX_SHAPES.get(ev.kind)
+    if shape is None:
+        return None
+    channel = ""
+    if ev.channel_id is not None:
+        if ev.channel_kind is None:
+            return None
+        channel = ids.channel(ev.channel_kind, ev.channel_id)
+    return {"type": ev.kind, **shape(ev, channel, ev.payload),
+            "event_ts": ids.time_ts(ev.created_at)}
 
 
 def verification_token(signing_secret: str) -> str:
@@ -151,13 +217,16 @@ def events_for(target: AppTarget, channel_kind: str,
     return out
 
 
-def envelope(target: AppTarget, channel_id: int, position: int, event: dict[str, Any],
+def envelope(target: AppTarget, channel_id: int | None, position: int, event: dict[str, Any],
              event_time: int, eid: str | None = None) -> dict[str, Any]:
     """Slack's ``event_callback`` around one event (``eid``: an outbox
     event's id; a message event's comes from its position)."""
     team = ids.team(target.workspace_id)
-    eid = eid or event_id(target.app_id, channel_id, position)
-    channel = event.get("channel") or event.get("item", {}).get("channel", "")
+    eid = eid or event_id(target.app_id, channel_id or 0, position)
+    channel = (event.get("channel") or event.get("channel_id")
+               or event.get("item", {}).get("channel", ""))
+    if isinstance(channel, dict):  # channel_created
+        channel = channel.get("id", "")
     context = base64.urlsafe_b64encode(
         f"{team}:{ids.app(target.app_id)}:{channel}".encode()).decode().rstrip("=")
     return {

@@ -283,9 +283,9 @@ async def delete_app(svc: Services, ident: Identity, workspace_id: int, app_id: 
 async def _uninstalled(svc: Services, done: Uninstalled) -> None:
     """After an uninstall committed: tell the bot's channels it left.
 
-    The hook of part 2: this is where ``app_uninstalled`` and, for
-    ``done.revoked_tokens``, ``tokens_revoked`` will be delivered to the app
-    (Events API / Socket Mode), after the commit, like every event."""
+    The Events API's ``app_uninstalled`` and ``tokens_revoked`` (and other
+    apps' ``member_left_channel``) are not sent from here: the store wrote
+    them as outbox rows in the uninstall's transaction (parley/ports/apps.py)."""
     app = done.app
     items: list[tuple[str, bytes]] = []
     for cid in done.channel_ids:

@@ -179,7 +179,8 @@ async def set_archived(svc: Services, ident: Identity, workspace_id: int, channe
         raise Conflict("default_channel", "#general cannot be archived")
     if channel.archived == archived:
         return channel
-    updated = await svc.store.channels.update_channel(workspace_id, channel_id, archived=archived)
+    updated = await svc.store.channels.update_channel(workspace_id, channel_id, archived=archived,
+                                                      by=ident.user_id)
     if updated is None:
         raise _not_found()
     await _publish_updated(svc, updated)
@@ -259,7 +260,7 @@ async def add_to_channel(svc: Services, ident: Identity, workspace_id: int, chan
     for uid in sorted(set(user_ids)):
         await require_target(svc, workspace_id, uid)
     added = await svc.store.roster.add_channel_members(workspace_id, channel_id,
-                                                       sorted(set(user_ids)))
+                                                       sorted(set(user_ids)), ident.user_id)
     await _announce_added(svc, channel, added)
     return added
 

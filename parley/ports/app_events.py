@@ -19,12 +19,27 @@ Rules (``storage/pg_app_events.py`` implements them,
   with a lost lease change nothing and answer False (the event may then
   be sent twice, with the same event_id: at-least-once).
 * Messages are read from the committed history, in seq order.
-* Events that are not messages (``reaction_added``) are outbox rows,
-  written by the store method that makes the change, in its transaction,
-  one per app that would get the event (installed, verified, subscribed,
-  its bot in the channel).  ``claim_outbox`` leases them like pairs (one
-  dispatcher each); ``outbox_done`` deletes one after a final answer.
-  Outbox events carry no order between them (Slack gives none).
+* Events that are not messages are outbox rows, written by the store
+  method that makes the change, in its transaction, one per app that
+  would get the event: installed, verified, subscribed to the kind, and
+  its bot a member of the channel now (``storage/pg_app_events._audience``,
+  the one place of that rule).  The kinds and who gets them:
+
+  - ``reaction_added`` / ``reaction_removed``: bots in the message's channel.
+  - ``member_joined_channel`` (after the join: a bot that joins is told
+    too) / ``member_left_channel`` (after the leave: only bots still in
+    it), public and private channels only.
+  - ``channel_created``: public channels, every subscribed app of the
+    workspace (no membership, as Slack).
+  - ``channel_archive`` / ``channel_unarchive`` (public),
+    ``group_archive`` / ``group_unarchive`` (private): bots in the channel.
+  - ``file_shared``: a file newly attached to a message, bots in the channel.
+  - ``app_uninstalled`` / ``tokens_revoked``: the app being uninstalled
+    itself (no channel), the only events an uninstalled app gets.
+
+  ``claim_outbox`` leases them like pairs (one dispatcher each);
+  ``outbox_done`` deletes one after a final answer.  Outbox events carry
+  no order between them (Slack gives none).
 """
 
 from __future__ import annotations
@@ -68,8 +83,8 @@ class OutboxEvent:
     id: int  # names the event (its event_id)
     workspace_id: int
     app_id: int
-    channel_id: int
-    channel_kind: str
+    channel_id: int | None  # None: the event is about no channel (app_uninstalled)
+    channel_kind: str | None
     kind: str  # the event type, e.g. 'reaction_added'
     payload: dict[str, Any]  # Parley's facts, shaped by parley/actions/app_events.py
     created_at: dt.datetime

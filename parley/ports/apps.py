@@ -180,7 +180,11 @@ class InstallStore(Protocol):
         """In ONE transaction: revoke every live token and webhook of the app,
         end the bot's membership (deactivated) and remove it from every
         channel, its follows and mentions, and mark the app not installed.
-        Idempotent (a second call revokes nothing); None when missing."""
+        Idempotent (a second call revokes nothing); None when missing.  The
+        same transaction writes the Events API's outbox rows: ``app_uninstalled``
+        and ``tokens_revoked`` for the app itself (when it was installed and
+        subscribes), ``member_left_channel`` for other apps in the bot's
+        channels (parley/ports/app_events.py)."""
 
     async def delete_app(self, workspace_id: int, app_id: int) -> Uninstalled | None:
         """``uninstall`` and mark the app deleted in the same transaction; the

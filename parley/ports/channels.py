@@ -20,7 +20,9 @@ class ChannelStore(Protocol):
     async def create_channel(self, channel_id: int, workspace_id: int, kind: str, name: str,
                              creator: int) -> Channel | None:
         """Create the channel, its seq counter (at 0) and the creator's
-        membership, atomically; None (nothing written) when the name is taken."""
+        membership, atomically, with the Events API's ``channel_created``
+        (public channels) and ``member_joined_channel`` outbox rows; None
+        (nothing written) when the name is taken."""
 
     async def channel(self, workspace_id: int, channel_id: int) -> Channel | None:
         """The channel (archived or not), or None."""
@@ -28,8 +30,12 @@ class ChannelStore(Protocol):
     async def update_channel(self, workspace_id: int, channel_id: int, *,
                              name: str | None = None, topic: str | None = None,
                              purpose: str | None = None, kind: str | None = None,
-                             archived: bool | None = None) -> Channel | None:
-        """Apply the non-None changes; None when ``name`` is taken."""
+                             archived: bool | None = None,
+                             by: int | None = None) -> Channel | None:
+        """Apply the non-None changes; None when ``name`` is taken.  A change
+        of the archive state writes, in its transaction, the Events API's
+        ``channel_archive`` / ``group_archive`` (or ``*_unarchive``) outbox
+        rows, ``by`` the user who made it (parley/ports/app_events.py)."""
 
     async def default_channel(self, workspace_id: int) -> Channel | None:
         """#general, which every member is in."""
@@ -58,19 +64,24 @@ class RosterStore(Protocol):
         """True when the user is in the channel now."""
 
     async def join_channel(self, workspace_id: int, channel_id: int, user_id: int) -> bool:
-        """Add the membership; True when it is new (False: already a member)."""
+        """Add the membership; True when it is new (False: already a member).
+        A new one writes ``member_joined_channel`` outbox rows in its transaction."""
 
     async def user_channels(self, workspace_id: int,
                             user_id: int) -> list[tuple[Channel, int]]:
         """(channel, last read seq) for every channel the user is in, by channel id."""
 
     async def add_channel_members(self, workspace_id: int, channel_id: int,
-                                  user_ids: Sequence[int]) -> list[int]:
-        """Add the active workspace members among ``user_ids``; the newly added."""
+                                  user_ids: Sequence[int],
+                                  inviter_id: int | None = None) -> list[int]:
+        """Add the active workspace members among ``user_ids``; the newly added
+        (with ``member_joined_channel`` outbox rows naming ``inviter_id``, in
+        the same transaction)."""
 
     async def remove_channel_member(self, workspace_id: int, channel_id: int,
                                     user_id: int) -> bool:
-        """Remove the membership (and the user's follows and mentions there)."""
+        """Remove the membership (and the user's follows and mentions there);
+        a removal writes ``member_left_channel`` outbox rows in its transaction."""
 
     async def channel_members_page(self, workspace_id: int, channel_id: int,
                                    after_user_id: int, limit: int) -> list[ChannelMember]:

@@ -55,7 +55,9 @@ class FileShareStore(Protocol):
     async def attach_files(self, workspace_id: int, channel_id: int, message_id: int,
                            file_ids: Sequence[int], uploader_id: int) -> list[FileRecord]:
         """Attach those of ``file_ids`` that are ready and uploaded by
-        ``uploader_id``, in order; idempotent.  The files attached."""
+        ``uploader_id``, in order; idempotent.  The files attached.  Each
+        file newly attached writes the Events API's ``file_shared`` outbox
+        rows in the same transaction (parley/ports/app_events.py)."""
 
     async def message_files(self, workspace_id: int,
                             message_ids: Sequence[int]) -> dict[int, list[FileRecord]]:

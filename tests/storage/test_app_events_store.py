@@ -158,6 +158,39 @@ async def test_a_reaction_writes_outbox_rows_for_apps_that_get_it(runtime: Runti
     del unsubscribed, outside
 
 
+async def test_memberships_and_an_uninstall_write_rows_at_commit(runtime: Runtime) -> None:
+    """The rows are there when the change returns (no dispatcher runs here),
+    one per app that gets the event; the uninstall's have no channel."""
+    db = runtime.db
+    ws, owner, general = await _workspace(runtime)
+    watcher = await _installed(runtime, ws, events=["member_joined_channel", "member_left_channel"])
+    app = await _installed(runtime, ws, events=["app_uninstalled", "tokens_revoked",
+                                                 "member_joined_channel"])
+    await db.roster.add_channel_members(ws.id, general, [watcher.bot_user_id])
+    (own,) = await db.app_events.claim_outbox("a", 10, 10)  # the watcher's own join
+    assert (own.app_id, own.kind, own.payload) == (
+        watcher.id, "member_joined_channel", {"user_id": watcher.bot_user_id})
+    assert await db.app_events.outbox_done(own)
+    await db.roster.add_channel_members(ws.id, general, [app.bot_user_id], owner.id)
+    joined = await db.app_events.claim_outbox("a", 10, 10)
+    assert sorted((e.app_id, e.kind, e.payload["inviter_id"]) for e in joined) == sorted(
+        [(watcher.id, "member_joined_channel", owner.id),
+         (app.id, "member_joined_channel", owner.id)])
+    for e in joined:
+        assert await db.app_events.outbox_done(e)
+    await db.installs.uninstall(ws.id, app.id)
+    rows = await db.app_events.claim_outbox("a", 10, 10)
+    assert sorted((e.app_id, e.kind, e.channel_id, e.channel_kind) for e in rows) == sorted(
+        [(app.id, "app_uninstalled", None, None), (app.id, "tokens_revoked", None, None),
+         (watcher.id, "member_left_channel", general, "public")])
+    revoked = next(e for e in rows if e.kind == "tokens_revoked")
+    assert revoked.payload == {"oauth": [], "bot": [app.bot_user_id]}
+    for e in rows:
+        assert await db.app_events.outbox_done(e)
+    await db.installs.uninstall(ws.id, app.id)  # a repeat: nothing more
+    assert await db.app_events.claim_outbox("a", 10, 10) == []
+
+
 async def test_a_response_url_counts_its_uses_atomically_and_expires(
         runtime: Runtime) -> None:
     from parley.ports.app_events import ResponseUrl
