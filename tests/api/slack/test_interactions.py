@@ -156,6 +156,11 @@ async def test_refusals(parley: Running) -> None:
                       "app_not_interactive")
         bad = await t.bob.api.http.post(press_path(t, mid), json={"action_id": ""})
         assert bad.status_code == 400
+        await point_actions(t, bot, app.url)
+        await expect(t.ada.api, "POST", t.w(f"/apps/{bot.app['id']}/uninstall"), 200, json={})
+        await refused(press_path(t, mid), {"action_id": "approve_button"}, 404,
+                      "app_not_installed")
+        assert not app.forms[2:]  # only the two that timed out / failed were sent
     finally:
         await app.stop()
         await t.close()
