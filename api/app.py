@@ -20,6 +20,7 @@ from api import (
     routes_channels,
     routes_commands,
     routes_files,
+    routes_interactions,
     routes_messages,
     routes_workspaces,
 )
@@ -59,7 +60,7 @@ def create_app(svc: Services) -> FastAPI:
 
     app.include_router(health.router)
     for module in (routes_auth, routes_workspaces, routes_channels, routes_messages,
-                   routes_files, routes_apps, routes_commands):
+                   routes_files, routes_apps, routes_commands, routes_interactions):
         app.include_router(module.router)
     slack_routes.install(app)  # last: its catch-all answers unknown_method
     return app

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from gateway import commands as slash
+from gateway import interactions
 from gateway.admission import Admission
 from gateway.presence_service import PresenceService
 from gateway.protocol import (
@@ -27,6 +28,7 @@ from gateway.protocol import (
     EV_HEARTBEAT_ACK,
     EV_HELLO,
     HEARTBEAT_INTERVAL_MS,
+    OP_ACTION,
     OP_COMMAND,
     OP_HEARTBEAT,
     OP_PRESENCE_SET,
@@ -227,6 +229,8 @@ class GatewayApp:
             OP_HEARTBEAT: self._heartbeat,
             OP_COMMAND: lambda session, ref, d: slash.start(self.svc, self._spawn, session,
                                                             ref, d),
+            OP_ACTION: lambda session, ref, d: interactions.start(self.svc, self._spawn,
+                                                                  session, ref, d),
             **{op: self._presence_command(op) for op in PRESENCE_OPS},
         }
 

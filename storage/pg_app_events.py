@@ -1,5 +1,5 @@
 """``AppEventStore`` on PostgreSQL (contract: parley/ports/app_events.py;
-tables: migration shard/0009, 0011), and the outbox writers the other
+tables: migrations shard/0009-0012), and the outbox writers the other
 stores call inside their own transactions.
 
 Invariants:
@@ -324,10 +324,10 @@ class PgAppEvents(PgPart):
         await self._call(
             pool.execute,
             """INSERT INTO command_responses (id, workspace_id, app_id, channel_id, user_id,
-                                              secret_hash, expires_at, max_uses)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                                              secret_hash, expires_at, max_uses, message_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             url.id, url.workspace_id, url.app_id, url.channel_id, url.user_id, url.secret_hash,
-            url.expires_at, url.max_uses)
+            url.expires_at, url.max_uses, url.message_id)
 
     async def use_response_url(self, workspace_id: int, url_id: int,
                                secret_hash: str) -> ResponseUrl | None:
@@ -344,7 +344,16 @@ class PgAppEvents(PgPart):
         return ResponseUrl(id=r["id"], workspace_id=r["workspace_id"], app_id=r["app_id"],
                            channel_id=r["channel_id"], user_id=r["user_id"],
                            secret_hash=r["secret_hash"], expires_at=r["expires_at"],
-                           max_uses=r["max_uses"])
+                           max_uses=r["max_uses"], message_id=r["message_id"])
+
+    async def set_response_url_message(self, workspace_id: int, url_id: int,
+                                       message_id: int) -> None:
+        pool = await shard_pool(self, workspace_id)
+        await self._call(
+            pool.execute,
+            """UPDATE command_responses SET message_id = $3
+               WHERE id = $1 AND workspace_id = $2 AND message_id IS NULL""",
+            url_id, workspace_id, message_id)
 
 
 def _outbox(r: Any, owner: str) -> OutboxEvent:

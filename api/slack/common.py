@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from api.slack import shapes
 from api.slack.errors import SlackError
 from api.slack.registry import Call
 from parley import slack_ids as ids
 from parley.actions import channels, messages, rich
+from parley.actions import slack_shapes as shapes
 from parley.errors import DomainError
 from parley.model import Channel, ChannelView, Message, MessageExtras
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from api.slack import shapes
 from api.slack.common import (
     content,
     post_channel,
@@ -19,6 +18,7 @@ from api.slack.errors import SlackError
 from api.slack.registry import Call, method
 from parley import slack_ids as ids
 from parley.actions import messages
+from parley.actions import slack_shapes as shapes
 from parley.actions.messages import MessageView
 from parley.errors import DomainError
 from parley.model import MessageExtras

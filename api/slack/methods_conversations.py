@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.slack import shapes
 from api.slack.common import render
 from api.slack.errors import SlackError, invalid
 from api.slack.registry import KIND_SCOPES, Call, method
 from parley import slack_ids as ids
 from parley.actions import channels, messages
+from parley.actions import slack_shapes as shapes
 from parley.model import Channel, ChannelView
 
 _TYPES = {"public_channel": "public", "private_channel": "private", "im": "dm",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.slack import shapes
 from api.slack.common import render, thread_root
 from api.slack.errors import SlackError, invalid
 from api.slack.registry import Call, method
 from parley import slack_ids as ids
 from parley.actions import app_files, files, messages, reactions
+from parley.actions import slack_shapes as shapes
 from parley.model import Channel, Message
 
 

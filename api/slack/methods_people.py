@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.slack import shapes
 from api.slack.errors import SlackError
 from api.slack.registry import Call, method
 from parley import slack_ids as ids
 from parley.actions import apps, workspaces
+from parley.actions import slack_shapes as shapes
 from parley.model import Member
 
 _ALL_TOKENS = frozenset({"bot", "user", "app"})

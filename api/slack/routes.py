@@ -184,7 +184,9 @@ _RESPONSE_URL_RESPONSES: dict[int | str, dict[str, Any]] = {
                                                 "`invalid_thread_ts`"},
     403: {"model": SlackAnswer, "description": "the app's bot may not post there"},
     404: {"model": SlackAnswer, "description": "`expired_url`: expired, used up or unknown"},
-    409: {"model": SlackAnswer, "description": "the channel's state refuses the post"},
+    409: {"model": SlackAnswer, "description": "the channel's state refuses the post, or "
+                                                "`message_deleted`: the original to replace "
+                                                "was deleted"},
     503: {"model": SlackAnswer, "description": "`service_unavailable`; nothing was done"},
 }
 
@@ -267,9 +269,10 @@ RSecret = Annotated[str, Path(description="The response URL's secret")]
 
 async def command_response(request: Request, team: RTeam, ref: UrlRef,
                            secret: RSecret) -> Response:
-    """A slash command's `response_url`: Slack's JSON (`text`, `blocks`,
-    `response_type`, `replace_original`, `delete_original`, `thread_ts`),
-    up to 5 posts within 30 minutes; answers `{"ok": true}`, or 404
+    """A slash command's or an interaction's `response_url`: Slack's JSON
+    (`text`, `blocks`, `response_type`, `replace_original` / `delete_original`:
+    edit / delete the original message, `thread_ts`), up to 5 posts within
+    30 minutes; answers `{"ok": true}`, or 404
     `expired_url` (expired, used up or made up), 400 `invalid_payload` /
     `no_text`."""
     svc = _services(request)
@@ -347,7 +350,7 @@ def install(app: FastAPI) -> None:
                       summary="Incoming webhook", response_class=PlainTextResponse,
                       responses=_WEBHOOK_RESPONSES, openapi_extra=_BODY)
     app.add_api_route("/commands/{team}/{ref}/{secret}", command_response, methods=["POST"],
-                      tags=[TAG], summary="A slash command's response_url",
+                      tags=[TAG], summary="A response_url (slash commands, interactivity)",
                       response_class=JSONResponse, responses=_RESPONSE_URL_RESPONSES,
                       openapi_extra=_BODY)
     app.add_api_route("/files-pri/{team_file}/{name}", download, methods=["GET"], tags=[TAG],

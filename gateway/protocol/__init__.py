@@ -34,6 +34,7 @@ OP_PRESENCE_UNSUBSCRIBE: Final = "presence.unsubscribe"  # d: user_ids, or all: 
 OP_PRESENCE_SET: Final = "presence.set"  # d: status ("away" | "auto") and/or dnd (bool)
 OP_TYPING: Final = "typing"  # d: channel_id
 OP_COMMAND: Final = "command"  # d: channel_id, command, text: run an app's slash command
+OP_ACTION: Final = "action"  # d: channel_id, message_id, action_id: press a message's button
 
 # -- events the gateway itself builds (the domain's: parley.events) ---------------
 EV_HELLO: Final = "hello"  # the first frame of every connection

@@ -24,6 +24,7 @@ from gateway.protocol import (
     EV_PRESENCE_CHANGED,
     EV_RESYNC_REQUIRED,
     EV_TYPING,
+    OP_ACTION,
     OP_COMMAND,
     OP_HEARTBEAT,
     OP_PRESENCE_SET,
@@ -74,6 +75,14 @@ COMMANDS: tuple[Command, ...] = (
             "`ack` with `response_type` (`ephemeral`, `in_channel`, or `null` when the app only "
             'acknowledged), `text`, `blocks`, and for `in_channel` `message_id` and `seq`; or '
             '`error` `unknown_command`, `channel_not_found`, `app_did_not_respond` (retryable)'),
+    Command(OP_ACTION,
+            '`channel_id`, `message_id`, `action_id`, `block_id` (optional), `value` (optional): '
+            "press a button in the blocks of an app's message in a channel you can see "
+            '(docs/apps.md, *Interactivity*)',
+            '`ack` (empty) once the app acknowledged; what it does next arrives as events '
+            '(`message.updated`, `message.ephemeral`, ...); or `error` `channel_not_found`, '
+            '`message_not_found`, `action_not_found`, `unsupported_element`, '
+            '`app_not_installed`, `app_not_interactive`, `app_did_not_respond` (retryable)'),
     Command(OP_HEARTBEAT,
             '`active` (optional boolean, default `true`)',
             'none without a `ref`; with a `ref`, `heartbeat_ack` with `ts` (ms)'),

@@ -33,7 +33,10 @@ Rules:
   (``message.ephemeral``) and back in the answer; never stored.
 * ``response_url``: ``<base>/commands/T.../<id>/<secret>``; only the
   secret's sha256 is stored.  Good for ``RESPONSE_URL_USES`` posts within
-  ``RESPONSE_URL_TTL_S``; counted atomically in the store.
+  ``RESPONSE_URL_TTL_S``; counted atomically in the store.  Interactions
+  (parley/actions/interactions.py) use the same URLs, store and route, and
+  the helpers under "shared with interactions"; ``replace_original`` /
+  ``delete_original`` act on the URL's original message (``respond``).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from parley.errors import AppFailed, DomainError, InvalidInput, NotFound
 from parley.model import Message, MessageExtras
 from parley.ports.app_events import ResponseUrl
 from parley.ports.apps import AppRecord
-from parley.ports.outbound import OutboundError
+from parley.ports.outbound import OutboundError, OutboundResponse
 from parley.services import Services
 
 RESPONSE_URL_TTL_S = 30 * 60  # Slack's: a response_url works for 30 minutes
@@ -111,13 +114,65 @@ def _form(svc: Services, app: AppRecord, ws_name: str, channel_ref: str, channel
         "user_id": ids.user(user_id), "user_name": user_name,
         "command": command, "text": text, "api_app_id": ids.app(app.id),
         "is_enterprise_install": "false", "response_url": response_url,
-        "trigger_id": f"{svc.ids.next_id()}.{app.workspace_id}.{appkeys.random_secret(16)}",
+        "trigger_id": trigger_id(svc, app.workspace_id),
     }
     return urlencode(fields).encode()
 
 
-def _slug(name: str) -> str:
+# -- shared with interactions (parley/actions/interactions.py) ------------------------
+
+
+def team_domain(name: str) -> str:
+    """Slack's ``team_domain`` of a workspace (its name as a slug)."""
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "workspace"
+
+
+def trigger_id(svc: Services, workspace_id: int) -> str:
+    """A ``trigger_id`` in Slack's shape (Parley opens no modals: it only
+    has to be unique)."""
+    return f"{svc.ids.next_id()}.{workspace_id}.{appkeys.random_secret(16)}"
+
+
+def bot_identity(app: AppRecord) -> Identity:
+    """The app's bot, acting for the app (its posts carry bot_id / app_id)."""
+    return Identity(user_id=app.bot_user_id, session_id=app.id, expires_at=math.inf,
+                    app_id=app.id, bot_id=app.bot_id)
+
+
+async def new_response_url(svc: Services, app: AppRecord, workspace_id: int, channel_id: int,
+                           user_id: int, base_url: str,
+                           message_id: int | None = None) -> tuple[int, str]:
+    """A new response_url for ``user_id`` in the channel: (its id, the URL).
+    ``message_id``: its original (an interaction's message)."""
+    secret_part = appkeys.random_secret()
+    url_id = svc.ids.next_id()
+    await svc.store.app_events.create_response_url(ResponseUrl(
+        id=url_id, workspace_id=workspace_id, app_id=app.id, channel_id=channel_id,
+        user_id=user_id, secret_hash=appkeys.secret_hash(secret_part),
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=RESPONSE_URL_TTL_S),
+        max_uses=RESPONSE_URL_USES, message_id=message_id))
+    return url_id, (f"{base_url}/commands/{ids.team(workspace_id)}/{ids.enc(url_id)}/"
+                    f"{secret_part}")
+
+
+async def post_signed(svc: Services, url: str, body: bytes, secret: str,
+                      what: str) -> OutboundResponse:
+    """POST the form ``body`` to the app, signed like the Events API, through
+    the SSRF-guarded client within ``app_events_timeout_s``; its 2xx answer,
+    else ``424 app_did_not_respond`` (``what`` names the request)."""
+    ts = int(time.time())
+    headers = [("Content-Type", "application/x-www-form-urlencoded"),
+               ("X-Slack-Request-Timestamp", str(ts)),
+               ("X-Slack-Signature", wire.signature(secret, ts, body))]
+    try:
+        res = await svc.outbound.post(url, body, headers,
+                                      timeout_s=svc.settings.app_events_timeout_s)
+    except OutboundError as exc:
+        raise AppFailed("app_did_not_respond",
+                        f"{what} did not answer ({type(exc).__name__})") from exc
+    if not 200 <= res.status < 300:
+        raise AppFailed("app_did_not_respond", f"{what} answered HTTP {res.status}")
+    return res
 
 
 def parse_answer(status: int, content_type: str, body: bytes) -> tuple[str | None, str, Any]:
@@ -161,31 +216,13 @@ async def invoke(svc: Services, ident: Identity, workspace_id: int, channel_id: 
         raise AppFailed("app_did_not_respond", "the app takes commands over Socket Mode, "
                                                "which Parley does not support yet")
     ws = await svc.store.workspaces.workspace(workspace_id)
-    secret_part = appkeys.random_secret()
-    url_id = svc.ids.next_id()
-    await svc.store.app_events.create_response_url(ResponseUrl(
-        id=url_id, workspace_id=workspace_id, app_id=app.id, channel_id=channel.id,
-        user_id=ident.user_id, secret_hash=appkeys.secret_hash(secret_part),
-        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=RESPONSE_URL_TTL_S),
-        max_uses=RESPONSE_URL_USES))
-    response_url = (f"{base_url}/commands/{ids.team(workspace_id)}/{ids.enc(url_id)}/"
-                    f"{secret_part}")
+    url_id, response_url = await new_response_url(svc, app, workspace_id, channel.id,
+                                                  ident.user_id, base_url)
     secret = signing_secret(svc, app)
-    body = _form(svc, app, _slug(ws.name if ws else ""), ids.channel(channel.kind, channel.id),
-                 channel.name or "directmessage", ident.user_id, member.display_name, command, text,
-                 response_url, secret)
-    ts = int(time.time())
-    headers = [("Content-Type", "application/x-www-form-urlencoded"),
-               ("X-Slack-Request-Timestamp", str(ts)),
-               ("X-Slack-Signature", wire.signature(secret, ts, body))]
-    try:
-        res = await svc.outbound.post(cmd.url, body, headers,
-                                      timeout_s=svc.settings.app_events_timeout_s)
-    except OutboundError as exc:
-        raise AppFailed("app_did_not_respond",
-                        f"{command} did not answer ({type(exc).__name__})") from exc
-    if not 200 <= res.status < 300:
-        raise AppFailed("app_did_not_respond", f"{command} answered HTTP {res.status}")
+    body = _form(svc, app, team_domain(ws.name if ws else ""),
+                 ids.channel(channel.kind, channel.id), channel.name or "directmessage",
+                 ident.user_id, member.display_name, command, text, response_url, secret)
+    res = await post_signed(svc, cmd.url, body, secret, command)
     rtype, reply_text, raw_blocks = parse_answer(res.status, res.header("content-type") or "",
                                                  res.body)
     if rtype is None:
@@ -194,13 +231,12 @@ async def invoke(svc: Services, ident: Identity, workspace_id: int, channel_id: 
         blocks = rich.blocks(raw_blocks)
     except DomainError as exc:
         raise AppFailed("app_did_not_respond", f"the app's answer: {exc.message}") from exc
-    return await _show(svc, app, workspace_id, channel.id, ident.user_id, rtype,
-                       ids.text_in(reply_text), blocks, None)
-
-
-def _bot(app: AppRecord) -> Identity:
-    return Identity(user_id=app.bot_user_id, session_id=app.id, expires_at=math.inf,
-                    app_id=app.id, bot_id=app.bot_id)
+    reply = await _show(svc, app, workspace_id, channel.id, ident.user_id, rtype,
+                        ids.text_in(reply_text), blocks, None)
+    if reply.message is not None:  # an in_channel reply is the URL's original
+        await svc.store.app_events.set_response_url_message(workspace_id, url_id,
+                                                            reply.message.id)
+    return reply
 
 
 async def _show(svc: Services, app: AppRecord, workspace_id: int, channel_id: int,
@@ -211,8 +247,9 @@ async def _show(svc: Services, app: AppRecord, workspace_id: int, channel_id: in
     warning = None
     if rtype == "in_channel":
         try:
-            msg = await messages.post_message(svc, _bot(app), workspace_id, channel_id, text,
-                                              thread_root_id=thread_root_id, extras=extras)
+            msg = await messages.post_message(svc, bot_identity(app), workspace_id, channel_id,
+                                              text, thread_root_id=thread_root_id,
+                                              extras=extras)
             return Reply("in_channel", text, parsed_blocks, msg,
                          extras=MessageExtras(blocks=blocks, bot_id=app.bot_id, app_id=app.id))
         except DomainError as exc:
@@ -254,11 +291,19 @@ class ResponseUrlError(Exception):
 async def respond(svc: Services, workspace_id: int, url_id: int, secret: str,
                   data: dict[str, Any], *,
                   thread_root_of: Callable[[Identity, int, int, str], Awaitable[int]]) -> Reply:
-    """A post to a response_url: ``text``, ``blocks``, ``response_type``
-    (default ephemeral), ``thread_ts``; ``replace_original`` /
-    ``delete_original`` are accepted (a command's original is ephemeral and
-    was never stored, so there is nothing to replace or delete: the post is
-    shown as a new message)."""
+    """A post to a response_url (a command's or an interaction's): ``text``,
+    ``blocks``, ``response_type`` (default ephemeral), ``thread_ts``,
+    ``replace_original``, ``delete_original``.
+
+    The URL's *original* is the message it is about: an interaction's
+    message, or a command's first in_channel post (its immediate reply or
+    one through the URL).  ``delete_original`` deletes it (then any text is
+    shown as a new message, as Slack does); ``replace_original`` edits its
+    text and blocks as the app's bot (``message.updated`` on sockets).
+    With no stored original (a command answered ephemerally: that message
+    was never stored), there is nothing to delete, and a replacement is
+    shown as a new ephemeral message.  Every post counts one use, even one
+    whose edit is then refused."""
     if await svc.store.workspaces.shard_of(workspace_id) is None:
         raise ResponseUrlError(404, "expired_url")
     text = data.get("text") or ""
@@ -270,13 +315,10 @@ async def respond(svc: Services, workspace_id: int, url_id: int, secret: str,
         blocks = rich.blocks(data.get("blocks"))
     except DomainError as exc:
         raise ResponseUrlError(400, "invalid_payload") from exc
-    if data.get("delete_original") and not text and blocks is None:
-        grant = await svc.store.app_events.use_response_url(
-            workspace_id, url_id, appkeys.secret_hash(secret))
-        if grant is None:
-            raise ResponseUrlError(404, "expired_url")
-        return Reply(None, "", None, None)
-    if not text.strip() and blocks is None:
+    delete = _flag(data.get("delete_original"))
+    replace = _flag(data.get("replace_original")) and not delete
+    empty = not text.strip() and blocks is None
+    if empty and not delete:
         raise ResponseUrlError(400, "no_text")
     grant = await svc.store.app_events.use_response_url(workspace_id, url_id,
                                                         appkeys.secret_hash(secret))
@@ -285,9 +327,28 @@ async def respond(svc: Services, workspace_id: int, url_id: int, secret: str,
     app = await svc.store.apps.app(workspace_id, grant.app_id)
     if app is None or not app.installed:
         raise ResponseUrlError(404, "expired_url")
+    bot = bot_identity(app)
+    if delete and grant.message_id is not None:
+        await messages.delete_message(svc, bot, workspace_id, grant.channel_id, grant.message_id)
+    if empty:
+        return Reply(None, "", None, None)
+    if replace and grant.message_id is not None:
+        extras = MessageExtras(blocks=blocks, bot_id=app.bot_id, app_id=app.id)
+        edited = await messages.edit_message(svc, bot, workspace_id, grant.channel_id,
+                                             grant.message_id, ids.text_in(text), extras)
+        return Reply("in_channel", edited.text, rich.parsed(blocks), edited, extras=extras)
     root = None
     if data.get("thread_ts"):
-        root = await thread_root_of(_bot(app), workspace_id, grant.channel_id,
+        root = await thread_root_of(bot, workspace_id, grant.channel_id,
                                     str(data["thread_ts"]))
-    return await _show(svc, app, workspace_id, grant.channel_id, grant.user_id, rtype,
-                       ids.text_in(text), blocks, root)
+    reply = await _show(svc, app, workspace_id, grant.channel_id, grant.user_id, rtype,
+                        ids.text_in(text), blocks, root)
+    if reply.message is not None:
+        await svc.store.app_events.set_response_url_message(workspace_id, url_id,
+                                                            reply.message.id)
+    return reply
+
+
+def _flag(value: Any) -> bool:
+    """Slack's booleans: JSON true, or "true" from a form-encoded post."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")

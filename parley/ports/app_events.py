@@ -102,7 +102,8 @@ class UrlToVerify:
 
 @dataclass(frozen=True, slots=True)
 class ResponseUrl:
-    """A slash command's ``response_url`` (the random part only as a hash)."""
+    """A slash command's or an interaction's ``response_url`` (the random
+    part only as a hash)."""
 
     id: int
     workspace_id: int
@@ -112,6 +113,7 @@ class ResponseUrl:
     secret_hash: str
     expires_at: dt.datetime
     max_uses: int
+    message_id: int | None = None  # its original (``replace_original``); None: none stored
 
 
 class AppEventStore(Protocol):
@@ -166,3 +168,8 @@ class AppEventStore(Protocol):
         hash matches, it has not expired and fewer than ``max_uses`` posts
         were counted; None otherwise (nothing counted).  Two concurrent
         posts never both take the last use."""
+
+    async def set_response_url_message(self, workspace_id: int, url_id: int,
+                                       message_id: int) -> None:
+        """Make ``message_id`` the URL's original unless it has one already
+        (the first in_channel post of a command is its original)."""

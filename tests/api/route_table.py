@@ -46,9 +46,10 @@ UNSCOPED: dict[str, str] = {
                                 "for one file (tests/api/slack/test_web_api.py)",
     "POST /services/{team}/{hook}/{secret}": "an incoming webhook: the URL's secret is the grant "
                                              "(tests/api/slack/test_webhooks.py)",
-    "POST /commands/{team}/{ref}/{secret}": "a slash command's response_url: the URL's "
-                                               "secret is the grant (tests/api/slack/"
-                                               "test_commands.py)",
+    "POST /commands/{team}/{ref}/{secret}": "a slash command's or an interaction's "
+                                               "response_url: the URL's secret is the grant "
+                                               "(tests/api/slack/test_commands.py, "
+                                               "test_interactions.py)",
     "GET /files-pri/{team_file}/{name}": "authenticated by an app token, scoped to its workspace "
                                          "(tests/api/slack/test_isolation.py)",
 }
@@ -100,6 +101,8 @@ MATRIX: dict[str, Body] = {
     "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/commands":
         lambda i: {"command": "/deploy", "text": "prod"},
     "GET /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}": _none,
+    "POST /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}/actions":
+        lambda i: {"action_id": "approve_button"},
     "PATCH /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}":
         lambda i: {"text": "pwned"},
     "DELETE /v1/workspaces/{workspace_id}/channels/{channel_id}/messages/{message_id}": _none,

@@ -214,3 +214,28 @@ async def test_a_response_url_counts_its_uses_atomically_and_expires(
                                expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     await db.app_events.create_response_url(past)
     assert await db.app_events.use_response_url(ws.id, past.id, "h" * 64) is None
+
+
+async def test_a_response_url_keeps_its_first_original(runtime: Runtime) -> None:
+    from parley.ports.app_events import ResponseUrl
+
+    db = runtime.db
+    ws, owner, general = await _workspace(runtime)
+    app = await _installed(runtime, ws, verified=False)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+    url = ResponseUrl(id=next(_ids), workspace_id=ws.id, app_id=app.id, channel_id=general,
+                      user_id=owner.id, secret_hash="h" * 64, expires_at=soon, max_uses=5)
+    await db.app_events.create_response_url(url)
+    got = await db.app_events.use_response_url(ws.id, url.id, "h" * 64)
+    assert got is not None and got.message_id is None  # a command's: none yet
+    other, _, _ = await _workspace(runtime)
+    await db.app_events.set_response_url_message(other.id, url.id, 7)  # another tenant's: no-op
+    await db.app_events.set_response_url_message(ws.id, url.id, 11)
+    await db.app_events.set_response_url_message(ws.id, url.id, 12)  # the first one stays
+    got = await db.app_events.use_response_url(ws.id, url.id, "h" * 64)
+    assert got is not None and got.message_id == 11
+    pressed = dataclasses.replace(url, id=next(_ids), message_id=21)  # an interaction's
+    await db.app_events.create_response_url(pressed)
+    await db.app_events.set_response_url_message(ws.id, pressed.id, 22)
+    got = await db.app_events.use_response_url(ws.id, pressed.id, "h" * 64)
+    assert got is not None and got.message_id == 21

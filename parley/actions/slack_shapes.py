@@ -1,5 +1,8 @@
 """Parley's records in Slack's shapes: messages, conversations, users,
 files, the team and bots (pure functions of what the actions returned).
+The Web API (api/slack) answers with them, and the domain sends them too
+(an interaction payload carries its message as conversations.history
+shows it), so they live here rather than in an adapter.
 
 Where Slack has a field Parley has no data for, it gets Slack's neutral
 value (``"is_shared": false``, an empty ``profile.image_*`` set) rather
