@@ -9,6 +9,7 @@ and its user's own events.  See docs/protocol.md for the wire contract.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -44,10 +45,13 @@ from gateway.replay import Replays
 from gateway.resume import Hold, Phase
 from gateway.router import Router
 from gateway.sending import Sends
+from gateway.socket_mode import SocketModeLinks
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
 from parley.actions import delivery
 from parley.actions import presence as presence_reads
+from parley.actions.app_dispatch import EventDispatcher
+from parley.actions.socket_mode import LINK_PATH
 from parley.auth import Identity
 from parley.model import StoreUnavailable
 from parley.ratelimit import Refill
@@ -208,6 +212,12 @@ class GatewayApp:
         self.replays = Replays(svc, self.router, lambda s: s.conn in self.sessions, self._spawn)
         self.commands = self.command_table()
         self._rate: tuple[object, Refill] | None = None  # (settings it was built from, policy)
+        # Socket Mode: the apps' sockets here, and the dispatcher that sends
+        # them their events (it queries nothing while no app socket is open).
+        self.links = SocketModeLinks(svc)
+        svc.app_links = self.links
+        self.socket_events = EventDispatcher(svc, None, links=self.links)
+        self._socket_events_task: asyncio.Task[None] | None = None
 
     def command_rate(self) -> Refill:
         """The command budget a connection opened now gets: one ``Refill``
@@ -239,17 +249,26 @@ class GatewayApp:
         self.router.start()
         await self.presence.start()
         self._sweeper = asyncio.create_task(self._expire_forever())
+        self._socket_events_task = asyncio.create_task(self.socket_events.run(),
+                                                       name="parley-socket-mode-events")
 
     async def quiesce(self, deadline_s: float) -> None:
         """First step of a graceful drain: refuse new connections and commands,
         and wait (up to ``deadline_s``) for in-flight sends to commit and
         their acks to be queued, so nothing acknowledged is left unsaid."""
         self.draining = True
+        self.links.disconnect_all("refresh_requested")  # apps reconnect elsewhere
         await self.sends.quiesce(deadline_s)
 
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._socket_events_task is not None:
+            self._socket_events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._socket_events_task
+        if self.svc.app_links is self.links:
+            self.svc.app_links = None
         for task in self._tasks:
             task.cancel()
         self.sends.cancel()
@@ -262,11 +281,18 @@ class GatewayApp:
         task.add_done_callback(self._tasks.discard)
 
     async def on_upgrade(self, request: Any) -> Accept | Reject:
+        if request.path == LINK_PATH:
+            if self.draining:
+                return Reject(503, "server_draining", "this server is shutting down; reconnect")
+            return await self.links.admit(request)
         return await self.admission.decide(request, draining=self.draining)
 
     # -- lifecycle -------------------------------------------------------------
 
     def on_open(self, conn: WsTransport) -> None:
+        if self.links.is_link(conn):
+            self.links.on_open(conn)
+            return
         ident, workspace_id, resume_wanted = cast(tuple[Identity, int, bool], conn.context)
         session = Session(self, conn, ident, workspace_id,
                           codecs.codec_for(conn.subprotocol or ""))
@@ -341,6 +367,7 @@ class GatewayApp:
     def on_close(self, conn: WsTransport, code: int | None, reason: str) -> None:
         session = self.sessions.pop(conn, None)
         if session is None:
+            self.links.on_close(conn)
             return
         left = self._per_user.get(session.user_id, 1) - 1
         if left:
@@ -357,6 +384,7 @@ class GatewayApp:
     def on_message(self, conn: WsTransport, data: bytes | str) -> None:
         session = self.sessions.get(conn)
         if session is None:
+            self.links.on_message(conn, data)
             return
         if session.early is not None:  # before hello: handled right after it, in order
             self._queue_early(session, data)

@@ -107,6 +107,7 @@ class Settings:
     # The API's base URL as apps reach it (slash commands' response_url).
     # Empty: the URL a REST request came in on; http://host:api_port from the gateway.
     public_api_url: str = ""
+    public_gateway_url: str = ""
     app_events_retry_delays_s: str = "0,60,300"
     app_events_poll_ms: float = 200.0  # how often a dispatcher looks for new messages
     app_events_concurrency_per_app: int = 4  # requests in flight to one app, per process
@@ -200,6 +201,8 @@ SETTINGS_DOC: dict[str, str] = {
     "webapi_post_burst": "Burst of chat.postMessage per app and channel (token bucket size)",
     "app_events_timeout_s": "Seconds an app has to answer an Events API request "
                             "or a slash command",
+    "public_gateway_url": "The gateway's base URL as Socket Mode apps reach it "
+                          "(ws:// or wss://, no path); empty: this process's gateway",
     "public_api_url": "The API's base URL as apps reach it (slash commands' response_url); "
                       "empty: the request's own URL (REST), http://host:api_port (gateway)",
     "app_events_retry_delays_s":

@@ -14,6 +14,7 @@ from parley.auth import TokenIssuer
 from parley.config import Settings
 from parley.ids import IdAllocator
 from parley.outage import OutageLog
+from parley.ports.app_links import AppLinks
 from parley.ports.appender import MessageAppender
 from parley.ports.blobs import BlobStore
 from parley.ports.hub import Hub
@@ -59,6 +60,9 @@ class Services:
     thumbnails: Thumbnailer  # untrusted image decoding, out of this process
     app_keys: AppKeys  # signing secrets and upload URLs, derived from the server secret
     outbound: OutboundHttp  # requests to apps' URLs (SSRF-guarded)
+    # Socket Mode sockets held by this process (its gateway sets it when it
+    # starts); None in a process without a gateway.
+    app_links: AppLinks | None = None
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[Outgoing] = field(default_factory=list, init=False, repr=False)

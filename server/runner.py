@@ -134,6 +134,8 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
                 settings.gateway_port if gateway_port is None else gateway_port,
                 TransportLimits(slow_consumer_code=CloseCode.SLOW_CONSUMER), WsLimits(),
                 reuse_port=reuse_port)
+            running.gateway_app.links.public_url = (
+                f"ws://{settings.host}:{running.gateway_server.port}")
         else:
             await svc.hub.start(_NullHandler())
         # A gateway-only process still answers /healthz and /readyz on the

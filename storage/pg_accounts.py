@@ -109,6 +109,27 @@ class PgSessions(PgPart):
             return None
         return row["user_id"], row["session_id"], row["workspace_id"]
 
+    async def create_app_ticket(self, ticket: str, workspace_id: int, app_id: int,
+                                ttl_s: float) -> None:
+        await self._call(
+            self.directory.execute,
+            """INSERT INTO app_link_tickets (ticket_hash, workspace_id, app_id, expires_at)
+               VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
+            ticket_hash(ticket), workspace_id, app_id, ttl_s)
+
+    async def consume_app_ticket(self, ticket: str) -> tuple[int, int] | None:
+        # Expired tickets of apps that never connected go with the next use.
+        row = await self._call(
+            self.directory.fetchrow,
+            """WITH gone AS (DELETE FROM app_link_tickets
+                             WHERE expires_at < now() - interval '1 hour')
+               DELETE FROM app_link_tickets WHERE ticket_hash = $1
+               RETURNING workspace_id, app_id, expires_at > now() AS valid""",
+            ticket_hash(ticket))
+        if row is None or not row["valid"]:
+            return None
+        return row["workspace_id"], row["app_id"]
+
     async def create_refresh_token(self, token_hash: str, session_id: int, user_id: int,
                                    ttl_s: float) -> None:
         await self._call(

@@ -37,10 +37,16 @@ from storage.pg_common import MESSAGE_COLUMNS, PgPart, message_from_row, shard_p
 
 _URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
 _BOT_EVENTS = "(a.manifest #> '{settings,event_subscriptions,bot_events}')"
-# An app whose events go to its HTTP request URL: live, not Socket Mode, URL verified.
-_HTTP_APP = f"""a.deleted_at IS NULL AND NOT a.socket_mode AND a.events_verified_url = {_URL}"""
-# ... and installed: the app that gets HTTP events.
-_DELIVERING = f"a.installed_at IS NOT NULL AND {_HTTP_APP}"
+# An app that can be sent events: live, and either a Socket Mode app or one
+# whose request URL is verified.
+_EVENT_APP = f"""a.deleted_at IS NULL AND (a.socket_mode OR a.events_verified_url = {_URL})"""
+# ... and installed: the app that gets events.
+_DELIVERING = f"a.installed_at IS NOT NULL AND {_EVENT_APP}"
+# Which of those a dispatcher claims: $4 NULL, the HTTP apps (the API
+# process's dispatcher); else the Socket Mode apps among $4 (a gateway's,
+# for the apps with a socket on it).
+_TRANSPORT = """(CASE WHEN $4::bigint[] IS NULL THEN NOT a.socket_mode
+                      ELSE a.socket_mode AND a.id = ANY($4::bigint[]) END)"""
 
 # ... and subscribes to an event that messages yield (else it needs no cursor).
 _MESSAGE_EVENTS = f"""{_BOT_EVENTS}
@@ -73,7 +79,7 @@ FROM (SELECT c.app_id, c.channel_id, ch.kind
                              AND cm.joined_at = c.joined_at
       JOIN channel_counters cc ON cc.channel_id = c.channel_id
       JOIN channels ch ON ch.id = c.channel_id
-      WHERE {_DELIVERING} AND {_MESSAGE_EVENTS}
+      WHERE {_DELIVERING} AND {_MESSAGE_EVENTS} AND {_TRANSPORT}
         AND 2 * cc.last_seq + 1 > c.delivered
         AND (c.not_before IS NULL OR c.not_before <= now())
         AND (c.leased_until IS NULL OR c.leased_until < now())
@@ -88,7 +94,7 @@ RETURNING cur.workspace_id, cur.app_id, cur.channel_id, due.kind, cur.delivered,
 
 def _audience(channel: str, kind: str, *, anyone: str = "false") -> str:
     """The one rule of who gets an outbox event, as a SQL condition on
-    ``apps a``: the app gets HTTP events (``_DELIVERING``), its manifest's
+    ``apps a``: the app gets events (``_DELIVERING``), its manifest's
     ``bot_events`` has ``kind``, and its bot is a member of ``channel`` now
     (unless ``anyone``, for events every subscribed app of the workspace
     gets).  ``channel``, ``kind`` and ``anyone`` are SQL expressions (a
@@ -127,21 +133,23 @@ _UNINSTALL_OUTBOX = f"""
 INSERT INTO app_event_outbox (workspace_id, app_id, channel_id, kind, payload)
 SELECT a.workspace_id, a.id, NULL, e.kind, e.payload
 FROM apps a CROSS JOIN jsonb_to_recordset($3::jsonb) AS e(kind text, payload jsonb)
-WHERE a.id = $2 AND a.workspace_id = $1 AND {_HTTP_APP} AND {_BOT_EVENTS} ? e.kind
+WHERE a.id = $2 AND a.workspace_id = $1 AND {_EVENT_APP} AND {_BOT_EVENTS} ? e.kind
 """  # noqa: S608
 
-_CLAIM_OUTBOX = """
+_CLAIM_OUTBOX = f"""
 UPDATE app_event_outbox o
 SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
 FROM (SELECT x.id, ch.kind FROM app_event_outbox x LEFT JOIN channels ch ON ch.id = x.channel_id
-      WHERE (x.not_before IS NULL OR x.not_before <= now())
+      JOIN apps a ON a.id = x.app_id
+      WHERE {_TRANSPORT}
+        AND (x.not_before IS NULL OR x.not_before <= now())
         AND (x.leased_until IS NULL OR x.leased_until < now())
       ORDER BY x.id LIMIT $3
       FOR UPDATE OF x SKIP LOCKED) due
 WHERE o.id = due.id
 RETURNING o.id, o.workspace_id, o.app_id, o.channel_id, due.kind, o.kind AS event_kind,
           o.payload::text AS payload, o.created_at, o.attempts, o.retry_reason
-"""
+"""  # noqa: S608
 
 # -- outbox writers: each runs in the caller's transaction, the change's ------------
 
@@ -197,13 +205,15 @@ class PgAppEvents(PgPart):
 
     __slots__ = ()
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[EventClaim]:
+    async def claim(self, owner: str, lease_s: float, limit: int,
+                    socket_apps: Sequence[int] | None = None) -> list[EventClaim]:
         out: list[EventClaim] = []
+        apps = None if socket_apps is None else list(socket_apps)
         for pool in list(self.pools.values()):
             if len(out) >= limit:
                 break
             await self._call(pool.execute, _START_CURSORS)
-            rows = await self._call(pool.fetch, _CLAIM, owner, lease_s, limit - len(out))
+            rows = await self._call(pool.fetch, _CLAIM, owner, lease_s, limit - len(out), apps)
             out += [EventClaim(workspace_id=r["workspace_id"], app_id=r["app_id"],
                                channel_id=r["channel_id"], channel_kind=r["kind"],
                                delivered=r["delivered"], attempts=r["attempts"],
@@ -262,12 +272,15 @@ class PgAppEvents(PgPart):
                  AND lease_owner = $4""",
             claim.app_id, claim.channel_id, claim.workspace_id, claim.owner)
 
-    async def claim_outbox(self, owner: str, lease_s: float, limit: int) -> list[OutboxEvent]:
+    async def claim_outbox(self, owner: str, lease_s: float, limit: int,
+                           socket_apps: Sequence[int] | None = None) -> list[OutboxEvent]:
         out: list[OutboxEvent] = []
+        apps = None if socket_apps is None else list(socket_apps)
         for pool in list(self.pools.values()):
             if len(out) >= limit:
                 break
-            rows = await self._call(pool.fetch, _CLAIM_OUTBOX, owner, lease_s, limit - len(out))
+            rows = await self._call(pool.fetch, _CLAIM_OUTBOX, owner, lease_s, limit - len(out),
+                                    apps)
             out += [_outbox(r, owner) for r in rows]
         return out
 

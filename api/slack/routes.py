@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 from api.routes_files import SECURITY_HEADERS
 from api.slack import (  # noqa: F401 - the method modules register themselves
     args,
+    methods_apps,
     methods_chat,
     methods_conversations,
     methods_items,

@@ -43,6 +43,7 @@ from parley.config import Settings
 from parley.model import StoreUnavailable
 from parley.outage import OutageLog
 from parley.ports.app_events import EventClaim, OutboxEvent, UrlToVerify
+from parley.ports.app_links import AppLinks
 from parley.ports.outbound import OutboundError, OutboundHttp, OutboundResponse
 from parley.services import Services
 
@@ -57,11 +58,18 @@ VERIFY_BATCH = 20
 class EventDispatcher:
     """One per API process (``Runtime.start_maintenance``)."""
 
-    def __init__(self, svc: Services, http: OutboundHttp, *,
+    def __init__(self, svc: Services, http: OutboundHttp | None, *,
+                 links: AppLinks | None = None,
                  clock: Callable[[], float] = time.time,
                  verify_retry_s: float = VERIFY_RETRY_S) -> None:
+        """``http``: the HTTP dispatcher (an API process's), for apps with a
+        request URL.  ``links``: a Socket Mode dispatcher (a gateway's), for
+        the apps with a socket in ``links`` (then ``http`` is None)."""
+        if (http is None) == (links is None):
+            raise ValueError("a dispatcher sends over HTTP or over app sockets, not both")
         self.svc = svc
         self.http = http
+        self.links = links
         self.owner = secrets.token_hex(8)  # this dispatcher's lease token
         self._clock = clock
         self._verify_retry_s = verify_retry_s
@@ -109,16 +117,18 @@ class EventDispatcher:
     async def tick(self) -> None:
         """One scan: verify request URLs, then claim and start due pairs."""
         store = self.svc.store.app_events
-        for item in await store.urls_to_verify(self._verify_retry_s, VERIFY_BATCH):
-            if item.app_id not in self._verifying:  # one at a time per app, off the scan
-                task = asyncio.create_task(self._verify(item))
-                self._verifying[item.app_id] = task
-                task.add_done_callback(self._verified(item.app_id))
+        socket_apps: list[int] | None = None
+        if self.links is not None:
+            socket_apps = list(self.links.app_ids())
+            if not socket_apps:
+                return  # no app socket here: nothing this dispatcher could send
+        else:
+            await self._verify_urls()
         room = MAX_IN_FLIGHT - len(self._tasks)
         if room <= 0:
             return
         cap = self._settings.app_events_concurrency_per_app
-        for claim in await store.claim(self.owner, self.lease_s, room):
+        for claim in await store.claim(self.owner, self.lease_s, room, socket_apps):
             if self._per_app.get(claim.app_id, 0) >= cap:
                 await store.release(claim)  # the app is at its share; others go first
                 continue
@@ -126,12 +136,20 @@ class EventDispatcher:
         room = MAX_IN_FLIGHT - len(self._tasks)
         if room <= 0:
             return
-        for ev in await store.claim_outbox(self.owner, self.lease_s, room):
+        for ev in await store.claim_outbox(self.owner, self.lease_s, room, socket_apps):
             if self._per_app.get(ev.app_id, 0) >= cap:
                 await store.outbox_defer(ev, ev.attempts, ev.retry_reason or "",
                                          dt.datetime.now(dt.UTC))
                 continue
             self._start(ev.app_id, self._deliver_outbox(ev), None)
+
+    async def _verify_urls(self) -> None:
+        store = self.svc.store.app_events
+        for item in await store.urls_to_verify(self._verify_retry_s, VERIFY_BATCH):
+            if item.app_id not in self._verifying:  # one at a time per app, off the scan
+                task = asyncio.create_task(self._verify(item))
+                self._verifying[item.app_id] = task
+                task.add_done_callback(self._verified(item.app_id))
 
     def _start(self, app_id: int, work: Coroutine[Any, Any, None],
                claim: EventClaim | None) -> None:
@@ -170,11 +188,13 @@ class EventDispatcher:
         if app is None:
             return None
         m = manifest_of(app)
-        if m.event_request_url is None:
+        if self.links is None and (m.event_request_url is None or app.socket_mode):
+            return None
+        if self.links is not None and not app.socket_mode:
             return None
         return wire.AppTarget(app_id=app.id, workspace_id=app.workspace_id, bot_id=app.bot_id,
                               bot_user_id=app.bot_user_id, events=frozenset(m.bot_events),
-                              url=m.event_request_url,
+                              url=m.event_request_url or "",
                               signing_secret=signing_secrets(self.svc, app)[0],
                               installed=app.installed)
 
@@ -184,32 +204,18 @@ class EventDispatcher:
         if target is None:
             await store.release(claim)
             return
-        delays = self._settings.app_events_retry_delays
         attempts, reason = claim.attempts, claim.retry_reason
         pending = await store.pending(claim, BATCH)
         for pm in pending:
             for position, event in wire.events_for(target, claim.channel_kind, pm):
                 if position <= claim.delivered:
                     continue
-                body = wire.encode(wire.envelope(target, claim.channel_id, position, event,
-                                                 int(pm.message.created_at.timestamp())))
-                while True:
-                    answer = wire.judge(await self._send(target, body, attempts, reason))
-                    if answer.final:
-                        break
-                    attempts += 1
-                    reason = answer.reason
-                    if attempts > len(delays):
-                        log.warning("app %s: event %s dropped after %d retries (%s)",
-                                    target.app_id,
-                                    wire.event_id(target.app_id, claim.channel_id, position),
-                                    len(delays), reason)
-                        break
-                    delay = delays[attempts - 1]
-                    if delay > 0:
-                        not_before = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
-                        await store.defer(claim, attempts, reason or "http_error", not_before)
-                        return
+                env = wire.envelope(target, claim.channel_id, position, event,
+                                    int(pm.message.created_at.timestamp()))
+                later = await self._try(target, env, attempts, reason)
+                if later is not None:
+                    await store.defer(claim, *later)
+                    return
                 if not await store.advance(claim, position, self.lease_s):
                     return  # the lease was lost: its new holder resends from the cursor
                 attempts, reason = 0, None
@@ -230,39 +236,66 @@ class EventDispatcher:
                 or (not target.installed and ev.kind not in wire.AFTER_UNINSTALL)):
             await store.outbox_done(ev)  # the app is gone or unsubscribed: nothing to send
             return
-        body = wire.encode(wire.envelope(target, ev.channel_id, 0, event,
-                                         int(ev.created_at.timestamp()),
-                                         wire.outbox_event_id(ev.id)))
-        delays = self._settings.app_events_retry_delays
-        attempts, reason = ev.attempts, ev.retry_reason
-        while True:
-            answer = wire.judge(await self._send(target, body, attempts, reason))
-            if answer.final:
-                break
-            attempts += 1
-            reason = answer.reason
-            if attempts > len(delays):
-                log.warning("app %s: event %s dropped after %d retries (%s)", target.app_id,
-                            wire.outbox_event_id(ev.id), len(delays), reason)
-                break
-            delay = delays[attempts - 1]
-            if delay > 0:
-                await store.outbox_defer(ev, attempts, reason or "http_error",
-                                         dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay))
-                return
+        env = wire.envelope(target, ev.channel_id, 0, event, int(ev.created_at.timestamp()),
+                            wire.outbox_event_id(ev.id))
+        later = await self._try(target, env, ev.attempts, ev.retry_reason)
+        if later is not None:
+            await store.outbox_defer(ev, *later)
+            return
         await store.outbox_done(ev)
 
-    async def _send(self, target: wire.AppTarget, body: bytes, retry_num: int,
+    async def _try(self, target: wire.AppTarget, env: dict[str, Any], attempts: int,
+                   reason: str | None) -> tuple[int, str, dt.datetime] | None:
+        """Send one event, retrying at once while the schedule
+        (``app_events_retry_delays``) says so.  None: settled (a final
+        answer, or dropped after the last retry, as Slack drops it); else
+        (tries failed, the last reason, when to try again) for the caller
+        to record, so the retry survives this process."""
+        delays = self._settings.app_events_retry_delays
+        while True:
+            answer = wire.judge(await self._send(target, env, attempts, reason))
+            if answer.final:
+                return None
+            attempts += 1
+            reason = answer.reason or "http_error"
+            if attempts > len(delays):
+                log.warning("app %s: event %s dropped after %d retries (%s)", target.app_id,
+                            env["event_id"], len(delays), reason)
+                return None
+            delay = delays[attempts - 1]
+            if delay > 0:
+                return attempts, reason, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+
+    async def _send(self, target: wire.AppTarget, env: dict[str, Any], retry_num: int,
                     retry_reason: str | None) -> OutboundResponse | OutboundError:
+        self.sent += 1
+        if self.links is not None:
+            return await self._send_socket(target, env, retry_num, retry_reason)
+        assert self.http is not None
+        body = wire.encode(env)
         ts = int(self._clock())
         headers = wire.request_headers(target.signing_secret, ts, body, retry_num, retry_reason)
-        self.sent += 1
         try:
             return await self.http.post(target.url, body, headers,
                                         timeout_s=self._settings.app_events_timeout_s)
         except OutboundError as exc:
             log.info("app %s: %s", target.app_id, exc)
             return exc
+
+    async def _send_socket(self, target: wire.AppTarget, env: dict[str, Any], retry_num: int,
+                           retry_reason: str | None) -> OutboundResponse | OutboundError:
+        """An ``events_api`` envelope to one of the app's sockets; its ack is
+        a 2xx (Socket Mode has no other answer: no ack is a timeout)."""
+        assert self.links is not None
+        try:
+            await self.links.request(target.app_id, "events_api", env,
+                                     timeout_s=self._settings.app_events_timeout_s,
+                                     retry_attempt=retry_num,
+                                     retry_reason=wire.socket_retry_reason(retry_reason))
+        except OutboundError as exc:
+            log.info("app %s (socket): %s", target.app_id, exc)
+            return exc
+        return OutboundResponse(200, (), b"")
 
     # -- request URLs ---------------------------------------------------------
 

@@ -255,6 +255,12 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
+def socket_retry_reason(reason: str | None) -> str | None:
+    """A Socket Mode envelope's ``retry_reason``: Slack's ``timeout`` for an
+    envelope not acked in time, else the HTTP reason names."""
+    return "timeout" if reason == "http_timeout" else reason
+
+
 def request_headers(secret: str, timestamp: int, body: bytes, retry_num: int = 0,
                     retry_reason: str | None = None) -> list[tuple[str, str]]:
     headers = [("Content-Type", "application/json"),

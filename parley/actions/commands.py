@@ -104,9 +104,9 @@ async def find(svc: Services, workspace_id: int,
 # -- invoking -----------------------------------------------------------------------
 
 
-def _form(svc: Services, app: AppRecord, ws_name: str, channel_ref: str, channel_name: str,
-          user_id: int, user_name: str, command: str, text: str, response_url: str,
-          secret: str) -> bytes:
+def _fields(svc: Services, app: AppRecord, ws_name: str, channel_ref: str, channel_name: str,
+            user_id: int, user_name: str, command: str, text: str, response_url: str,
+            secret: str) -> dict[str, str]:
     fields = {
         "token": wire.verification_token(secret),
         "team_id": ids.team(app.workspace_id), "team_domain": ws_name,
@@ -116,7 +116,7 @@ def _form(svc: Services, app: AppRecord, ws_name: str, channel_ref: str, channel
         "is_enterprise_install": "false", "response_url": response_url,
         "trigger_id": trigger_id(svc, app.workspace_id),
     }
-    return urlencode(fields).encode()
+    return fields
 
 
 # -- shared with interactions (parley/actions/interactions.py) ------------------------
@@ -175,6 +175,24 @@ async def post_signed(svc: Services, url: str, body: bytes, secret: str,
     return res
 
 
+async def over_socket(svc: Services, app: AppRecord, kind: str, payload: dict[str, Any],
+                      what: str, *, accepts_response_payload: bool) -> dict[str, Any] | None:
+    """A Socket Mode app's request (``slash_commands``, ``interactive``): an
+    envelope to one of its sockets in this process; the ack's payload, else
+    ``424 app_did_not_respond``.  No signature: the socket is authenticated."""
+    links = svc.app_links
+    if links is None or app.id not in links.app_ids():
+        raise AppFailed("app_did_not_respond", f"{what}: the app has no Socket Mode "
+                                               "connection to this server")
+    try:
+        return await links.request(app.id, kind, payload,
+                                   timeout_s=svc.settings.app_events_timeout_s,
+                                   accepts_response_payload=accepts_response_payload)
+    except OutboundError as exc:
+        raise AppFailed("app_did_not_respond",
+                        f"{what} did not acknowledge ({type(exc).__name__})") from exc
+
+
 def parse_answer(status: int, content_type: str, body: bytes) -> tuple[str | None, str, Any]:
     """(response_type or None for a bare ack, text, blocks) of an app's answer."""
     raw = body.decode("utf-8", "replace").strip()
@@ -212,19 +230,25 @@ async def invoke(svc: Services, ident: Identity, workspace_id: int, channel_id: 
     if found is None:
         raise NotFound("unknown_command", f"no installed app has the command {command}")
     app, cmd = found
-    if cmd.url is None:
-        raise AppFailed("app_did_not_respond", "the app takes commands over Socket Mode, "
-                                               "which Parley does not support yet")
+    if cmd.url is None and not app.socket_mode:
+        raise AppFailed("app_did_not_respond", f"{command} has no request URL")
     ws = await svc.store.workspaces.workspace(workspace_id)
     url_id, response_url = await new_response_url(svc, app, workspace_id, channel.id,
                                                   ident.user_id, base_url)
     secret = signing_secret(svc, app)
-    body = _form(svc, app, team_domain(ws.name if ws else ""),
-                 ids.channel(channel.kind, channel.id), channel.name or "directmessage",
-                 ident.user_id, member.display_name, command, text, response_url, secret)
-    res = await post_signed(svc, cmd.url, body, secret, command)
-    rtype, reply_text, raw_blocks = parse_answer(res.status, res.header("content-type") or "",
-                                                 res.body)
+    fields = _fields(svc, app, team_domain(ws.name if ws else ""),
+                     ids.channel(channel.kind, channel.id), channel.name or "directmessage",
+                     ident.user_id, member.display_name, command, text, response_url, secret)
+    if app.socket_mode:  # over its socket (URLs unused, as in Slack); the ack is the answer
+        ack = await over_socket(svc, app, "slash_commands", fields, command,
+                                accepts_response_payload=True)
+        rtype, reply_text, raw_blocks = parse_answer(
+            200, "application/json", json.dumps(ack).encode() if ack else b"")
+    else:
+        assert cmd.url is not None  # the manifest requires one without Socket Mode
+        res = await post_signed(svc, cmd.url, urlencode(fields).encode(), secret, command)
+        rtype, reply_text, raw_blocks = parse_answer(
+            res.status, res.header("content-type") or "", res.body)
     if rtype is None:
         return Reply(None, "", None, None)
     try:

@@ -128,10 +128,8 @@ async def press(svc: Services, ident: Identity, workspace_id: int, channel_id: i
     if app is None or not app.installed:
         raise NotFound("app_not_installed", "the app that posted the message is not installed")
     m = manifest_of(app)
-    if not m.interactivity_enabled or m.interactivity_url is None:
-        raise Conflict("app_not_interactive",
-                       f"{app.name} has no interactivity request URL (Socket Mode "
-                       "interactivity is not supported yet)")
+    if not m.interactivity_enabled or (m.interactivity_url is None and not app.socket_mode):
+        raise Conflict("app_not_interactive", f"{app.name} has no interactivity request URL")
     roots: dict[int, Message] = {}
     if msg.thread_root_id is not None:
         root = await svc.store.messages.message(workspace_id, msg.thread_root_id)
@@ -167,6 +165,11 @@ async def press(svc: Services, ident: Identity, workspace_id: int, channel_id: i
         "response_url": response_url,
         "actions": [action],
     }
+    if app.socket_mode:  # over its socket (URLs unused, as in Slack)
+        await commands.over_socket(svc, app, "interactive", payload, action_id,
+                                   accepts_response_payload=False)
+        return
+    assert m.interactivity_url is not None  # checked above
     body = urlencode({"payload": json.dumps(payload, separators=(",", ":"),
                                             ensure_ascii=False)}).encode()
     await commands.post_signed(svc, m.interactivity_url, body, secret, action_id)

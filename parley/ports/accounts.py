@@ -54,6 +54,15 @@ class SessionStore(Protocol):
         """(user id, session id, workspace id) of a valid ticket, atomically
         deleting it: a ticket works at most once, and an expired one never."""
 
+    async def create_app_ticket(self, ticket: str, workspace_id: int, app_id: int,
+                                ttl_s: float) -> None:
+        """Store a single-use Socket Mode ticket (``apps.connections.open``)
+        valid for ``ttl_s`` seconds."""
+
+    async def consume_app_ticket(self, ticket: str) -> tuple[int, int] | None:
+        """(workspace id, app id) of a valid Socket Mode ticket, atomically
+        deleting it (and the expired ones): it works at most once."""
+
     async def create_refresh_token(self, token_hash: str, session_id: int, user_id: int,
                                    ttl_s: float) -> None:
         """The first refresh token of a session, valid for ``ttl_s`` seconds."""

@@ -4,8 +4,9 @@ cursors over the committed message stream, claimed by dispatchers.
 Rules (``storage/pg_app_events.py`` implements them,
 ``tests/storage/test_app_events_store.py`` checks them on PostgreSQL):
 
-* A *pair* is an installed, live app whose request URL answered
-  ``url_verification`` and a channel its bot is a member of now.  Its
+* A *pair* is an installed, live app that gets events (a Socket Mode app,
+  or one whose request URL answered ``url_verification``) and a channel
+  its bot is a member of now.  Its
   cursor ``delivered`` is the position of the last event that got a final
   answer; positions are ``2 * seq`` (the message event) and
   ``2 * seq + 1`` (its ``app_mention``).  A new pair (or the bot back in a
@@ -45,6 +46,7 @@ Rules (``storage/pg_app_events.py`` implements them,
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,11 +119,14 @@ class ResponseUrl:
 
 
 class AppEventStore(Protocol):
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[EventClaim]:
+    async def claim(self, owner: str, lease_s: float, limit: int,
+                    socket_apps: Sequence[int] | None = None) -> list[EventClaim]:
         """Claim up to ``limit`` pairs with undelivered messages whose next
         try is due and that no live lease holds, on every shard; each is
         leased to ``owner`` for ``lease_s`` seconds.  Creates (or restarts
-        at the bot's join) the cursors of new pairs first."""
+        at the bot's join) the cursors of new pairs first.  ``socket_apps``
+        None: pairs of HTTP apps only; else pairs of the Socket Mode apps
+        among those ids only (each dispatcher claims what it can send)."""
 
     async def pending(self, claim: EventClaim, limit: int) -> list[PendingMessage]:
         """Up to ``limit`` committed messages of the channel after the
@@ -148,9 +153,11 @@ class AppEventStore(Protocol):
         manifest's URL changed meanwhile); a failure blocks retries for a
         while (``urls_to_verify``) and unverifies nothing."""
 
-    async def claim_outbox(self, owner: str, lease_s: float, limit: int) -> list[OutboxEvent]:
+    async def claim_outbox(self, owner: str, lease_s: float, limit: int,
+                           socket_apps: Sequence[int] | None = None) -> list[OutboxEvent]:
         """Lease up to ``limit`` due outbox rows no live lease holds, on every
-        shard, oldest first, to ``owner`` for ``lease_s`` seconds."""
+        shard, oldest first, to ``owner`` for ``lease_s`` seconds
+        (``socket_apps`` as in ``claim``)."""
 
     async def outbox_done(self, event: OutboxEvent) -> bool:
         """Delete the row after a final answer; False when the lease was lost."""
