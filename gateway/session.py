@@ -46,6 +46,8 @@ from gateway.resume import Hold, Phase
 from gateway.router import Router
 from gateway.sending import Sends
 from gateway.socket_mode import SocketModeLinks
+from gateway.socket_relay import PREFIXES as RELAY_TOPICS
+from gateway.socket_relay import SocketRelay
 from gateway.transport import Accept, Reject, WsTransport
 from parley import events
 from parley.actions import delivery
@@ -193,6 +195,16 @@ class GatewayApp:
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
+        # Socket Mode: the apps' sockets here, the relay that lets other
+        # processes reach them (and this one reach theirs), and the
+        # dispatcher that sends them their events (it queries nothing
+        # while no app socket is open).
+        self.links = SocketModeLinks(svc)
+        self.relay = SocketRelay(svc.hub, self.links)
+        self.links.on_held = self.relay.holding
+        svc.app_links = self.relay
+        self.socket_events = EventDispatcher(svc, None, links=self.links)
+        self._socket_events_task: asyncio.Task[None] | None = None
         self.presence = PresenceService(
             svc.presence, svc.hub,
             channel_size=lambda wid, cid: presence_reads.channel_size(svc, wid, cid),
@@ -201,7 +213,7 @@ class GatewayApp:
             svc.hub,
             lambda wid, cid, after: delivery.events_after(svc, wid, cid, after),
             lambda wid, cid: delivery.channel_position(svc, wid, cid),
-            extra={"p": self.presence.watch})
+            extra={"p": self.presence.watch, **dict.fromkeys(RELAY_TOPICS, self.relay)})
         self.sessions: dict[WsTransport, Session] = {}
         self._per_user: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -212,12 +224,6 @@ class GatewayApp:
         self.replays = Replays(svc, self.router, lambda s: s.conn in self.sessions, self._spawn)
         self.commands = self.command_table()
         self._rate: tuple[object, Refill] | None = None  # (settings it was built from, policy)
-        # Socket Mode: the apps' sockets here, and the dispatcher that sends
-        # them their events (it queries nothing while no app socket is open).
-        self.links = SocketModeLinks(svc)
-        svc.app_links = self.links
-        self.socket_events = EventDispatcher(svc, None, links=self.links)
-        self._socket_events_task: asyncio.Task[None] | None = None
 
     def command_rate(self) -> Refill:
         """The command budget a connection opened now gets: one ``Refill``
@@ -248,6 +254,7 @@ class GatewayApp:
         await self.svc.hub.start(self.router)
         self.router.start()
         await self.presence.start()
+        await self.relay.start()
         self._sweeper = asyncio.create_task(self._expire_forever())
         self._socket_events_task = asyncio.create_task(self.socket_events.run(),
                                                        name="parley-socket-mode-events")
@@ -267,7 +274,8 @@ class GatewayApp:
             self._socket_events_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._socket_events_task
-        if self.svc.app_links is self.links:
+        await self.relay.close()
+        if self.svc.app_links is self.relay:
             self.svc.app_links = None
         for task in self._tasks:
             task.cancel()

@@ -31,7 +31,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,9 @@ class SocketModeLinks:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.public_url = ""  # set by the runner once the gateway listens
+        # Told when an app's first socket here opens (True) and its last
+        # closes (False): the relay subscribes the app's topic meanwhile.
+        self.on_held: Callable[[int, bool], None] | None = None
         self._by_app: dict[int, list[AppSocket]] = {}
         self._by_conn: dict[WsTransport, AppSocket] = {}
         self._turn: dict[int, int] = {}
@@ -101,6 +104,8 @@ class SocketModeLinks:
         self._by_conn[conn] = sock
         sockets = self._by_app.setdefault(ctx.app_id, [])
         sockets.append(sock)
+        if len(sockets) == 1 and self.on_held is not None:
+            self.on_held(ctx.app_id, True)
         self._send(conn, {"type": "hello", "num_connections": len(sockets),
                           "debug_info": {"host": "parley-gateway", "build_number": 1,
                                          "approximate_connection_time": 3600},
@@ -140,6 +145,8 @@ class SocketModeLinks:
         if not sockets:
             self._by_app.pop(sock.app_id, None)
             self._turn.pop(sock.app_id, None)
+            if self.on_held is not None:
+                self.on_held(sock.app_id, False)
         for fut in sock.pending.values():
             if not fut.done():
                 fut.set_exception(OutboundFailed("the app's socket closed before its ack"))

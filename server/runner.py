@@ -21,6 +21,7 @@ from api.app import create_app
 from api.health import create_health_app
 from gateway.protocol import CONNECT_PATH, CloseCode
 from gateway.session import GatewayApp
+from gateway.socket_relay import SocketRelay
 from gateway.transport import GatewayServer, TransportLimits, serve
 from gateway.websocket import WsLimits
 from parley.config import Settings
@@ -39,14 +40,6 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-class _NullHandler:
-    def on_message(self, topic: str, payload: bytes) -> None:
-        pass
-
-    def on_reset(self) -> None:
-        pass
 
 
 def _reconnect_hint(_: object) -> str:
@@ -137,7 +130,12 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
             running.gateway_app.links.public_url = (
                 f"ws://{settings.host}:{running.gateway_server.port}")
         else:
-            await svc.hub.start(_NullHandler())
+            # No gateway here: the hub brings only the Socket Mode relay's
+            # answers (commands and button presses for apps whose sockets
+            # are on the gateways).
+            relay = SocketRelay(svc.hub)
+            svc.app_links = relay
+            await svc.hub.start(relay)
         # A gateway-only process still answers /healthz and /readyz on the
         # API port, so orchestrators can probe it the same way.
         if api or gateway:

@@ -1,5 +1,7 @@
 """The Events API dispatcher: delivers events derived from the committed
-message stream to apps' request URLs (HTTP mode).
+message stream to apps' request URLs (HTTP mode, one per API process) or
+to their sockets (Socket Mode, one per gateway process, for the apps with
+a socket there: ``links``).  The two differ only in ``_send``.
 
 Theory of operation: every ``app_events_poll_ms`` the dispatcher asks the
 store (``AppEventStore.claim``) for (app, channel) pairs with messages

@@ -178,12 +178,12 @@ async def post_signed(svc: Services, url: str, body: bytes, secret: str,
 async def over_socket(svc: Services, app: AppRecord, kind: str, payload: dict[str, Any],
                       what: str, *, accepts_response_payload: bool) -> dict[str, Any] | None:
     """A Socket Mode app's request (``slash_commands``, ``interactive``): an
-    envelope to one of its sockets in this process; the ack's payload, else
-    ``424 app_did_not_respond``.  No signature: the socket is authenticated."""
+    envelope to one of its sockets (on any gateway: ``Services.app_links``
+    relays); the ack's payload, else ``424 app_did_not_respond``.  No
+    signature: the socket is authenticated."""
     links = svc.app_links
-    if links is None or app.id not in links.app_ids():
-        raise AppFailed("app_did_not_respond", f"{what}: the app has no Socket Mode "
-                                               "connection to this server")
+    if links is None:
+        raise AppFailed("app_did_not_respond", f"{what}: no Socket Mode connection")
     try:
         return await links.request(app.id, kind, payload,
                                    timeout_s=svc.settings.app_events_timeout_s,

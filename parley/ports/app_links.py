@@ -25,9 +25,11 @@ from typing import Any, Protocol
 
 
 class AppLinks(Protocol):
-    #: Where apps reach this process's gateway (``ws://host:port``), for
-    #: ``apps.connections.open`` when no ``public_gateway_url`` is set.
-    public_url: str
+    @property
+    def public_url(self) -> str:
+        """Where apps reach this process's gateway (``ws://host:port``; empty
+        without one), for ``apps.connections.open`` when no
+        ``public_gateway_url`` is set."""
 
     def app_ids(self) -> Sequence[int]:
         """The apps with at least one open socket in this process."""

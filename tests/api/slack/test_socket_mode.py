@@ -42,8 +42,8 @@ async def _linked(parley: Running, sockets: int = 1) -> None:
     ``connect`` returns before the upgrade is through)."""
     async with asyncio.timeout(10):
         while True:
-            links = parley.rt.services.app_links
-            if links is not None and sum(map(links.sockets, links.app_ids())) >= sockets:  # type: ignore[attr-defined]
+            gw = parley.gateway_app
+            if gw is not None and sum(map(gw.links.sockets, gw.links.app_ids())) >= sockets:
                 return
             await asyncio.sleep(0.05)
 
