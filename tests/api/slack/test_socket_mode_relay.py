@@ -85,3 +85,73 @@ async def test_a_command_reaches_a_socket_on_another_process(
         assert env["payload"]["command"] == command  # type: ignore[index]
         assert out["response_type"] == "ephemeral" and out["text"] == "pong ping"
     await t.close()
+
+
+@pytest.fixture
+async def two_gateways(redis_server: str, pg_factory: PgFactory,
+                       tmp_path: Path) -> AsyncIterator[tuple[Running, list[GatewayProcess]]]:
+    dsn = await pg_factory.new()
+    rt = await build(make_settings(tmp_path, redis_url=redis_server), dsns=[dsn])
+    api = await start(rt, api_port=0, gateway=False)
+    try:
+        gws = await start_gateways(2, dsn, redis_server, tmp_path)
+    except BaseException:
+        await api.stop(drain_deadline_s=0.5)
+        raise
+    try:
+        yield api, gws
+    finally:
+        stop_gateways(gws)
+        await api.stop(drain_deadline_s=0.5)
+
+
+async def _link(bot: object, gw: GatewayProcess) -> websockets.ClientConnection:
+    opened = await bot.call(bot.client.apps_connections_open,  # type: ignore[attr-defined]
+                            app_token=bot.app_token)  # type: ignore[attr-defined]
+    ticket = parse_qs(urlsplit(opened["url"]).query)["ticket"][0]
+    ws = await websockets.connect(f"ws://127.0.0.1:{gw.gateway_port}/link/?ticket={ticket}")
+    assert json.loads(await ws.recv())["type"] == "hello"
+    return ws
+
+
+async def _events(ws: websockets.ClientConnection, n: int,
+                  timeout_s: float = 30.0) -> list[dict[str, object]]:
+    got: list[dict[str, object]] = []
+    async with asyncio.timeout(timeout_s):
+        while len(got) < n:
+            env = json.loads(await ws.recv())
+            if env.get("type") == "events_api":
+                got.append(env)
+    return got
+
+
+async def test_a_gateway_killed_with_unacked_events_loses_none(
+        two_gateways: tuple[Running, list[GatewayProcess]]) -> None:
+    """SIGKILL the gateway whose socket got events it never acked; the app
+    reconnects to the other gateway and gets them again, same event_id,
+    in channel order, once its leases ran out."""
+    from tests.api.slack.helpers import cid
+
+    api, (gw0, gw1) = two_gateways
+    t, bot = await team_with_bot(api, socket_manifest("Crash"))
+    await bot.call(bot.client.conversations_join, channel=cid("public", t.general))
+    ws = await _link(bot, gw0)
+    texts = [f"crash {i}" for i in range(3)]
+    for text in texts:
+        await t.post(t.bob, t.general, text)
+    first = await _events(ws, 1)  # the pair goes one event at a time: the first, unacked
+    assert first[0]["payload"]["event"]["text"] == texts[0]  # type: ignore[index]
+    gw0.kill()
+    await ws.close()
+    ws = await _link(bot, gw1)
+    seen: list[tuple[str, str]] = []
+    async with asyncio.timeout(40):
+        while len(seen) < len(texts):
+            [env] = await _events(ws, 1, timeout_s=40)
+            await ws.send(json.dumps({"envelope_id": env["envelope_id"]}))
+            payload = env["payload"]
+            seen.append((payload["event"]["text"], payload["event_id"]))  # type: ignore[index]
+    assert [text for text, _ in seen] == texts
+    assert seen[0][1] == first[0]["payload"]["event_id"]  # type: ignore[index]
+    await ws.close()
+    await t.close()
