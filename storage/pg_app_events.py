@@ -72,7 +72,7 @@ WHERE cur.joined_at <> EXCLUDED.joined_at
 _CLAIM = f"""
 UPDATE app_event_cursors cur
 SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
-FROM (SELECT c.app_id, c.channel_id, ch.kind
+FROM (SELECT c.app_id, c.channel_id, ch.kind, c.lease_owner IS NOT NULL AS taken_over
       FROM app_event_cursors c
       JOIN apps a ON a.id = c.app_id
       JOIN channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = a.bot_user_id
@@ -88,7 +88,7 @@ FROM (SELECT c.app_id, c.channel_id, ch.kind
       FOR UPDATE OF c SKIP LOCKED) due
 WHERE cur.app_id = due.app_id AND cur.channel_id = due.channel_id
 RETURNING cur.workspace_id, cur.app_id, cur.channel_id, due.kind, cur.delivered, cur.attempts,
-          cur.retry_reason
+          cur.retry_reason, due.taken_over
 """  # noqa: S608
 
 
@@ -139,7 +139,8 @@ WHERE a.id = $2 AND a.workspace_id = $1 AND {_EVENT_APP} AND {_BOT_EVENTS} ? e.k
 _CLAIM_OUTBOX = f"""
 UPDATE app_event_outbox o
 SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
-FROM (SELECT x.id, ch.kind FROM app_event_outbox x LEFT JOIN channels ch ON ch.id = x.channel_id
+FROM (SELECT x.id, ch.kind, x.lease_owner IS NOT NULL AS taken_over
+      FROM app_event_outbox x LEFT JOIN channels ch ON ch.id = x.channel_id
       JOIN apps a ON a.id = x.app_id
       WHERE {_TRANSPORT}
         AND (x.not_before IS NULL OR x.not_before <= now())
@@ -148,7 +149,7 @@ FROM (SELECT x.id, ch.kind FROM app_event_outbox x LEFT JOIN channels ch ON ch.i
       FOR UPDATE OF x SKIP LOCKED) due
 WHERE o.id = due.id
 RETURNING o.id, o.workspace_id, o.app_id, o.channel_id, due.kind, o.kind AS event_kind,
-          o.payload::text AS payload, o.created_at, o.attempts, o.retry_reason
+          o.payload::text AS payload, o.created_at, o.attempts, o.retry_reason, due.taken_over
 """  # noqa: S608
 
 # -- outbox writers: each runs in the caller's transaction, the change's ------------
@@ -217,7 +218,8 @@ class PgAppEvents(PgPart):
             out += [EventClaim(workspace_id=r["workspace_id"], app_id=r["app_id"],
                                channel_id=r["channel_id"], channel_kind=r["kind"],
                                delivered=r["delivered"], attempts=r["attempts"],
-                               retry_reason=r["retry_reason"], owner=owner) for r in rows]
+                               retry_reason=r["retry_reason"], owner=owner,
+                               taken_over=r["taken_over"]) for r in rows]
         return out
 
     async def pending(self, claim: EventClaim, limit: int) -> list[PendingMessage]:
@@ -374,7 +376,8 @@ def _outbox(r: Any, owner: str) -> OutboxEvent:
                        channel_id=r["channel_id"], channel_kind=r["kind"],
                        kind=r["event_kind"], payload=json.loads(r["payload"]),
                        created_at=r["created_at"], attempts=r["attempts"],
-                       retry_reason=r["retry_reason"], owner=owner)
+                       retry_reason=r["retry_reason"], owner=owner,
+                       taken_over=r["taken_over"])
 
 
 def _extras(r: Any) -> MessageExtras | None:

@@ -206,7 +206,7 @@ class EventDispatcher:
         if target is None:
             await store.release(claim)
             return
-        attempts, reason = claim.attempts, claim.retry_reason
+        attempts, reason = _resumed(claim.attempts, claim.retry_reason, claim.taken_over)
         pending = await store.pending(claim, BATCH)
         for pm in pending:
             for position, event in wire.events_for(target, claim.channel_kind, pm):
@@ -240,7 +240,8 @@ class EventDispatcher:
             return
         env = wire.envelope(target, ev.channel_id, 0, event, int(ev.created_at.timestamp()),
                             wire.outbox_event_id(ev.id))
-        later = await self._try(target, env, ev.attempts, ev.retry_reason)
+        later = await self._try(target, env,
+                                *_resumed(ev.attempts, ev.retry_reason, ev.taken_over))
         if later is not None:
             await store.outbox_defer(ev, *later)
             return
@@ -320,3 +321,15 @@ class EventDispatcher:
         app = await self.svc.store.apps.app(item.workspace_id, item.app_id)
         if app is not None and manifest_of(app).event_request_url == item.url:
             await verify_request_url(self.svc, app)
+
+
+def _resumed(attempts: int, reason: str | None, taken_over: bool) -> tuple[int, str | None]:
+    """Where the tries of a claimed event stand.  Taken over from a
+    dispatcher whose lease ran out, the event may have been sent already:
+    that try counts (the resend carries ``X-Slack-Retry-Num: 1``,
+    ``http_timeout``, and the next failure waits for the first delayed
+    retry).  When the dead one had in fact not sent it, the app sees a
+    retry header on a first delivery, which at-least-once allows."""
+    if taken_over and attempts == 0:
+        return 1, reason or "http_timeout"
+    return attempts, reason

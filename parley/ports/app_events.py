@@ -65,6 +65,9 @@ class EventClaim:
     attempts: int  # failed tries of the event after ``delivered``
     retry_reason: str | None  # of the last failed try
     owner: str  # the dispatcher's lease token
+    # The lease ran out in another dispatcher's hands (it died or stalled
+    # mid-delivery), so the next event may have been sent already.
+    taken_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class OutboxEvent:
     attempts: int
     retry_reason: str | None
     owner: str
+    taken_over: bool = False  # as ``EventClaim.taken_over``
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,8 +90,11 @@ async def test_sigkill_of_the_dispatching_process_loses_nothing(
         assert texts == ["m1", "m2", "m3", "m3", "m4", "m5"]
         ids = [r.payload["event_id"] for r in got]
         assert ids[2] == ids[3] and len(set(ids)) == 5
-        # The dead process recorded no failure, so the resend is not numbered as a retry.
-        assert [r.headers.get("x-slack-retry-num") for r in got] == [None] * 6
+        # The resend after the takeover is numbered as a retry (the dead
+        # process may have sent it, and had); the rest are first tries.
+        assert [r.headers.get("x-slack-retry-num") for r in got] == [None, None, None, "1",
+                                                                      None, None]
+        assert got[3].headers.get("x-slack-retry-reason") == "http_timeout"
     finally:
         await rec.stop()
         await t.close()
