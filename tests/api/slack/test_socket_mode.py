@@ -220,3 +220,31 @@ async def test_drain_sends_disconnect_first(parley: Running) -> None:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert msg["type"] == "disconnect" and msg["reason"] == "refresh_requested"
     await t.close()
+
+
+async def test_several_sockets_of_one_app_share_the_commands(parley: Running) -> None:
+    t, bot = await team_with_bot(parley, socket_manifest("Pair"))
+    one = await websockets.connect(await _open_url(bot))
+    two = await websockets.connect(await _open_url(bot))
+    try:
+        assert json.loads(await one.recv())["num_connections"] == 1
+        assert json.loads(await two.recv())["num_connections"] == 2
+
+        async def serve(ws: Any, name: str) -> str:
+            env = await _until(ws, lambda m: m.get("type") == "slash_commands")
+            await ws.send(json.dumps({"envelope_id": env["envelope_id"],
+                                      "payload": {"text": name}}))
+            return name
+
+        tasks = [asyncio.create_task(serve(one, "one")), asyncio.create_task(serve(two, "two"))]
+        answers = set()
+        for _ in range(2):
+            out = await expect(t.bob.api, "POST", t.c(t.general, "/commands"), 200,
+                               json={"command": "/pair", "text": ""})
+            answers.add(out["text"])
+        assert answers == {"one", "two"}  # one envelope each, in turn
+        assert {await task for task in tasks} == {"one", "two"}
+    finally:
+        await one.close()
+        await two.close()
+        await t.close()
