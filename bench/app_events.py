@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import resource
 import secrets
@@ -160,9 +161,8 @@ async def connect(people: list[Member], port: int, workspace: int, traffic: Traf
     for p in people:
         req = upgrade_request("127.0.0.1", port, connect_path(workspace), SUBPROTOCOL,
                               auth_headers(p.account.token))
-        uid = p.account.user_id
-        _, sock = await loop.create_connection(lambda r=req, u=uid: Person(r, u, traffic),
-                                               "127.0.0.1", port)
+        _, sock = await loop.create_connection(
+            functools.partial(Person, req, p.account.user_id, traffic), "127.0.0.1", port)
         await asyncio.wait_for(sock.ready, 30)
         p.socket = sock
 
