@@ -488,7 +488,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--people", type=int, default=24, help="people (one socket each)")
     ap.add_argument("--channels", type=int, default=4,
                     help="app channels (and as many plain channels)")
-    ap.add_argument("--rate", type=float, default=20.0, help="messages per second in all")
+    # 5 messages/s to 100 apps offers 500 events/s, under what the dispatcher
+    # delivered on the two-core machine (about 700/s saturated), so a phase's
+    # backlog drains in seconds and the run stays under two minutes.
+    ap.add_argument("--rate", type=float, default=5.0, help="messages per second in all")
     ap.add_argument("--duration", type=float, default=8.0, help="measured seconds per phase")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds sent before the window")
     ap.add_argument("--drain", type=float, default=20.0,
