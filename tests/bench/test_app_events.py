@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.app_events import summarize
 from tests.bench.conftest import ROOT
 
 PHASE_FIELDS = ("messages_sent_per_s", "people_delivery", "events_per_s", "events_offered_per_s",
@@ -42,3 +43,22 @@ def test_app_events_benchmark_runs_every_mode(results_dir: Path, pg_admin_dsn: s
     assert set(result["summary"]) == {"no", "fast", "slow"}
     assert "people_p99_added_ms" in result["summary"]["slow"]
     assert "| mode" not in proc.stdout and "ppl p99" in proc.stdout, "the table is printed"
+
+
+def _phase(mode: str, samples_ms: list[float], cpu: float,
+           events_per_s: float) -> dict[str, object]:
+    return {"mode": mode, "people_delivery_samples_ms": samples_ms, "events_per_s": events_per_s,
+            "event_latency_send_to_app": {"p99_ms": None}, "server_cpu_share": cpu,
+            "server_cpu_s_per_1000_events": None}
+
+
+def test_summary_pools_people_samples_and_subtracts_the_no_apps_phases() -> None:
+    s = summarize([_phase("no", [1.0] * 99 + [9.0], 0.1, 0.0),
+                   _phase("fast", [2.0] * 50, 0.5, 400.0),
+                   _phase("no", [1.0] * 100, 0.1, 0.0),
+                   _phase("fast", [30.0] * 50, 0.5, 400.0)])
+    assert s["no"]["people_samples"] == 200 and s["no"]["people_p99_ms"] == 1.0
+    assert s["fast"]["people_p50_ms"] == 2.0 and s["fast"]["people_p99_ms"] == 30.0
+    assert s["fast"]["people_p99_added_ms"] == 29.0
+    # (0.5 - 0.1) cores over 400 events/s: 1 CPU-second per 1,000 events.
+    assert s["fast"]["added_server_cpu_s_per_1000_events"] == 1.0
