@@ -150,6 +150,8 @@ class Person(WsClient):
 
 @dataclass
 class Member:
+    """A person: their account, their two channels, their socket once connected."""
+
     account: Account
     app_channel: int
     plain_channel: int
