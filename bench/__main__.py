@@ -7,6 +7,8 @@
   crossnode  fanout across two gateway processes through Redis
   presence   heartbeats absorbed/s and Redis commands per 1,000 heartbeats
   compare    one scenario against Parley and every peer server, with ratios
+  app_events Events API: events/s to 100 apps, people's delivery p99 with
+             fast, slow and no apps (bench/app_events.py, its own options)
   report     results (bench/results/*.json) -> docs/benchmarks.md tables + docs/img/*.png
 
 Every scenario starts its own server (``--url`` uses a running one), prints
@@ -70,9 +72,21 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Benchmarks with their own option parsers: ``python -m bench NAME ...``
+#: hands the rest of the command line to ``bench.NAME.main``.
+STANDALONE = {"app_events": "bench.app_events"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] in STANDALONE:
+        import importlib
+
+        standalone: Callable[[list[str]], int] = importlib.import_module(
+            STANDALONE[args_in[0]]).main
+        return standalone(args_in[1:])
     ap = parser()
-    args = ap.parse_args(argv)
+    args = ap.parse_args(args_in)
     if args.command != "report":
         try:
             server_settings(getattr(args, "server_settings", None) or ())
