@@ -39,8 +39,9 @@ _URL = "a.manifest #>> '{settings,event_subscriptions,request_url}'"
 _BOT_EVENTS = "(a.manifest #> '{settings,event_subscriptions,bot_events}')"
 # An app whose events go to its HTTP request URL: live, not Socket Mode, URL verified.
 _HTTP_APP = f"""a.deleted_at IS NULL AND NOT a.socket_mode AND a.events_verified_url = {_URL}"""
-# ... and installed: the app that gets HTTP events.
-_DELIVERING = f"a.installed_at IS NOT NULL AND {_HTTP_APP}"
+# ... and installed, its events not turned off for failing (shard/0013): the
+# app that gets HTTP events.
+_DELIVERING = f"a.installed_at IS NOT NULL AND a.events_disabled_at IS NULL AND {_HTTP_APP}"
 
 # ... and subscribes to an event that messages yield (else it needs no cursor).
 _MESSAGE_EVENTS = f"""{_BOT_EVENTS}
@@ -136,6 +137,10 @@ SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
 FROM (SELECT x.id, ch.kind FROM app_event_outbox x LEFT JOIN channels ch ON ch.id = x.channel_id
       WHERE (x.not_before IS NULL OR x.not_before <= now())
         AND (x.leased_until IS NULL OR x.leased_until < now())
+        -- rows written before the app's events were turned off wait (and
+        -- are dropped when they are turned on again: AppHealthStore)
+        AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.id = x.app_id
+                                             AND a.events_disabled_at IS NOT NULL)
       ORDER BY x.id LIMIT $3
       FOR UPDATE OF x SKIP LOCKED) due
 WHERE o.id = due.id

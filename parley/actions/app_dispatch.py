@@ -38,6 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from parley.actions import app_events as wire
+from parley.actions.app_health import DeliveryHealth
 from parley.actions.apps import manifest_of, signing_secrets, verify_request_url
 from parley.config import Settings
 from parley.model import StoreUnavailable
@@ -71,6 +72,7 @@ class EventDispatcher:
         self._outage = OutageLog(log, "event dispatch",
                                  consequence="events to apps wait; nothing is lost")
         self.sent = 0  # requests made (events and retries), for tests and metrics
+        self.health = DeliveryHealth(svc, clock=clock)  # counts tries, disables failing apps
 
     @property
     def _settings(self) -> Settings:
@@ -108,6 +110,7 @@ class EventDispatcher:
 
     async def tick(self) -> None:
         """One scan: verify request URLs, then claim and start due pairs."""
+        await self.health.tick()  # never raises
         store = self.svc.store.app_events
         for item in await store.urls_to_verify(self._verify_retry_s, VERIFY_BATCH):
             if item.app_id not in self._verifying:  # one at a time per app, off the scan
@@ -257,12 +260,15 @@ class EventDispatcher:
         ts = int(self._clock())
         headers = wire.request_headers(target.signing_secret, ts, body, retry_num, retry_reason)
         self.sent += 1
+        result: OutboundResponse | OutboundError
         try:
-            return await self.http.post(target.url, body, headers,
-                                        timeout_s=self._settings.app_events_timeout_s)
+            result = await self.http.post(target.url, body, headers,
+                                          timeout_s=self._settings.app_events_timeout_s)
         except OutboundError as exc:
             log.info("app %s: %s", target.app_id, exc)
-            return exc
+            result = exc
+        self.health.record(target, result)
+        return result
 
     # -- request URLs ---------------------------------------------------------
 
