@@ -35,7 +35,7 @@ JOIN apps a ON a.id = s.app_id AND a.workspace_id = s.workspace_id
 WHERE s.minute > $1 AND a.events_disabled_at IS NULL AND a.deleted_at IS NULL
   AND a.installed_at IS NOT NULL
 GROUP BY s.workspace_id, s.app_id
-HAVING sum(s.ok + s.failed) >= $2 AND sum(s.failed) >= $3 * sum(s.ok + s.failed)
+HAVING sum(s.ok + s.failed) >= $2 AND sum(s.failed) >= $3::float8 * sum(s.ok + s.failed)
 ORDER BY s.app_id
 """
 
