@@ -107,7 +107,7 @@ async def test_an_always_failing_app_is_disabled_told_and_enabled_again(
 
     seen = len(app_site.received)
     await t.post(t.bob, t.general, "while off")
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(0.6)  # three dispatcher polls
     assert len(app_site.received) == seen  # nothing is sent while disabled
 
     await expect(t.bob.api, "POST", t.w(f"/apps/{bot.app['id']}/events/enable"), 403,
