@@ -156,7 +156,7 @@ def _reason(f: FailingApp, window: dt.timedelta) -> str:
     tries = f.ok + f.failed
     minutes = max(1, round(window.total_seconds() / 60))
     return (f"{f.failed} of {tries} event deliveries to the request URL failed "
-            f"in the last {minutes} minutes")
+            f"in the last {minutes} minute{'' if minutes == 1 else 's'}")
 
 
 async def _admins(svc: Services, app: AppRecord) -> list[int]:

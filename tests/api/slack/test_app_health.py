@@ -135,7 +135,7 @@ async def test_no_retry_500s_count_as_failed_and_404s_as_answered(
         await t.post(t.bob, t.general, f"broken {i}")
     app = await _until_disabled(t, bot)
     assert app["events_disabled_reason"] == (
-        "4 of 4 event deliveries to the request URL failed in the last 1 minutes")
+        "4 of 4 event deliveries to the request URL failed in the last 1 minute")
 
     status = 404  # Slack's "no listener for this event": the app is up
     await expect(t.ada.api, "POST", t.w(f"/apps/{bot.app['id']}/events/enable"), 200)
