@@ -87,6 +87,7 @@ class DeliveryHealth:
         self.flush_every_s = flush_every_s
         self.check_every_s = check_every_s
         self._counts: dict[_Key, list[int]] = {}
+        self.tries = 0  # tries counted by this instance, for tests and metrics
         now = clock()
         self._flushed = now
         self._checked = now
@@ -98,6 +99,7 @@ class DeliveryHealth:
         minute = int(self._clock() // 60) * 60
         cell = self._counts.setdefault((target.workspace_id, target.app_id, minute), [0, 0])
         cell[0 if succeeded(result) else 1] += 1
+        self.tries += 1
 
     async def tick(self) -> None:
         """Flush and check when due.  Never raises: a failure is logged and

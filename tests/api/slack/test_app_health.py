@@ -63,8 +63,18 @@ async def _until_disabled(t: Team, bot: Bot, timeout: float = 10.0) -> dict[str,
             await asyncio.sleep(0.1)
 
 
-async def _dm_texts(t: Team, user: User, bot: Bot) -> list[str]:
-    """What the bot wrote to ``user`` in their DM."""
+async def _dm_texts(t: Team, user: User, bot: Bot, want: int = 0) -> list[str]:
+    """What the bot wrote to ``user`` in their DM (waiting for ``want``
+    messages: the DMs are written just after the app is disabled)."""
+    async with asyncio.timeout(10):
+        while True:
+            texts = await _dm_texts_now(t, user, bot)
+            if len(texts) >= want:
+                return texts
+            await asyncio.sleep(0.1)
+
+
+async def _dm_texts_now(t: Team, user: User, bot: Bot) -> list[str]:
     listed = await expect(user.api, "GET", t.w("/channels"), 200)
     out: list[str] = []
     for ch in listed["channels"]:
@@ -75,10 +85,16 @@ async def _dm_texts(t: Team, user: User, bot: Bot) -> list[str]:
     return out
 
 
-async def _settled_check(parley: Running) -> list[Any]:
-    """Let the last answers reach the dispatcher, then flush and check now."""
-    await asyncio.sleep(0.3)
+async def _settled_check(parley: Running, tries: int) -> list[Any]:
+    """Once the dispatcher counted ``tries`` tries in all (the last answers
+    reach it after the app saw the request), flush and check now."""
     health = _health(parley)
+    async with asyncio.timeout(10):
+        while True:  # polled: the dispatcher signals nothing
+            if health.tries >= tries:
+                break
+            await asyncio.sleep(0.05)
+    assert health.tries == tries
     await health.flush()
     return await health.check()
 
@@ -98,7 +114,7 @@ async def test_an_always_failing_app_is_disabled_told_and_enabled_again(
     assert "8 of 8 event deliveries" in app["events_disabled_reason"]
     # The creator (ada, the owner) and the admin (ann) are told, once; members are not.
     for admin in (t.ada, t.ann):
-        texts = await _dm_texts(t, admin, bot)
+        texts = await _dm_texts(t, admin, bot, want=1)
         assert len(texts) == 1 and "are turned off" in texts[0]
         assert f"/apps/{bot.app['id']}/events/enable" in texts[0]
     assert await _dm_texts(t, t.bob, bot) == []
@@ -122,7 +138,7 @@ async def test_an_always_failing_app_is_disabled_told_and_enabled_again(
     got = await app_site.wait_for(lambda rs: "back" in _texts(rs))
     # What was posted while events were off is not sent (as in Slack).
     assert "while off" not in _texts(got)
-    assert await _settled_check(parley) == []  # a clean record after enabling
+    assert await _settled_check(parley, 9) == []  # a clean record after enabling
 
 
 async def test_no_retry_500s_count_as_failed_and_404s_as_answered(
@@ -142,7 +158,7 @@ async def test_no_retry_500s_count_as_failed_and_404s_as_answered(
     for i in range(6):
         await t.post(t.bob, t.general, f"nobody listens {i}")
     await app_site.wait_for(lambda rs: len(rs) == 10)
-    assert await _settled_check(parley) == []
+    assert await _settled_check(parley, 10) == []
     assert (await _app(t, bot))["events_disabled_ts"] is None
 
 
@@ -159,13 +175,13 @@ async def test_an_app_failing_90_percent_stays_on_and_a_new_request_url_enables(
         await t.post(t.bob, t.general, f"bad {i}")
     await t.post(t.bob, t.general, "good")
     await app_site.wait_for(lambda rs: len(rs) == 10)
-    assert await _settled_check(parley) == []  # 9 of 10 failed: under 95%
+    assert await _settled_check(parley, 10) == []  # 9 of 10 failed: under 95%
     assert (await _app(t, bot))["events_disabled_ts"] is None
 
     for i in range(9, 18):  # 18 of 19: still under
         await t.post(t.bob, t.general, f"bad {i}")
     await app_site.wait_for(lambda rs: len(rs) == 19)
-    assert await _settled_check(parley) == []
+    assert await _settled_check(parley, 19) == []
     await t.post(t.bob, t.general, "bad 18")  # 19 of 20: 95%
     await _until_disabled(t, bot)
 
