@@ -19,7 +19,7 @@ from api.deps import Auth, Mutator, Svc
 from api.params import IdPath
 from api.schemas import IdStr, Strict
 from parley import slack_ids
-from parley.actions import apps, webhooks
+from parley.actions import app_health, apps, webhooks
 from parley.actions.apps import SIGNING_GRACE_S_DEFAULT, SIGNING_GRACE_S_MAX
 from parley.ports.apps import AppRecord, TokenRecord, WebhookRecord
 
@@ -62,6 +62,11 @@ class AppOut(BaseModel):
     event_request_url_verified: bool = Field(
         default=False, description="The manifest's event request URL echoed url_verification "
                                    "(events are sent only then)")
+    events_disabled_ts: int | None = Field(
+        default=None, description="Unix milliseconds: when events to the app were turned off "
+                                  "because most deliveries failed (null: they are on)")
+    events_disabled_reason: str | None = Field(
+        default=None, description="Why they were turned off: the failure counts")
     slack: SlackIds = Field(description="The ids in the Web API's shapes")
 
     @classmethod
@@ -79,6 +84,9 @@ class AppOut(BaseModel):
             manifest=m.raw,
             event_request_url_verified=(m.event_request_url is not None
                                         and m.event_request_url == a.events_verified_url),
+            events_disabled_ts=(None if a.events_disabled_at is None
+                                else int(a.events_disabled_at.timestamp() * 1000)),
+            events_disabled_reason=a.events_disabled_reason,
             slack=SlackIds(app_id=slack_ids.app(a.id), bot_id=slack_ids.bot(a.bot_id),
                            bot_user_id=slack_ids.user(a.bot_user_id),
                            team_id=slack_ids.team(a.workspace_id)))
@@ -230,6 +238,15 @@ async def rotate_signing_secret(workspace_id: IdPath, app_id: IdPath, body: Sign
     for `grace_s` seconds."""
     app, secret = await apps.rotate_signing_secret(s, me, workspace_id, app_id, body.grace_s)
     return AppCreatedOut(app=AppOut.of(app), signing_secret=secret)
+
+
+@router.post(APP + "/events/enable", response_model=AppOut)
+async def enable_events(workspace_id: IdPath, app_id: IdPath, me: Mutator, s: Svc) -> AppOut:
+    """Turn the app's events on again after Parley turned them off because
+    most deliveries failed (`events_disabled_ts`); events of the time they
+    were off are not sent.  Idempotent.  `403 permission_denied` (not an
+    admin), `404 app_not_found`."""
+    return AppOut.of(await app_health.enable_events(s, me, workspace_id, app_id))
 
 
 @router.get(APP + "/tokens", response_model=TokenList)

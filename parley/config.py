@@ -111,6 +111,10 @@ class Settings:
     app_events_retry_delays_s: str = "0,60,300"
     app_events_poll_ms: float = 200.0  # how often a dispatcher looks for new messages
     app_events_concurrency_per_app: int = 4  # requests in flight to one app, per process
+    # Failing apps (Slack's rule): events are turned off for an app with at
+    # least 95% of at least this many tries failed over the window.
+    app_events_disable_min_tries: int = 100
+    app_events_disable_window_s: float = 3600.0
     # Outbound requests (apps' URLs) may not reach loopback, private, link-local,
     # CGNAT, multicast or metadata addresses, except these CIDRs.
     outbound_allowed_cidrs: str = ""
@@ -209,6 +213,11 @@ SETTINGS_DOC: dict[str, str] = {
         "Delays in seconds before each retry of an undelivered event (comma-separated)",
     "app_events_poll_ms": "How often an event dispatcher looks for new messages, in ms",
     "app_events_concurrency_per_app": "Events API requests in flight to one app, per process",
+    "app_events_disable_min_tries":
+        "Event delivery tries an app needs in the window before it can be disabled for failing "
+        "(95% or more failed)",
+    "app_events_disable_window_s":
+        "Seconds over which an app's event delivery failures are counted (Slack: 60 minutes)",
     "outbound_allowed_cidrs":
         "CIDRs outbound requests may reach although private (comma-separated; tests: loopback)",
 }
@@ -266,5 +275,8 @@ def validate(s: Settings) -> None:
             or any(d < 0 for d in delays)):
         raise ConfigError("app_events_timeout_s and app_events_poll_ms must be > 0, "
                           "app_events_concurrency_per_app >= 1, at most 10 retry delays >= 0")
+    if s.app_events_disable_min_tries < 1 or s.app_events_disable_window_s < 60:
+        raise ConfigError("app_events_disable_min_tries must be >= 1 and "
+                          "app_events_disable_window_s >= 60 (counts are per minute)")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

@@ -40,8 +40,9 @@ _BOT_EVENTS = "(a.manifest #> '{settings,event_subscriptions,bot_events}')"
 # An app that can be sent events: live, and either a Socket Mode app or one
 # whose request URL is verified.
 _EVENT_APP = f"""a.deleted_at IS NULL AND (a.socket_mode OR a.events_verified_url = {_URL})"""
-# ... and installed: the app that gets events.
-_DELIVERING = f"a.installed_at IS NOT NULL AND {_EVENT_APP}"
+# ... and installed, its events not turned off for failing (shard/0013): the
+# app that gets events.
+_DELIVERING = f"a.installed_at IS NOT NULL AND a.events_disabled_at IS NULL AND {_EVENT_APP}"
 # Which of those a dispatcher claims: $4 NULL, the HTTP apps (the API
 # process's dispatcher); else the Socket Mode apps among $4 (a gateway's,
 # for the apps with a socket on it).
@@ -145,6 +146,10 @@ FROM (SELECT x.id, ch.kind, x.lease_owner IS NOT NULL AS taken_over
       WHERE {_TRANSPORT}
         AND (x.not_before IS NULL OR x.not_before <= now())
         AND (x.leased_until IS NULL OR x.leased_until < now())
+        -- rows written before the app's events were turned off wait (and
+        -- are dropped when they are turned on again: AppHealthStore)
+        AND NOT EXISTS (SELECT 1 FROM apps a WHERE a.id = x.app_id
+                                             AND a.events_disabled_at IS NOT NULL)
       ORDER BY x.id LIMIT $3
       FOR UPDATE OF x SKIP LOCKED) due
 WHERE o.id = due.id

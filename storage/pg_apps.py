@@ -43,7 +43,8 @@ BOT_PASSWORD_HASH = "!bot"  # noqa: S105 - deliberately not a hash
 _APP_COLUMNS = ("a.id, a.workspace_id, a.name, a.bot_name, a.manifest::text AS manifest, "
                 "a.bot_scopes, a.socket_mode, a.bot_id, a.bot_user_id, a.created_by, "
                 "a.created_at, a.updated_at, a.signing_salt, a.prev_signing_salt, "
-                "a.prev_signing_until, a.installed_at, a.deleted_at, a.events_verified_url")
+                "a.prev_signing_until, a.installed_at, a.deleted_at, a.events_verified_url, "
+                "a.events_disabled_at, a.events_disabled_reason")
 _TOKEN_COLUMNS = (  # column names, not a password
     "t.id, t.workspace_id, t.app_id, t.kind, t.user_id, t.scopes, t.created_at, t.revoked_at")  # noqa: S105
 _WEBHOOK_COLUMNS = ("h.id, h.workspace_id, h.app_id, h.channel_id, h.created_by, h.created_at, "
@@ -58,7 +59,14 @@ def _app(r: Any) -> AppRecord:
         created_at=r["created_at"], updated_at=r["updated_at"], signing_salt=r["signing_salt"],
         prev_signing_salt=r["prev_signing_salt"], prev_signing_until=r["prev_signing_until"],
         installed=r["installed_at"] is not None, deleted=r["deleted_at"] is not None,
-        events_verified_url=r["events_verified_url"])
+        events_verified_url=r["events_verified_url"],
+        events_disabled_at=r["events_disabled_at"],
+        events_disabled_reason=r["events_disabled_reason"])
+
+
+# What other stores reading the apps table use (storage/pg_app_health.py).
+APP_COLUMNS = _APP_COLUMNS
+app_record = _app
 
 
 def _token(r: Any) -> TokenRecord:

@@ -21,6 +21,7 @@ from parley.ports.stores import Stores
 from storage.migrate import apply_migrations, pending_migrations
 from storage.pg_accounts import PgLeases, PgSessions, PgUsers
 from storage.pg_app_events import PgAppEvents
+from storage.pg_app_health import PgAppHealth
 from storage.pg_apps import PgApps, PgInstalls, PgWebhooks
 from storage.pg_channels import PgChannels, PgReads, PgRoster
 from storage.pg_common import (
@@ -81,6 +82,7 @@ class PgDatabase:
         self.installs = PgInstalls(self)
         self.webhooks = PgWebhooks(self)
         self.app_events = PgAppEvents(self)
+        self.app_health = PgAppHealth(self)
 
     def stores(self) -> Stores:
         """The ports the domain uses, all on these pools."""
@@ -92,7 +94,7 @@ class PgDatabase:
             threads=self.threads, reactions=self.reactions, pins=self.pins, search=self.search,
             files=self.files, shares=self.shares, file_limits=self.file_limits,
             apps=self.apps, installs=self.installs, webhooks=self.webhooks,
-            app_events=self.app_events, health=self)
+            app_events=self.app_events, app_health=self.app_health, health=self)
 
     # -- lifecycle ---------------------------------------------------------
 

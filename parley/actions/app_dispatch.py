@@ -40,6 +40,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from parley.actions import app_events as wire
+from parley.actions.app_health import DeliveryHealth
 from parley.actions.apps import manifest_of, signing_secrets, verify_request_url
 from parley.config import Settings
 from parley.model import StoreUnavailable
@@ -81,6 +82,7 @@ class EventDispatcher:
         self._outage = OutageLog(log, "event dispatch",
                                  consequence="events to apps wait; nothing is lost")
         self.sent = 0  # requests made (events and retries), for tests and metrics
+        self.health = DeliveryHealth(svc, clock=clock)  # counts tries, disables failing apps
 
     @property
     def _settings(self) -> Settings:
@@ -118,6 +120,7 @@ class EventDispatcher:
 
     async def tick(self) -> None:
         """One scan: verify request URLs, then claim and start due pairs."""
+        await self.health.tick()  # never raises
         store = self.svc.store.app_events
         socket_apps: list[int] | None = None
         if self.links is not None:
@@ -272,8 +275,16 @@ class EventDispatcher:
     async def _send(self, target: wire.AppTarget, env: dict[str, Any], retry_num: int,
                     retry_reason: str | None) -> OutboundResponse | OutboundError:
         self.sent += 1
+        result: OutboundResponse | OutboundError
         if self.links is not None:
-            return await self._send_socket(target, env, retry_num, retry_reason)
+            result = await self._send_socket(target, env, retry_num, retry_reason)
+        else:
+            result = await self._send_http(target, env, retry_num, retry_reason)
+        self.health.record(target, result)
+        return result
+
+    async def _send_http(self, target: wire.AppTarget, env: dict[str, Any], retry_num: int,
+                         retry_reason: str | None) -> OutboundResponse | OutboundError:
         assert self.http is not None
         body = wire.encode(env)
         ts = int(self._clock())

@@ -147,6 +147,10 @@ async def update_app(svc: Services, ident: Identity, workspace_id: int, app_id: 
         raise Conflict("app_name_taken", "an app with this name exists") from exc
     if app is None:
         raise _not_found()
+    if app.events_disabled_at is not None and m.event_request_url is not None:
+        # Setting the request URL again turns off-for-failing events back on
+        # (parley/actions/app_health.py; the same as POST .../events/enable).
+        app = await svc.store.app_health.enable_events(workspace_id, app_id) or app
     return await _verified(svc, app)
 
 

@@ -5,8 +5,9 @@ Rules (``storage/pg_app_events.py`` implements them,
 ``tests/storage/test_app_events_store.py`` checks them on PostgreSQL):
 
 * A *pair* is an installed, live app that gets events (a Socket Mode app,
-  or one whose request URL answered ``url_verification``) and a channel
-  its bot is a member of now.  Its
+  or one whose request URL answered ``url_verification``; its events not
+  turned off for failing, parley/ports/app_health.py) and a channel its
+  bot is a member of now.  Its
   cursor ``delivered`` is the position of the last event that got a final
   answer; positions are ``2 * seq`` (the message event) and
   ``2 * seq + 1`` (its ``app_mention``).  A new pair (or the bot back in a
@@ -38,7 +39,8 @@ Rules (``storage/pg_app_events.py`` implements them,
   - ``app_uninstalled`` / ``tokens_revoked``: the app being uninstalled
     itself (no channel), the only events an uninstalled app gets.
 
-  ``claim_outbox`` leases them like pairs (one dispatcher each);
+  ``claim_outbox`` leases them like pairs (one dispatcher each), except
+  rows of an app whose events are turned off;
   ``outbox_done`` deletes one after a final answer.  Outbox events carry
   no order between them (Slack gives none).
 """

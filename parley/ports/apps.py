@@ -52,6 +52,10 @@ class AppRecord:
     # The event request URL that answered url_verification (the Events API
     # sends only there); set by ``AppEventStore.set_verified``.
     events_verified_url: str | None = None
+    # Set while the app's events are off because most deliveries failed
+    # (parley/actions/app_health.py), with what the counts were.
+    events_disabled_at: dt.datetime | None = None
+    events_disabled_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from parley.ports.accounts import LeaseStore, SessionStore, UserStore
 from parley.ports.app_events import AppEventStore
+from parley.ports.app_health import AppHealthStore
 from parley.ports.apps import AppStore, InstallStore, WebhookStore
 from parley.ports.channels import ChannelStore, ReadStore, RosterStore
 from parley.ports.files import FileLimitStore, FileShareStore, FileStore
@@ -60,4 +61,5 @@ class Stores:
     installs: InstallStore
     webhooks: WebhookStore
     app_events: AppEventStore
+    app_health: AppHealthStore
     health: Health

@@ -141,6 +141,7 @@ MATRIX: dict[str, Body] = {
         lambda i: {"webhook_channel_id": i["channel_id"]},
     "POST /v1/workspaces/{workspace_id}/apps/{app_id}/uninstall": _none,
     "POST /v1/workspaces/{workspace_id}/apps/{app_id}/signing-secret": _empty,
+    "POST /v1/workspaces/{workspace_id}/apps/{app_id}/events/enable": _none,
     "GET /v1/workspaces/{workspace_id}/apps/{app_id}/tokens": _none,
     "DELETE /v1/workspaces/{workspace_id}/apps/{app_id}/tokens/{token_id}": _none,
     "POST /v1/workspaces/{workspace_id}/apps/{app_id}/webhooks":
