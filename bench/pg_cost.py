@@ -42,6 +42,7 @@ import asyncpg
 from bench import textgen
 from parley.model import User
 from storage.migrate import apply_migrations
+from storage.pg_common import insert_channel
 from storage.pg_search import _INDEX_BATCH
 from storage.postgres import PgDatabase
 
@@ -116,13 +117,23 @@ async def make_fixture(admin_url: str, schema: str, channels: int) -> Fixture:
         assert u is not None
         users.append(u)
     ws = await db.workspaces.create_workspace(next(_ids), "bench", users[0], next(_ids))
+    # Members and channels by the bare inserts: the store's methods also
+    # write the Events API's outbox (migration 0009 on), which the
+    # ``before`` schema predates.
     senders = []
-    for i, u in enumerate(users):
-        if i:
-            await db.members.add_member(ws.id, u, "member")
-        ch = await db.channels.create_channel(next(_ids), ws.id, "public", f"c{i}", u.id)
-        assert ch is not None
-        senders.append((ch.id, u.id))
+    conn = await asyncpg.connect(dsn)
+    try:
+        for i, u in enumerate(users):
+            if i:
+                await conn.execute(
+                    """INSERT INTO workspace_members (workspace_id, user_id, role, display_name)
+                       VALUES ($1, $2, 'member', $3)""", ws.id, u.id, u.display_name)
+            cid = next(_ids)
+            async with conn.transaction():
+                await insert_channel(conn, cid, ws.id, "public", f"c{i}", u.id, [u.id])
+            senders.append((cid, u.id))
+    finally:
+        await conn.close()
     return Fixture(name, dsn, db, ws.id, senders)
 
 
