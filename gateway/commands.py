@@ -9,8 +9,8 @@ in its own task: the connection's other commands are not held up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from gateway.protocol import ERR_INVALID_FIELD, ERR_STORE_UNAVAILABLE
 from gateway.protocol import codec as codecs
@@ -21,6 +21,7 @@ from parley.model import StoreUnavailable
 from parley.services import Services
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+T = TypeVar("T")
 
 
 def api_base(svc: Services) -> str:
@@ -41,17 +42,26 @@ def start(svc: Services, spawn: Spawn, session: Sender, ref: Any, d: dict[str, A
     spawn(_run(svc, session, ref, channel_id, command, text))
 
 
-async def _run(svc: Services, session: Sender, ref: Any, channel_id: int, command: str,
-               text: str) -> None:
+async def answered(session: Sender, ref: Any, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None once its refusal was sent as a typed
+    ``error`` (a domain error's code, or ``store_unavailable``): the app ops'
+    one way of answering failures."""
     try:
-        reply = await commands.invoke(svc, session.ident, session.workspace_id, channel_id,
-                                      command, text, base_url=api_base(svc))
+        return await work
     except DomainError as exc:
         session.error(ref, exc.code, exc.message, retryable=exc.retryable)
-        return
     except StoreUnavailable:
         session.error(ref, ERR_STORE_UNAVAILABLE, "the database is unavailable; retry",
                       retryable=True)
+    return None
+
+
+async def _run(svc: Services, session: Sender, ref: Any, channel_id: int, command: str,
+               text: str) -> None:
+    reply = await answered(session, ref, commands.invoke(
+        svc, session.ident, session.workspace_id, channel_id, command, text,
+        base_url=api_base(svc)))
+    if reply is None:
         return
     data: dict[str, Any] = {"response_type": reply.response_type, "text": reply.text,
                             "blocks": reply.blocks}

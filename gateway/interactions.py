@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.commands import Spawn, api_base
-from gateway.protocol import ERR_INVALID_FIELD, ERR_STORE_UNAVAILABLE
+from gateway.commands import Spawn, answered, api_base
+from gateway.protocol import ERR_INVALID_FIELD
 from gateway.protocol import codec as codecs
 from gateway.sending import Sender
 from parley.actions import interactions
-from parley.errors import DomainError
-from parley.model import StoreUnavailable
 from parley.services import Services
 
 
@@ -41,15 +39,14 @@ def start(svc: Services, spawn: Spawn, session: Sender, ref: Any, d: dict[str, A
 
 async def _run(svc: Services, session: Sender, ref: Any, channel_id: int, message_id: int,
                action_id: str, block_id: str | None, value: str | None) -> None:
-    try:
-        await interactions.press(svc, session.ident, session.workspace_id, channel_id,
-                                 message_id, action_id, block_id=block_id, value=value,
-                                 base_url=api_base(svc))
-    except DomainError as exc:
-        session.error(ref, exc.code, exc.message, retryable=exc.retryable)
-        return
-    except StoreUnavailable:
-        session.error(ref, ERR_STORE_UNAVAILABLE, "the database is unavailable; retry",
-                      retryable=True)
-        return
-    session.reply(ref, {})
+    done = await answered(session, ref, _press(svc, session, channel_id, message_id, action_id,
+                                               block_id, value))
+    if done:
+        session.reply(ref, {})
+
+
+async def _press(svc: Services, session: Sender, channel_id: int, message_id: int,
+                 action_id: str, block_id: str | None, value: str | None) -> bool:
+    await interactions.press(svc, session.ident, session.workspace_id, channel_id, message_id,
+                             action_id, block_id=block_id, value=value, base_url=api_base(svc))
+    return True

@@ -193,9 +193,10 @@ class EventDispatcher:
         if app is None:
             return None
         m = manifest_of(app)
-        if self.links is None and (m.event_request_url is None or app.socket_mode):
+        # Each dispatcher sends over its own transport only (as its claims filter).
+        if app.socket_mode != (self.links is not None):
             return None
-        if self.links is not None and not app.socket_mode:
+        if not app.socket_mode and m.event_request_url is None:
             return None
         return wire.AppTarget(app_id=app.id, workspace_id=app.workspace_id, bot_id=app.bot_id,
                               bot_user_id=app.bot_user_id, events=frozenset(m.bot_events),
