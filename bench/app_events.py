@@ -320,6 +320,20 @@ def _self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _dispatcher_cpu_s(server: ParleyProcess) -> float:
+    """CPU seconds of the server's Events API dispatcher child (``app_events_dispatch``
+    ``process``, server/app_events_proc.py); 0 when it dispatches inline."""
+    total = 0.0
+    for child in server.ps.children(recursive=True):
+        try:
+            if "app-events" in child.cmdline():
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue  # gone between the listing and the reading
+    return total
+
+
 def _ms(summary: dict[str, Any], key: str) -> float | None:
     v = summary.get(key)
     return None if v is None else float(v)
@@ -343,9 +357,11 @@ async def run_phase(index: int, mode: str, args: argparse.Namespace, world: Worl
     await asyncio.sleep((t_from - time.monotonic_ns()) / 1e9)
     wall_from = time.time()
     cpu0, pg0, rc0, me0 = server.cpu_s(), postgres_cpu_s(), receiver.cpu_s(), _self_cpu_s()
+    dc0 = _dispatcher_cpu_s(server)
     await asyncio.sleep(max(0.0, (t_to - time.monotonic_ns()) / 1e9))
     wall_to = time.time()
     cpu1, pg1, rc1, me1 = server.cpu_s(), postgres_cpu_s(), receiver.cpu_s(), _self_cpu_s()
+    dc1 = _dispatcher_cpu_s(server)
     await sender
     await asyncio.sleep(SETTLE_S)
     # Drain: every app fast again, wait until every event of the phase arrived.
@@ -386,6 +402,11 @@ async def run_phase(index: int, mode: str, args: argparse.Namespace, world: Worl
         "server_cpu_share": round(server_cpu / window_s, 3),
         "server_cpu_s_per_1000_events": (round(server_cpu * 1000 / events_window, 3)
                                          if events_window else None),
+        # The dispatcher child (0 with app_events_dispatch=inline, where
+        # its work is in server_cpu); "all" is the two together.
+        "dispatcher_cpu_share": round((dc1 - dc0) / window_s, 3),
+        "all_cpu_s_per_1000_events": (round((server_cpu + dc1 - dc0) * 1000 / events_window, 3)
+                                      if events_window else None),
         "postgres_cpu_share": round((pg1 - pg0) / window_s, 3),
         "receiver_cpu_share": round((rc1 - rc0) / window_s, 3),
         "generator_cpu_share": round((me1 - me0) / window_s, 3),
@@ -417,6 +438,8 @@ def summarize(phases: list[dict[str, Any]]) -> dict[str, Any]:
                 lambda p: _ms(p["event_latency_send_to_app"], "p99_ms")),
             "server_cpu_share": mean(lambda p: p["server_cpu_share"]),
             "server_cpu_s_per_1000_events": mean(lambda p: p["server_cpu_s_per_1000_events"]),
+            "dispatcher_cpu_share": mean(lambda p: p.get("dispatcher_cpu_share")),
+            "all_cpu_s_per_1000_events": mean(lambda p: p.get("all_cpu_s_per_1000_events")),
         }
     base = out.get("no", {}).get("people_p99_ms")
     base_cpu = out.get("no", {}).get("server_cpu_share")
@@ -436,22 +459,24 @@ def print_table(phases: list[dict[str, Any]], summary: dict[str, Any]) -> None:
 
     print(f"{'#':>2} {'mode':8} {'msg/s':>6} {'ppl p50':>8} {'ppl p99':>8} {'ev/s':>7} "
           f"{'offered':>8} {'ev p50':>8} {'ev p99':>8} {'srv CPU':>8} {'s/1k ev':>8} "
-          f"{'pg CPU':>7} {'drain':>6}")
+          f"{'disp CPU':>8} {'all s/1k':>8} {'pg CPU':>7} {'drain':>6}")
     for p in phases:
         pd, ev = p["people_delivery"], p["event_latency_send_to_app"]
         print(f"{p['index']:>2} {p['mode']:8} {p['messages_sent_per_s']:6.1f} "
               f"{f(pd['p50_ms'], 8, 2)} {f(pd['p99_ms'], 8, 2)} {p['events_per_s']:7.1f} "
               f"{p['events_offered_per_s']:8.1f} {f(ev['p50_ms'], 8)} {f(ev['p99_ms'], 8)} "
               f"{p['server_cpu_share']:8.2f} {f(p['server_cpu_s_per_1000_events'], 8, 3)} "
+              f"{p['dispatcher_cpu_share']:8.2f} {f(p['all_cpu_s_per_1000_events'], 8, 3)} "
               f"{p['postgres_cpu_share']:7.2f} {('ok' if p['drained'] else 'NO'):>6}")
     print()
     print(f"{'mode':8} {'ppl p99':>8} {'+p99 vs no':>11} {'ev/s':>8} {'ev p99':>8} "
-          f"{'CPU s/1k ev':>12} {'added s/1k':>11}")
+          f"{'CPU s/1k ev':>12} {'added s/1k':>11} {'disp CPU':>9} {'all s/1k':>9}")
     for mode, s in summary.items():
         print(f"{mode:8} {f(s['people_p99_ms'], 8, 2)} {f(s.get('people_p99_added_ms'), 11, 2)} "
               f"{f(s['events_per_s'], 8)} {f(s['event_send_to_app_p99_ms'], 8)} "
               f"{f(s['server_cpu_s_per_1000_events'], 12, 3)} "
-              f"{f(s.get('added_server_cpu_s_per_1000_events'), 11, 3)}")
+              f"{f(s.get('added_server_cpu_s_per_1000_events'), 11, 3)} "
+              f"{f(s['dispatcher_cpu_share'], 9, 2)} {f(s['all_cpu_s_per_1000_events'], 9, 3)}")
 
 
 # -- main --------------------------------------------------------------------------

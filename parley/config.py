@@ -115,6 +115,12 @@ class Settings:
     # least 95% of at least this many tries failed over the window.
     app_events_disable_min_tries: int = 100
     app_events_disable_window_s: float = 3600.0
+    # Where the Events API's HTTP dispatcher runs (server/app_events_proc.py):
+    # "process" (a child process of the API process, at a lower CPU priority,
+    # so apps never take the gateway's CPU), "inline" (in the API process's
+    # event loop: tests), "off" (none here: run `parley app-events` yourself).
+    app_events_dispatch: str = "process"
+    app_events_nice: int = 10  # the child's nice increment (0..19)
     # Outbound requests (apps' URLs) may not reach loopback, private, link-local,
     # CGNAT, multicast or metadata addresses, except these CIDRs.
     outbound_allowed_cidrs: str = ""
@@ -218,6 +224,10 @@ SETTINGS_DOC: dict[str, str] = {
         "(95% or more failed)",
     "app_events_disable_window_s":
         "Seconds over which an app's event delivery failures are counted (Slack: 60 minutes)",
+    "app_events_dispatch":
+        "Where events to apps' request URLs are sent from: process (a child process at a lower "
+        "CPU priority), inline (the API process), off (run `parley app-events` separately)",
+    "app_events_nice": "Nice increment of the Events API dispatcher's child process (0..19)",
     "outbound_allowed_cidrs":
         "CIDRs outbound requests may reach although private (comma-separated; tests: loopback)",
 }
@@ -278,5 +288,9 @@ def validate(s: Settings) -> None:
     if s.app_events_disable_min_tries < 1 or s.app_events_disable_window_s < 60:
         raise ConfigError("app_events_disable_min_tries must be >= 1 and "
                           "app_events_disable_window_s >= 60 (counts are per minute)")
+    if s.app_events_dispatch not in {"process", "inline", "off"} or not (
+            0 <= s.app_events_nice <= 19):
+        raise ConfigError("app_events_dispatch must be process, inline or off, and "
+                          "app_events_nice 0..19")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

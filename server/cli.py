@@ -3,6 +3,7 @@
   parley serve      API + gateway in one process (embedded PostgreSQL by default)
   parley api        the REST API only
   parley gateway    the WebSocket gateway only (``--echo``: RFC 6455 echo mode for Autobahn)
+  parley app-events the Events API dispatcher only (events to apps' request URLs)
   parley migrate    apply database migrations to the directory and every shard
   parley shards     show the hash ring and where workspaces live
 """
@@ -66,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                    help="test-only: echo every message (RFC 6455 conformance runs)")
     p.add_argument("--max-message-bytes", type=int, default=None,
                    help="with --echo: message size limit (default 1 MiB)")
+    p = sub.add_parser("app-events",
+                       help="run the Events API dispatcher (events to apps' request URLs)")
+    _common(p)
     p = sub.add_parser("migrate", help="apply migrations to every database")
     _common(p)
     p = sub.add_parser("shards", help="show the shard ring and workspace placement")
@@ -153,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"parley: cannot start: {exc}", file=sys.stderr)
                 return 1
         cmd = runner.run(settings, api=api, gateway=gateway, worker=worker)
+    elif args.command == "app-events":
+        from server import app_events_proc
+
+        cmd = app_events_proc.run(settings)
     elif args.command == "migrate":
         cmd = _migrate(settings)
     else:

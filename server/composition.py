@@ -15,10 +15,12 @@ file bytes       local disk in data_dir/files     ``s3_bucket`` (+ ``s3_endpoint
 
 Background work (``Runtime.start_maintenance``): the cleanup of uploads
 never completed, and the Events API dispatcher (events to apps' request
-URLs, through the SSRF-guarded ``GuardedHttp``).  ``server/runner.py``
-starts them in processes that serve the API; several processes running
-them at once is harmless (cleanup steps are compare-and-sets; dispatchers
-lease (app, channel) pairs).
+URLs, through the SSRF-guarded ``GuardedHttp``) when ``app_events_dispatch``
+is ``inline``; otherwise only the failing-app check, the dispatcher being a
+child process (server/app_events_proc.py).  ``server/runner.py`` starts
+them in processes that serve the API; several processes running them at
+once is harmless (cleanup steps are compare-and-sets; dispatchers lease
+(app, channel) pairs; disabling an app is a compare-and-set).
 
 The search indexer (``Runtime.start_indexer``, ``parley.actions.search.index_loop``
 over ``storage.pg_search.PgSearchIndexer``) runs in every serving process,
@@ -81,12 +83,22 @@ class Runtime:
         from parley.actions.files import cleanup_loop
 
         self._start("parley-upload-cleanup", cleanup_loop(self.services))
-        self.start_dispatcher()
+        if self.settings.app_events_dispatch == "inline":
+            self.start_dispatcher()
+        else:
+            # The dispatcher is elsewhere (server/app_events_proc.py); the
+            # failing-app check stays here, where its DMs reach the hub.
+            from parley.actions.app_health import check_loop
 
-    def start_dispatcher(self) -> EventDispatcher:
-        """Start (once) this process's Events API dispatcher."""
+            self._start("parley-app-health", check_loop(self.services))
+
+    def start_dispatcher(self, *, check_health: bool = True) -> EventDispatcher:
+        """Start (once) this process's Events API dispatcher.
+        ``check_health=False``: it counts tries but leaves turning failing
+        apps off to the API processes (a dispatcher child's case)."""
         if self.dispatcher is None:
-            self.dispatcher = EventDispatcher(self.services, self.services.outbound)
+            self.dispatcher = EventDispatcher(self.services, self.services.outbound,
+                                              check_health=check_health)
             self._start("parley-app-events", self.dispatcher.run())
         return self.dispatcher
 

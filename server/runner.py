@@ -25,6 +25,7 @@ from gateway.socket_relay import SocketRelay
 from gateway.transport import GatewayServer, TransportLimits, serve
 from gateway.websocket import WsLimits
 from parley.config import Settings
+from server.app_events_proc import DispatcherChild
 from server.composition import Runtime, build
 from server.workers import Worker
 
@@ -85,12 +86,16 @@ class Running:
         self.uvicorn: _Uvicorn | None = None
         self.api_task: asyncio.Task[None] | None = None
         self.api_port: int | None = None
+        self.events_child: DispatcherChild | None = None
 
     @property
     def gateway_port(self) -> int | None:
         return None if self.gateway_server is None else self.gateway_server.port
 
     async def stop(self, drain_deadline_s: float = DRAIN_DEADLINE_S) -> None:
+        if self.events_child is not None:
+            await self.events_child.stop()
+            self.events_child = None
         if self.gateway_app is not None:
             # In-flight sends commit and are acked before sockets close.
             await self.gateway_app.quiesce(drain_deadline_s / 2)
@@ -111,10 +116,13 @@ class Running:
 
 async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
                 api_port: int | None = None, gateway_port: int | None = None,
-                reuse_port: bool = False) -> Running:
+                reuse_port: bool = False, events_child: bool = True) -> Running:
     """Start the selected components on ``rt``'s services (ports default to
     the settings; 0 picks a free port).  ``reuse_port``: bind with
-    SO_REUSEPORT, so the workers of server/workers.py share the ports."""
+    SO_REUSEPORT, so the workers of server/workers.py share the ports.
+    ``events_child``: with the API and ``app_events_dispatch`` ``process``,
+    start the Events API dispatcher's child process (server/app_events_proc.py;
+    False in all but one of a machine's workers)."""
     settings = rt.settings
     svc = rt.services
     running = Running(rt)
@@ -153,6 +161,11 @@ async def start(rt: Runtime, *, api: bool = True, gateway: bool = True,
                 running.api_task.result()
             if api:
                 rt.start_maintenance()  # stale-upload cleanup; Runtime.close() cancels it
+                if events_child and settings.app_events_dispatch == "process":
+                    running.events_child = DispatcherChild(settings, rt.db.dsns)
+                    await running.events_child.start()
+                    rt.notes.append(f"Events API dispatcher: pid {running.events_child.pid}, "
+                                    f"nice +{settings.app_events_nice}")
             rt.start_indexer()  # search, off the commit path; Runtime.close() cancels it
     except BaseException:
         await running.stop(drain_deadline_s=0.1)
@@ -193,7 +206,9 @@ async def run(settings: Settings, *, api: bool = True, gateway: bool = True,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     rt = await build(settings, migrate=worker is None)
-    running = await start(rt, api=api, gateway=gateway, reuse_port=worker is not None)
+    # One Events API dispatcher child per machine: worker 0's with --workers.
+    running = await start(rt, api=api, gateway=gateway, reuse_port=worker is not None,
+                          events_child=worker is None or worker.index == 0)
     tune_gc(settings.gc_gen0_threshold)
     name = "Parley" if worker is None else f"Parley worker {worker.index}"
     try:

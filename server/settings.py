@@ -45,3 +45,20 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     settings = Settings(**values)
     validate(settings)
     return settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``PARLEY_*`` variables that make ``load_settings`` in another process
+    give back ``settings`` (every field that differs from its default), so a
+    child process runs with exactly its parent's settings, flags included."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if value == default:
+            continue
+        env[f"PARLEY_{f.name.upper()}"] = ("true" if value else "false") if isinstance(
+            value, bool) else str(value)
+    return env

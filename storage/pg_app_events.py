@@ -73,7 +73,8 @@ WHERE cur.joined_at <> EXCLUDED.joined_at
 _CLAIM = f"""
 UPDATE app_event_cursors cur
 SET lease_owner = $1, leased_until = now() + $2 * interval '1 second'
-FROM (SELECT c.app_id, c.channel_id, ch.kind, c.lease_owner IS NOT NULL AS taken_over
+FROM (SELECT c.app_id, c.channel_id, ch.kind, c.lease_owner IS NOT NULL AS taken_over,
+             a.xmin::text AS app_version
       FROM app_event_cursors c
       JOIN apps a ON a.id = c.app_id
       JOIN channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = a.bot_user_id
@@ -89,7 +90,7 @@ FROM (SELECT c.app_id, c.channel_id, ch.kind, c.lease_owner IS NOT NULL AS taken
       FOR UPDATE OF c SKIP LOCKED) due
 WHERE cur.app_id = due.app_id AND cur.channel_id = due.channel_id
 RETURNING cur.workspace_id, cur.app_id, cur.channel_id, due.kind, cur.delivered, cur.attempts,
-          cur.retry_reason, due.taken_over
+          cur.retry_reason, due.taken_over, due.app_version
 """  # noqa: S608
 
 
@@ -224,7 +225,8 @@ class PgAppEvents(PgPart):
                                channel_id=r["channel_id"], channel_kind=r["kind"],
                                delivered=r["delivered"], attempts=r["attempts"],
                                retry_reason=r["retry_reason"], owner=owner,
-                               taken_over=r["taken_over"]) for r in rows]
+                               taken_over=r["taken_over"],
+                               app_version=r["app_version"]) for r in rows]
         return out
 
     async def pending(self, claim: EventClaim, limit: int) -> list[PendingMessage]:
@@ -244,16 +246,21 @@ class PgAppEvents(PgPart):
                                root_created_at=r["root_created_at"], root_seq=r["root_seq"],
                                root_user_id=r["root_user_id"]) for r in rows]
 
-    async def advance(self, claim: EventClaim, delivered: int, lease_s: float) -> bool:
+    async def advance(self, claim: EventClaim, delivered: int, lease_s: float, *,
+                      release: bool = False) -> bool:
         pool = await shard_pool(self, claim.workspace_id)
         status = await self._call(
             pool.execute,
             """UPDATE app_event_cursors
                SET delivered = greatest(delivered, $4), attempts = 0, retry_reason = NULL,
-                   not_before = NULL, leased_until = now() + $5 * interval '1 second'
+                   not_before = NULL,
+                   lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END,
+                   leased_until = CASE WHEN $7 THEN NULL
+                                       ELSE now() + $5 * interval '1 second' END
                WHERE app_id = $1 AND channel_id = $2 AND workspace_id = $3
                  AND lease_owner = $6""",
-            claim.app_id, claim.channel_id, claim.workspace_id, delivered, lease_s, claim.owner)
+            claim.app_id, claim.channel_id, claim.workspace_id, delivered, lease_s, claim.owner,
+            release)
         return bool(status == "UPDATE 1")
 
     async def defer(self, claim: EventClaim, attempts: int, reason: str,

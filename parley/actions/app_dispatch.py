@@ -20,9 +20,16 @@ to them.
 Invariants:
 
 * The commit path never waits for an app: the dispatcher is a background
-  task reading committed rows, with at most
+  task reading committed rows (by default in a process of its own, at a
+  lower CPU priority: server/app_events_proc.py), with at most
   ``app_events_concurrency_per_app`` pairs in flight per app and
   ``MAX_IN_FLIGHT`` in all, so a slow app delays only its own events.
+* A *slow* app (its last try timed out) gets one pair in flight until it
+  answers in time again (pairs it has beyond that give their slot up
+  before their next try): a slow app holds a slot for the whole timeout,
+  so without this 64 slow apps (at 4 slots each) would hold all 256 slots
+  and every other app would wait.  Now fast apps wait for a slot only when
+  more than ``MAX_IN_FLIGHT`` apps are slow at once.
 * At least once: the cursor moves only after a final answer, so a crash
   (or a lost lease) resends the event, with the same ``event_id``.
 * One dispatcher per pair in the normal case (the store's lease).
@@ -34,26 +41,31 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from parley.actions import app_events as wire
-from parley.actions.app_health import DeliveryHealth
+from parley.actions.app_health import CHECK_EVERY_S, DeliveryHealth
 from parley.actions.apps import manifest_of, signing_secrets, verify_request_url
 from parley.config import Settings
 from parley.model import StoreUnavailable
 from parley.outage import OutageLog
 from parley.ports.app_events import EventClaim, OutboxEvent, UrlToVerify
 from parley.ports.app_links import AppLinks
-from parley.ports.outbound import OutboundError, OutboundHttp, OutboundResponse
+from parley.ports.outbound import OutboundError, OutboundHttp, OutboundResponse, OutboundTimeout
 from parley.services import Services
 
 log = logging.getLogger("parley.app_events")
 
-MAX_IN_FLIGHT = 256  # pairs being delivered by one process at once
+# Pairs being delivered by one process at once: each holds at most one
+# connection (an fd), for up to the timeout.  The dispatcher's process holds
+# no people's sockets, so its fd budget (20,000 here) has room.
+MAX_IN_FLIGHT = 1024
 BATCH = 100  # messages read per pair and claim
+TARGET_CACHE_MAX = 10_000  # apps whose target is kept (entries)
 VERIFY_RETRY_S = 30.0  # a request URL that failed url_verification is tried again after this
 VERIFY_BATCH = 20
 
@@ -64,10 +76,14 @@ class EventDispatcher:
     def __init__(self, svc: Services, http: OutboundHttp | None, *,
                  links: AppLinks | None = None,
                  clock: Callable[[], float] = time.time,
-                 verify_retry_s: float = VERIFY_RETRY_S) -> None:
+                 verify_retry_s: float = VERIFY_RETRY_S,
+                 check_health: bool = True) -> None:
         """``http``: the HTTP dispatcher (an API process's), for apps with a
         request URL.  ``links``: a Socket Mode dispatcher (a gateway's), for
-        the apps with a socket in ``links`` (then ``http`` is None)."""
+        the apps with a socket in ``links`` (then ``http`` is None).
+        ``check_health=False``: tries are counted and flushed, but the check
+        that turns failing apps off runs elsewhere (the API process's
+        ``app_health.check_loop``)."""
         if (http is None) == (links is None):
             raise ValueError("a dispatcher sends over HTTP or over app sockets, not both")
         self.svc = svc
@@ -78,11 +94,15 @@ class EventDispatcher:
         self._verify_retry_s = verify_retry_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_app: dict[int, int] = {}
+        self._slow: set[int] = set()  # apps whose last try timed out: one slot each
+        self._targets: dict[tuple[int, int], tuple[str, wire.AppTarget | None]] = {}
         self._verifying: dict[int, asyncio.Task[None]] = {}
         self._outage = OutageLog(log, "event dispatch",
                                  consequence="events to apps wait; nothing is lost")
         self.sent = 0  # requests made (events and retries), for tests and metrics
-        self.health = DeliveryHealth(svc, clock=clock)  # counts tries, disables failing apps
+        # Counts tries and (check_health) disables failing apps.
+        self.health = DeliveryHealth(svc, clock=clock,
+                                     check_every_s=CHECK_EVERY_S if check_health else math.inf)
 
     @property
     def _settings(self) -> Settings:
@@ -132,9 +152,8 @@ class EventDispatcher:
         room = MAX_IN_FLIGHT - len(self._tasks)
         if room <= 0:
             return
-        cap = self._settings.app_events_concurrency_per_app
         for claim in await store.claim(self.owner, self.lease_s, room, socket_apps):
-            if self._per_app.get(claim.app_id, 0) >= cap:
+            if self._per_app.get(claim.app_id, 0) >= self._cap(claim.app_id):
                 await store.release(claim)  # the app is at its share; others go first
                 continue
             self._start(claim.app_id, self._deliver(claim), claim)
@@ -142,11 +161,18 @@ class EventDispatcher:
         if room <= 0:
             return
         for ev in await store.claim_outbox(self.owner, self.lease_s, room, socket_apps):
-            if self._per_app.get(ev.app_id, 0) >= cap:
+            if self._per_app.get(ev.app_id, 0) >= self._cap(ev.app_id):
                 await store.outbox_defer(ev, ev.attempts, ev.retry_reason or "",
                                          dt.datetime.now(dt.UTC))
                 continue
             self._start(ev.app_id, self._deliver_outbox(ev), None)
+
+    def _cap(self, app_id: int) -> int:
+        """Pairs the app may have in flight here (see the slow-app invariant)."""
+        return 1 if app_id in self._slow else self._settings.app_events_concurrency_per_app
+
+    def _over_share(self, app_id: int) -> bool:
+        return self._per_app.get(app_id, 0) > self._cap(app_id)
 
     async def _verify_urls(self) -> None:
         store = self.svc.store.app_events
@@ -188,7 +214,25 @@ class EventDispatcher:
             else:
                 self._per_app.pop(app_id, None)
 
-    async def _target(self, workspace_id: int, app_id: int) -> wire.AppTarget | None:
+    async def _target(self, workspace_id: int, app_id: int,
+                      version: str = "") -> wire.AppTarget | None:
+        """Where and how to send the app's events.  Kept per app while the
+        claim's ``app_version`` (the app row's version) is unchanged: a pair
+        is claimed every few polls and an app has many pairs, and any change
+        to the app (URL, secret, subscriptions, install) changes the
+        version, so nothing stale is ever used."""
+        key = (workspace_id, app_id)
+        cached = self._targets.get(key)
+        if version and cached is not None and cached[0] == version:
+            return cached[1]
+        target = await self._read_target(workspace_id, app_id)
+        if version:
+            if len(self._targets) >= TARGET_CACHE_MAX:
+                self._targets.clear()  # crude, but bounded, and refilled in one poll
+            self._targets[key] = (version, target)
+        return target
+
+    async def _read_target(self, workspace_id: int, app_id: int) -> wire.AppTarget | None:
         app = await self.svc.store.apps.app(workspace_id, app_id)
         if app is None:
             return None
@@ -205,31 +249,42 @@ class EventDispatcher:
                               installed=app.installed)
 
     async def _deliver(self, claim: EventClaim) -> None:
+        """The pair's events after its cursor, in order, the cursor written
+        after each final answer; the pair's last write also passes the
+        messages that yielded no event and ends the lease (one write where
+        there were three: advance, pass, release)."""
         store = self.svc.store.app_events
-        target = await self._target(claim.workspace_id, claim.app_id)
+        target = await self._target(claim.workspace_id, claim.app_id, claim.app_version)
         if target is None:
             await store.release(claim)
             return
         attempts, reason = _resumed(claim.attempts, claim.retry_reason, claim.taken_over)
         pending = await store.pending(claim, BATCH)
-        for pm in pending:
-            for position, event in wire.events_for(target, claim.channel_kind, pm):
-                if position <= claim.delivered:
-                    continue
-                env = wire.envelope(target, claim.channel_id, position, event,
-                                    int(pm.message.created_at.timestamp()))
-                later = await self._try(target, env, attempts, reason)
-                if later is not None:
-                    await store.defer(claim, *later)
-                    return
-                if not await store.advance(claim, position, self.lease_s):
-                    return  # the lease was lost: its new holder resends from the cursor
-                attempts, reason = 0, None
-        if pending:
-            last = 2 * pending[-1].message.seq + 1  # messages that yielded nothing are passed
-            if last > claim.delivered and not await store.advance(claim, last, self.lease_s):
+        # Past every event of the batch: messages that yielded none are passed.
+        end = 2 * pending[-1].message.seq + 1 if pending else claim.delivered
+        todo = [(position, event, pm) for pm in pending
+                for position, event in wire.events_for(target, claim.channel_kind, pm)
+                if position > claim.delivered]
+        for i, (position, event, pm) in enumerate(todo):
+            if self._over_share(target.app_id):
+                await store.release(claim)  # the app turned slow: one pair goes on
                 return
-        await store.release(claim)
+            env = wire.envelope(target, claim.channel_id, position, event,
+                                int(pm.message.created_at.timestamp()))
+            later = await self._try(target, env, attempts, reason)
+            if later is not None:
+                await store.defer(claim, *later)
+                return
+            last = i == len(todo) - 1
+            if not await store.advance(claim, end if last else position, self.lease_s,
+                                       release=last):
+                return  # the lease was lost: its new holder resends from the cursor
+            attempts, reason = 0, None
+        if not todo:
+            if end > claim.delivered:
+                await store.advance(claim, end, self.lease_s, release=True)
+            else:
+                await store.release(claim)
 
     async def _deliver_outbox(self, ev: OutboxEvent) -> None:
         """One outbox event: sent, retried like a message event, then deleted."""
@@ -270,7 +325,9 @@ class EventDispatcher:
                             env["event_id"], len(delays), reason)
                 return None
             delay = delays[attempts - 1]
-            if delay > 0:
+            if delay > 0 or self._over_share(target.app_id):
+                # A retry due now, but the app turned slow and has more
+                # pairs in flight than its share: this one gives its slot up.
                 return attempts, reason, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
 
     async def _send(self, target: wire.AppTarget, env: dict[str, Any], retry_num: int,
@@ -282,6 +339,10 @@ class EventDispatcher:
         else:
             result = await self._send_http(target, env, retry_num, retry_reason)
         self.health.record(target, result)
+        if isinstance(result, OutboundTimeout):
+            self._slow.add(target.app_id)
+        elif isinstance(result, OutboundResponse):
+            self._slow.discard(target.app_id)
         return result
 
     async def _send_http(self, target: wire.AppTarget, env: dict[str, Any], retry_num: int,

@@ -35,6 +35,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
@@ -152,6 +153,17 @@ class DeliveryHealth:
                 out.append(app)
         await store.prune(now - window - dt.timedelta(seconds=PRUNE_MARGIN_S))
         return out
+
+
+async def check_loop(svc: Services, every_s: float | None = None) -> None:
+    """The failing-app check alone, every ``every_s`` (default
+    ``CHECK_EVERY_S``): for an API process whose dispatcher runs elsewhere
+    (the tries are counted there and reach this check through the store)."""
+    every_s = CHECK_EVERY_S if every_s is None else every_s
+    health = DeliveryHealth(svc, check_every_s=every_s)
+    while True:
+        await asyncio.sleep(every_s)
+        await health.tick()  # never raises
 
 
 def _reason(f: FailingApp, window: dt.timedelta) -> str:

@@ -70,6 +70,10 @@ class EventClaim:
     # The lease ran out in another dispatcher's hands (it died or stalled
     # mid-delivery), so the next event may have been sent already.
     taken_over: bool = False
+    # Changes whenever the app's record does (URL, secrets, subscriptions,
+    # install state): a dispatcher may keep what it read of the app while
+    # this is the same.  Empty: unknown (read the app).
+    app_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +142,11 @@ class AppEventStore(Protocol):
         """Up to ``limit`` committed messages of the channel after the
         cursor's seq (the one it is inside of included), in seq order."""
 
-    async def advance(self, claim: EventClaim, delivered: int, lease_s: float) -> bool:
+    async def advance(self, claim: EventClaim, delivered: int, lease_s: float, *,
+                      release: bool = False) -> bool:
         """Move the cursor to ``delivered`` (forward only), clear the
-        failure count and extend the lease; False when the lease was lost."""
+        failure count and extend the lease (``release``: end it instead, as
+        ``release`` does, in the same write); False when the lease was lost."""
 
     async def defer(self, claim: EventClaim, attempts: int, reason: str,
                     not_before: dt.datetime) -> bool:

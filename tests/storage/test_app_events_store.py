@@ -68,9 +68,13 @@ async def test_a_cursor_starts_at_the_bots_join_and_claims_are_exclusive(
     (again,) = await db.app_events.claim("b", 10, 10)  # position 2s+1 is still open
     assert again.delivered == 2 * seq
     assert not await db.app_events.advance(claim, 2 * seq + 1, 10)  # "a" lost the lease
-    assert await db.app_events.advance(again, 2 * seq + 1, 10)
-    await db.app_events.release(again)
+    # The last write of a pair moves the cursor and ends the lease at once.
+    assert await db.app_events.advance(again, 2 * seq + 1, 10, release=True)
+    assert not await db.app_events.advance(again, 2 * seq + 1, 10)  # released: not b's now
     assert await db.app_events.claim("a", 10, 10) == []  # all delivered
+    seq2 = await _post(runtime, ws, general, owner.id, "next")
+    (third,) = await db.app_events.claim("a", 10, 10)  # claimable at once after the release
+    assert third.delivered == 2 * seq + 1 and seq2 == seq + 1
 
 
 async def test_an_expired_lease_is_taken_over_and_defer_waits(runtime: Runtime) -> None:
