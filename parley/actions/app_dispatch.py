@@ -66,6 +66,7 @@ log = logging.getLogger("parley.app_events")
 MAX_IN_FLIGHT = 1024
 BATCH = 100  # messages read per pair and claim
 TARGET_CACHE_MAX = 10_000  # apps whose target is kept (entries)
+CLOSE_FLUSH_TIMEOUT_S = 2.0  # a stopping dispatcher's last write of its try counts
 VERIFY_RETRY_S = 30.0  # a request URL that failed url_verification is tried again after this
 VERIFY_BATCH = 20
 
@@ -137,6 +138,10 @@ class EventDispatcher:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        # The tries counted since the last flush (up to FLUSH_EVERY_S of
+        # them), so a stop loses none; a failure here loses only them.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.health.flush(), CLOSE_FLUSH_TIMEOUT_S)
 
     async def tick(self) -> None:
         """One scan: verify request URLs, then claim and start due pairs."""

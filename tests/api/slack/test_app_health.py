@@ -190,3 +190,27 @@ async def test_an_app_failing_90_percent_stays_on_and_a_new_request_url_enables(
     assert shown["events_disabled_ts"] is None  # setting the request URL turns them on
     await t.post(t.bob, t.general, "fixed")
     await app_site.wait_for(lambda rs: "fixed" in _texts(rs))
+
+
+async def test_a_stopping_dispatcher_writes_its_last_counts(parley: Running,
+                                                           app_site: Recorder) -> None:
+    """Counts wait in memory up to FLUSH_EVERY_S; closing the dispatcher
+    (a stop, a child's SIGTERM) writes them, so the check sees every try."""
+    import datetime as dt
+
+    app_site.script = lambda rec, got: web.Response(status=500)
+    t, bot = await _ready(parley, app_site, min_tries=4)
+    health = _health(parley)
+    health.flush_every_s = health.check_every_s = 3600.0  # nothing flushed by the ticks
+    await t.post(t.bob, t.general, "fails four times")
+    async with asyncio.timeout(10):
+        while health.tries < 4:  # noqa: ASYNC110 (the dispatcher signals nothing)
+            await asyncio.sleep(0.05)
+    store = parley.rt.services.store.app_health
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    assert await store.failing_apps(since, 4, 0.95) == []  # still in memory
+    assert parley.rt.dispatcher is not None
+    await parley.rt.dispatcher.close()
+    [failing] = await store.failing_apps(since, 4, 0.95)
+    assert failing.app_id == int(bot.app["id"]) and failing.failed == 4
+    await t.close()
