@@ -361,6 +361,8 @@ class GuardedHttp:
                 elif isinstance(event, h11.ConnectionClosed):
                     break
         except h11.ProtocolError as exc:
+            if not conn.answer_started:  # h11's word for an EOF before any byte
+                raise OutboundFailed("closed before an answer") from exc
             raise OutboundFailed(f"malformed answer: {exc}") from exc
         except (OSError, ssl.SSLError) as exc:
             raise OutboundFailed(f"connection failed: {exc}") from exc
