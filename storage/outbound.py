@@ -403,7 +403,7 @@ class GuardedHttp:
     def _put(self, conn: _Conn) -> None:
         """Back to the pool after a complete exchange, within the bounds
         (the oldest idle connection of the key, or of all, makes room)."""
-        if self._closed or not self._keep_alive:
+        if self._closed or not self._keep_alive or self._per_key < 1 or self._total < 1:
             conn.close_now()
             return
         loop = asyncio.get_running_loop()
