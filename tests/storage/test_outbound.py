@@ -195,7 +195,9 @@ class CountingServer:
     a 1 MB body; ``/slow`` answers after 5 s; ``/hold`` after 0.1 s;
     ``/drop`` closes without an answer; ``/drop-reused`` and
     ``/partial-reused`` answer the first request of a connection and, on a
-    later one, close without an answer or after half a status line.  With
+    later one, close without an answer or after half a status line;
+    ``/drop-then-stall`` drops a reused one and stalls 5 s on the next
+    connection.  With
     ``idle_close_s`` a connection idle that long is closed (a server's
     keep-alive timeout)."""
 
@@ -208,6 +210,7 @@ class CountingServer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = asyncio.Condition()  # notified when ``closed`` grows
+        self.stall = False  # /drop-then-stall dropped one: stall the next
 
     @property
     def connections(self) -> int:
@@ -283,6 +286,12 @@ class CountingServer:
             await asyncio.sleep(0.1)
         elif path == "/drop" or (path == "/drop-reused" and reused):
             return False
+        elif path == "/drop-then-stall":
+            if reused:
+                self.stall = True
+                return False
+            if self.stall:  # the retry's fresh connection
+                await asyncio.sleep(5)
         elif path == "/partial-reused" and reused:
             writer.write(b"HTTP/1.1 200 O")
             await writer.drain()
@@ -392,6 +401,17 @@ async def test_a_stale_reused_connection_is_retried_once_on_a_fresh_one(
     await post(http, url)
     assert server.connections == 2 and len(server.requests) == 3
     await http.close()
+
+
+async def test_the_retry_is_within_the_same_time_limit(server: CountingServer) -> None:
+    http = GuardedHttp(LOOPBACK)
+    url = f"http://127.0.0.1:{server.port}/drop-then-stall"
+    await post(http, url)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(OutboundTimeout):
+        await http.post(url, b"{}", [], timeout_s=0.5)
+    assert loop.time() - started < 1.5 and server.connections == 2 and http.idle == 0
 
 
 async def test_a_fresh_connection_that_fails_is_not_retried(server: CountingServer) -> None:
