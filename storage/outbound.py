@@ -76,6 +76,9 @@ IDLE_LIFETIME_S = 30.0
 # Expired idle connections are closed in batches this far apart (one timer
 # per batch, not one per connection); take() never reuses an expired one.
 SWEEP_GRANULARITY_S = 1.0
+# close() waits at most this for idle connections to finish closing (a TLS
+# peer may never answer our close_notify; shutdown must not wait on apps).
+CLOSE_WAIT_S = 1.0
 USER_AGENT = "ParleyEvents/1.0"
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"),
                                 ipaddress.ip_address("fd00:ec2::254")})
@@ -233,7 +236,11 @@ class GuardedHttp:
         conns = list(self._ages)
         self._idle.clear()
         self._ages.clear()
-        await asyncio.gather(*(c.close() for c in conns))
+        for c in conns:
+            c.close_now()
+        with contextlib.suppress(TimeoutError):  # closed either way; only the wait is cut
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await asyncio.gather(*(c.close() for c in conns))
 
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]], *,
                    timeout_s: float) -> OutboundResponse:
@@ -251,7 +258,10 @@ class GuardedHttp:
                 ("Content-Length", str(len(body)))]
         if not self._keep_alive:
             head.append(("Connection", "close"))
-        request = h11.Request(method="POST", target=target.path, headers=[*head, *headers])
+        try:
+            request = h11.Request(method="POST", target=target.path, headers=[*head, *headers])
+        except h11.LocalProtocolError as exc:  # a header h11 will not send
+            raise OutboundFailed(f"bad request: {exc}") from exc
         conn = self._take(target.key, allowed)
         if conn is not None:
             try:

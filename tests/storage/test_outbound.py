@@ -9,7 +9,10 @@ pool's bounds."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import h11
 import pytest
@@ -216,9 +219,9 @@ class CountingServer:
     def connections(self) -> int:
         return len(self.peers)
 
-    async def start(self, *hosts: str) -> None:
+    async def start(self, *hosts: str, tls: ssl.SSLContext | None = None) -> None:
         for host in hosts or ("127.0.0.1",):  # the same port on each address
-            server = await asyncio.start_server(self._accept, host, self.port)
+            server = await asyncio.start_server(self._accept, host, self.port, ssl=tls)
             self.port = server.sockets[0].getsockname()[1]
             self._servers.append(server)
 
@@ -500,3 +503,61 @@ async def test_close_closes_idle_connections_and_later_posts_are_not_kept(
     assert server.connections == 2 and http.idle == 0
     await server.until_closed(2)
     await http.close()  # idempotent
+
+
+def tls_pair(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts: a self-signed certificate for ``name``
+    that the client trusts.  ``cryptography`` comes with moto (dev extras)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+async def test_https_connections_are_reused_and_verify_the_name(tmp_path: Path) -> None:
+    server_tls, client_tls = tls_pair(tmp_path, "app.example")
+    s = CountingServer(idle_close_s=0.1)
+    await s.start(tls=server_tls)
+    try:
+        resolve, _ = resolver_of(["127.0.0.1"])
+        http = GuardedHttp(LOOPBACK, resolver=resolve, ssl_context=client_tls)
+        for _ in range(3):
+            assert await post(http, f"https://app.example:{s.port}/ok") == b"ok"
+        assert s.connections == 1 and http.idle == 1
+        await s.until_closed(1)  # the server's keep-alive timeout
+        await asyncio.sleep(0.05)
+        await post(http, f"https://app.example:{s.port}/ok")
+        assert s.connections == 2
+        with pytest.raises(OutboundFailed):  # the certificate names app.example only
+            await http.post(f"https://other.example:{s.port}/ok", b"{}", [], timeout_s=2)
+        await http.close()
+    finally:
+        await s.stop()
+
+
+async def test_a_header_h11_refuses_is_a_typed_failure(server: CountingServer) -> None:
+    http = GuardedHttp(LOOPBACK)
+    with pytest.raises(OutboundFailed, match="bad request"):
+        await http.post(f"http://127.0.0.1:{server.port}/ok", b"{}", [("X-Bad", "a\r\nb")],
+                        timeout_s=2)
+    assert server.connections == 0
