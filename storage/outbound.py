@@ -19,9 +19,12 @@ Rules of this file (the port's contract, parley/ports/outbound.py):
   changes after the check cannot redirect a connection: the name is never
   resolved a second time for it, and a connection never changes its peer.
 * A connection goes back to the pool only when h11 has both sides ``IDLE``
-  after ``start_next_cycle()`` and nothing unread is buffered: the answer
-  was read to its end (not cut at ``max_response_bytes``), neither side
-  asked to close, no error, no timeout.  Anything else closes it.
+  after ``start_next_cycle()`` and no received byte is left unparsed: the
+  answer was read to its end (not cut at ``max_response_bytes``), neither
+  side asked to close, no error, no timeout.  Anything else closes it.
+  Known limit: bytes a server sends on an idle connection before closing
+  it (an unsolicited ``408``) are not seen until the next request, which
+  then gets them as its answer (a failed try; the event is retried).
 * The pool is bounded (``IDLE_PER_KEY``, ``IDLE_TOTAL``) and an idle
   connection lives at most ``IDLE_LIFETIME_S``; ``close()`` closes them.
 * A reused connection that fails before any byte of the answer arrived
