@@ -10,9 +10,17 @@ checks each one):
   cloud metadata address are refused unless an allowed CIDR holds them).
   The connection goes to an address that passed the check, never to a
   second resolution of the name, and the connected peer is checked again.
+  An implementation may keep idle connections (keep-alive) and reuse one
+  only for the same scheme, host and port and only when its address is
+  among those this request's check allowed.
 * Redirects are never followed: a 3xx is returned like any answer.
-* The whole exchange (resolution, connection, request, response) ends
-  within ``timeout_s``; at most ``max_response_bytes`` of the body are read.
+* The whole exchange (resolution, connection, request, response, and the
+  one retry below) ends within ``timeout_s``; at most
+  ``max_response_bytes`` of the body are read.
+* A request on a reused connection that fails before any byte of the
+  answer arrived (the server closed the connection while it was idle) may
+  be sent once more on a fresh connection: delivery is at least once (the
+  Events API's stable ``event_id`` lets an app drop a duplicate).
 * Failures are typed (the Events API names its retry reason after them):
   ``OutboundRefused`` (nothing was sent), ``OutboundTimeout``,
   ``OutboundFailed`` (DNS, connection, TLS or a malformed answer).
@@ -59,8 +67,8 @@ class OutboundHttp(Protocol):
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]], *,
                    timeout_s: float) -> OutboundResponse:
         """POST ``body`` to ``url`` (http or https) with ``headers`` (plus
-        Host, Content-Length, Connection: close and a User-Agent), under the
-        rules of this module.  Raises an ``OutboundError``; never follows a
+        Host, Content-Length and a User-Agent), under the rules of this
+        module.  Raises an ``OutboundError``; never follows a
         redirect."""
 
     async def close(self) -> None:
