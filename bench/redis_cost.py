@@ -197,13 +197,13 @@ def publish_phase(client: redis.Redis, pid: int, port: int, payloads: list[tuple
                 proc.kill()
     if still != k:
         raise RuntimeError(f"Redis dropped {k - still} subscriber(s) (output buffer limit)")
-    received = [r.value for _, _, r in subs]
+    bytes_read = [r.value for _, _, r in subs]
     cpu_us = (cpu1 - cpu0) / sent * 1e6
     return {"subscribers": k, "publishes": sent, "deliveries": delivered,
             "publishes_per_s": round(sent / wall), "cpu_us_per_publish": round(cpu_us, 3),
             "stat_us_per_publish": round((tick1 - tick0) / sent * 1e6, 3),
-            "subscriber_bytes_per_delivery": (round(statistics.mean(received) / sent, 1)
-                                              if received else None),
+            "subscriber_bytes_per_delivery": (round(statistics.mean(bytes_read) / sent, 1)
+                                              if bytes_read else None),
             "commands": calls_delta(calls0, calls1)}
 
 
@@ -381,7 +381,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "mean_payload_bytes": round(statistics.mean(len(p) for _, p in payloads), 1),
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        rows = [publish_phase(client, pid, server.port, payloads, int(k), args.seconds,
+        port = server.port
+        assert port is not None, "started"
+        rows = [publish_phase(client, pid, port, payloads, int(k), args.seconds,
                               args.pipeline) for k in args.subscribers.split(",")]
         out["publish"] = rows
         base, per_sub = fit_line([(r["subscribers"], r["cpu_us_per_publish"]) for r in rows])
