@@ -153,6 +153,21 @@ def _idle(r: Mapping[str, Any]) -> bool:
     return _parley(r) and not r.get("parameters", {}).get("transport_only")
 
 
+def _pg_batch(size: int) -> Callable[[Mapping[str, Any]], bool]:
+    """pg_cost runs of realistic text in batches of ``size``."""
+    def select(r: Mapping[str, Any]) -> bool:
+        p = r.get("parameters", {})
+        return p.get("batch") == size and p.get("text", "realistic") == "realistic" \
+            and p.get("size") is None
+    return select
+
+
+#: The group-commit batch of the standard pg_cost run (its default), and the
+#: small batches a lightly loaded writer lane commits.
+PG_BATCH = 300
+PG_SMALL_BATCHES = (10, 2)
+
+
 SPECS: dict[str, Spec] = {
     "gateway_us_per_message": Spec(
         "CPU-µs / durable message", "gateway: read, validate, commit, ack, the sender's own "
@@ -178,11 +193,15 @@ SPECS: dict[str, Spec] = {
         "MiB / process", "gateway RSS before the idle run's connections (the process's own "
         "heap, code and pools)", "idle", _idle, ("extra", "rss_before_kib"), 1 / 1024),
     "postgresql_us_per_message_commit": Spec(
-        "CPU-µs / durable message", "PostgreSQL backend running parley_append_batch (batches "
-        "of 300, realistic text)", "pg_cost", None, ("after", "cpu_us_per_message")),
+        "CPU-µs / durable message", f"PostgreSQL backend running parley_append_batch (batches "
+        f"of {PG_BATCH}, realistic text)", "pg_cost", _pg_batch(PG_BATCH),
+        ("after", "cpu_us_per_message")),
+    **{f"postgresql_us_per_message_batch_{b}": Spec(
+        "CPU-µs / durable message", f"the same in batches of {b}", "pg_cost", _pg_batch(b),
+        ("after", "cpu_us_per_message")) for b in PG_SMALL_BATCHES},
     "indexer_us_per_message": Spec(
         "CPU-µs / message", "PostgreSQL backend applying the search queue (tsvector + GIN, "
-        "batches of 500)", "pg_cost", None, ("indexer", "cpu_us_per_message")),
+        "batches of 500)", "pg_cost", _pg_batch(PG_BATCH), ("indexer", "cpu_us_per_message")),
     "redis_us_per_publish": Spec(
         "CPU-µs / PUBLISH", "Redis: one PUBLISH of a message publication, nobody subscribed "
         "(fit intercept)", "redis_cost", None, ("cpu_us_per_publish_base",)),

@@ -15,6 +15,8 @@ from typing import Any
 
 from bench.capacity import (
     KINDS,
+    PG_BATCH,
+    PG_SMALL_BATCHES,
     SPECS,
     Assumptions,
     Model,
@@ -22,7 +24,9 @@ from bench.capacity import (
     compute,
     provision,
     sensitivity,
+    value,
 )
+from parley.config import Settings
 
 GENERATED_BY = "python -m bench capacity --write docs/capacity.md"
 
@@ -163,6 +167,7 @@ def render_doc(inputs: Mapping[str, Any], targets: Targets | None = None,
     gw_busy = model.busy_cores("gateway")
     delivery = next(x for x in model.loads if x.figure == "gateway_us_per_delivery")
     hub = next(x for x in model.loads if x.figure.startswith("gateway_us_per_hub_receive"))
+    hub_pub = next(x for x in model.loads if x.figure == "gateway_us_per_hub_publish")
     per_conn = figures["gateway_bytes_per_connection"]["value"]
     machine = next((f["source"].get("machine") for f in figures.values()
                     if (f.get("source") or {}).get("machine")), "the project's VM")
@@ -205,12 +210,16 @@ def render_doc(inputs: Mapping[str, Any], targets: Targets | None = None,
                     for x in top[:3]) + ".")
     add("What that says about the design:")
     add("\n".join([
-        f"* **The hub's receive side sizes the gateway fleet.** A message with "
+        f"* **The hub's receive side is {hub.cores / gw_busy:.0%} of the gateway's "
+        "CPU.** A message with "
         f"{a.fanout:g} online recipients reaches up to {model.nodes_per_message:g} gateway "
         "processes, and each pays "
         f"{sig(hub.us_per_unit)} CPU-µs to take it from Redis and route it: redis-py's "
         "pure-Python RESP parser and the hub's dispatch, then the router "
-        "(`hiredis` is not a dependency; docs/benchmarks.md, *Hub throughput*). Placing "
+        "(`hiredis` is not a dependency; docs/benchmarks.md, *Hub throughput*). Each "
+        f"process receives {n(hub.per_s / max(1, model.gateway_processes))} payloads/s; "
+        "check that the hub phase's `--hub-rate` (in its command under *Measured "
+        "inputs*) is of that order. Placing "
         "a workspace's users on the same gateways so that 4 recipients share a process "
         f"would take the gateway from {n(model.cores('gateway'))} to "
         f"{n(placed.cores('gateway'))} cores; a C parser would cut the per-payload cost "
@@ -222,7 +231,7 @@ def render_doc(inputs: Mapping[str, Any], targets: Targets | None = None,
         f"per message ({n(model.cores('postgresql'))} cores), the **indexer** "
         f"{sig(idx.us_per_unit)} µs ({n(model.cores('indexer'))} cores): both run on the "
         f"shards' primaries, {n(db_cores)} cores together "
-        f"({n(math.ceil(db_cores / a.node_cores))} {a.node_cores}-core machines before "
+        f"({n(math.ceil(db_cores / a.node_cores))} machines of {a.node_cores} cores before "
         "replicas). The indexer can lag without delaying an ack.",
         f"* **Redis** needs {n(model.cores('redis'))} cores, i.e. as many single-threaded "
         f"shards; its largest load is {redis_top.what} ({sig(redis_top.cores)} of "
@@ -300,6 +309,43 @@ def render_doc(inputs: Mapping[str, Any], targets: Targets | None = None,
         "the measured handful of commands per thousand. Redis runs commands on one "
         "thread, so its cores are its shards: each primary under "
         f"{u:.0%} of a core. Replicas are not counted.",
+    ]))
+    add("### PostgreSQL and the size of a commit")
+    settings = Settings()
+    lanes = settings.commit_lanes
+    per_lane = t.messages_per_s / max(1, model.gateway_processes * lanes)
+    batches = [(PG_BATCH, value(inputs, "postgresql_us_per_message_commit"))] + [
+        (b, value(inputs, f"postgresql_us_per_message_batch_{b}"))
+        for b in PG_SMALL_BATCHES if f"postgresql_us_per_message_batch_{b}" in figures]
+    add("PostgreSQL's CPU per message depends most on how many messages one group "
+        "commit carries (each `parley_append_batch` call is a transaction, and its fixed "
+        "cost is shared by the batch). `bench.pg_cost`, the same backend and text:")
+    add(md_table(["messages per commit", "CPU-µs / message",
+                  f"PostgreSQL cores for {n(t.messages_per_s)}/s at {u:g}"],
+                 [[n(b), sig(us), n(provision(t.messages_per_s * us / 1e6, u))]
+                  for b, us in batches]))
+    add(f"The model takes {sig(model.postgresql_us_per_message)} µs "
+        f"(`{model.postgresql_path}`). At the model's size each of the "
+        f"{n(model.gateway_processes)} gateway processes commits through {lanes} lanes "
+        f"(`commit_lanes`), i.e. {n(per_lane)} messages/s per lane; with a "
+        f"{settings.commit_window_ms:g} ms window (`commit_window_ms`) and a commit "
+        "that takes a few ms, a lane commits a handful of messages at a time, so the "
+        "small-batch rows are the likelier cost unless writes are gathered into fewer, "
+        "fuller commits (fewer lanes per shard at low rates, or a writer per shard rather "
+        "than per gateway process). Not measured at the fleet's shape: only the 16-core "
+        "run can show the batches it forms.")
+    add("Where the model goes beyond the plan it was built to (issue 21, item 6), and why:")
+    add("\n".join([
+        "* It costs the **hub on the gateway side** (RedisHub publish and receive, and the "
+        "router per event), which the plan did not list: every message crosses Redis to "
+        f"each gateway with a recipient, and measured, that crossing is "
+        f"{(hub.cores + hub_pub.cores) / gw_busy:.0%} of the gateway's CPU.",
+        "* **Deliveries** come from an open-loop `fanout --rate` run, not the closed loop "
+        "the fan-out targets use, for the reason above (no coalescing at the design's "
+        "per-socket rates).",
+        "* The **indexer**'s cost is `bench.pg_cost`'s indexer backend (CPU per message); "
+        "`bench.search_lag` measures lag and rates, not CPU, so it checks the indexer "
+        "keeps up but does not size it.",
     ]))
     add("## Gateway: memory and heartbeats")
     base = figures["gateway_base_rss_mib"]["value"]

@@ -174,8 +174,14 @@ def test_update_takes_the_newest_qualifying_result_of_each_scenario(tmp_path: Pa
     write(d, "idle-parley-20261203T100000.json", result(
         "idle", "10:00:00", parameters={"connections": 10000, "transport_only": False},
         extra={"bytes_per_connection": 3200, "rss_before_kib": 81920}))
+    # Newer, but small batches: only the batch_10 figure, and never the indexer.
+    write(d, "pg_cost-20261203T110000.json", {
+        "parameters": {"batch": 10, "text": "realistic", "size": None},
+        "after": {"cpu_us_per_message": 88.0}, "indexer": {"cpu_us_per_message": 1.0},
+        "started_at": "2026-12-03T11:00:00+00:00"})
     write(d, "pg_cost-20261203T100000.json", {
-        "parameters": {"batches": 40}, "after": {"cpu_us_per_message": 25.0},
+        "parameters": {"batches": 40, "batch": 300, "text": "realistic", "size": None},
+        "after": {"cpu_us_per_message": 25.0},
         "indexer": {"cpu_us_per_message": 75.0}, "started_at": "2026-12-03T10:00:00+00:00",
         "revision": "abc1234", "machine": {"cpus": 2, "cpu_model": "Test CPU"}})
     kept = {"value": 3.39, "unit": "CPU-µs / event", "source": {"doc": "docs/benchmarks.md"}}
@@ -197,6 +203,8 @@ def test_update_takes_the_newest_qualifying_result_of_each_scenario(tmp_path: Pa
     assert f["gateway_base_rss_mib"]["value"] == 80.0
     assert f["postgresql_us_per_message_commit"]["value"] == 25.0
     assert f["indexer_us_per_message"]["value"] == 75.0
+    assert f["postgresql_us_per_message_batch_10"]["value"] == 88.0
+    assert "postgresql_us_per_message_batch_2" not in f
     assert f["postgresql_us_per_message_commit"]["source"]["revision"] == "abc1234"
     assert f["redis_commands_per_1000_heartbeats"]["value"] == 0.3
     # A docs figure no result measures, and one newer than the results, stay.
