@@ -10,6 +10,8 @@
   app_events Events API: events/s to 100 apps, people's delivery p99 with
              fast, slow and no apps (bench/app_events.py, its own options)
   report     results (bench/results/*.json) -> docs/benchmarks.md tables + docs/img/*.png
+  capacity   the capacity model: cores of each kind for the design's targets, from
+             bench/capacity_inputs.json (--update from results; --write docs/capacity.md)
 
 Every scenario starts its own server (``--url`` uses a running one), prints
 a table and writes a JSON result under bench/results/.  See docs/benchmarks.md.
@@ -69,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     from bench import report
 
     report.add_arguments(p)
+    p = sub.add_parser("capacity", help="cores of each kind for the design's targets "
+                                        "(docs/capacity.md)")
+    from bench import capacity
+
+    capacity.add_arguments(p)
     return ap
 
 
@@ -87,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return standalone(args_in[1:])
     ap = parser()
     args = ap.parse_args(args_in)
-    if args.command != "report":
+    if args.command not in ("report", "capacity"):
         try:
             server_settings(getattr(args, "server_settings", None) or ())
         except ValueError as exc:
@@ -96,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import report
 
         return report.main(args)
+    if args.command == "capacity":
+        from bench import capacity
+
+        return capacity.main(args)
     raise_nofile_limit()
     if args.command == "compare":
         from bench import compare

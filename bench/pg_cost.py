@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 
 from bench import textgen
+from bench.common import git_revision, machine_info
 from parley.model import User
 from storage.migrate import apply_migrations
 from storage.pg_common import insert_channel
@@ -215,7 +216,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
               else [f"~ts={i:019d}~" + "x" * max(0, (size or 100) - 24) for i in range(4096)])
     out: dict[str, Any] = {"parameters": {k: getattr(args, k) for k in (
         "batches", "batch", "warmup", "channels", "text", "seed", "size")},
-        "mean_text_bytes": round(statistics.mean(len(t.encode()) for t in corpus), 1)}
+        "mean_text_bytes": round(statistics.mean(len(t.encode()) for t in corpus), 1),
+        # Provenance, for the capacity model's inputs (bench/capacity.py).
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "revision": git_revision(), "machine": machine_info(),
+        "loadavg_1m_start": round(os.getloadavg()[0], 2)}
     for schema in args.schemas.split(","):
         fx = await make_fixture(args.admin_url, schema, args.channels)
         try:
@@ -225,6 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["indexer"] = await measure_indexer(fx)
         finally:
             await fx.drop(args.admin_url)
+    out["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     return out
 
 
