@@ -246,15 +246,15 @@ class GuardedHttp:
                 await asyncio.gather(*(c.close() for c in conns))
 
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]], *,
-                   timeout_s: float) -> OutboundResponse:
+                   timeout_s: float, fresh: bool = False) -> OutboundResponse:
         try:
             async with asyncio.timeout(timeout_s):  # the retry included
-                return await self._post(url, body, headers)
+                return await self._post(url, body, headers, fresh)
         except TimeoutError as exc:
             raise OutboundTimeout(f"no answer within {timeout_s} s") from exc
 
-    async def _post(self, url: str, body: bytes,
-                    headers: Sequence[tuple[str, str]]) -> OutboundResponse:
+    async def _post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]],
+                    fresh: bool) -> OutboundResponse:
         target = _Target.parse(url)
         allowed = await self._checked_addresses(target.host, target.port)
         head = [("Host", target.host_header), ("User-Agent", USER_AGENT),
@@ -265,7 +265,10 @@ class GuardedHttp:
             request = h11.Request(method="POST", target=target.path, headers=[*head, *headers])
         except h11.LocalProtocolError as exc:  # a header h11 will not send
             raise OutboundFailed(f"bad request: {exc}") from exc
-        conn = self._take(target.key, allowed)
+        # ``fresh``: a request that must not be sent twice (a slash command
+        # has no event_id to drop a copy by) takes no kept connection, so
+        # it is never resent after a stale one.
+        conn = None if fresh else self._take(target.key, allowed)
         if conn is not None:
             try:
                 return await self._use(conn, request, body)

@@ -165,7 +165,8 @@ async def post_signed(svc: Services, url: str, body: bytes, secret: str,
                ("X-Slack-Request-Timestamp", str(ts)),
                ("X-Slack-Signature", wire.signature(secret, ts, body))]
     try:
-        res = await svc.outbound.post(url, body, headers,
+        # fresh: never resent (a command or button press has no id to dedupe by).
+        res = await svc.outbound.post(url, body, headers, fresh=True,
                                       timeout_s=svc.settings.app_events_timeout_s)
     except OutboundError as exc:
         raise AppFailed("app_did_not_respond",

@@ -65,11 +65,14 @@ class OutboundResponse:
 
 class OutboundHttp(Protocol):
     async def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]], *,
-                   timeout_s: float) -> OutboundResponse:
+                   timeout_s: float, fresh: bool = False) -> OutboundResponse:
         """POST ``body`` to ``url`` (http or https) with ``headers`` (plus
         Host, Content-Length and a User-Agent), under the rules of this
         module.  Raises an ``OutboundError``; never follows a
-        redirect."""
+        redirect.  An implementation may resend a request once on a new
+        connection when a kept-alive one turned out closed before any answer
+        (harmless for events: they carry an ``event_id``); ``fresh`` asks
+        for a new connection and no such resend (non-idempotent requests)."""
 
     async def close(self) -> None:
         """Release what the implementation holds (idempotent)."""

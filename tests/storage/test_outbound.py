@@ -406,6 +406,19 @@ async def test_a_stale_reused_connection_is_retried_once_on_a_fresh_one(
     await http.close()
 
 
+async def test_a_fresh_post_takes_no_kept_connection_and_is_never_resent(
+        server: CountingServer) -> None:
+    """A slash command (``fresh=True``) has no id an app could drop a copy
+    by: it goes on a new connection, so a stale one can never make it twice."""
+    http = GuardedHttp(LOOPBACK)
+    url = f"http://127.0.0.1:{server.port}/drop-reused"
+    await post(http, url)  # kept alive now
+    resp = await http.post(url, b"{}", [], timeout_s=2, fresh=True)
+    assert resp.status == 200
+    assert server.connections == 2 and len(server.requests) == 2  # sent once, on its own
+    await http.close()
+
+
 async def test_the_retry_is_within_the_same_time_limit(server: CountingServer) -> None:
     http = GuardedHttp(LOOPBACK)
     url = f"http://127.0.0.1:{server.port}/drop-then-stall"
