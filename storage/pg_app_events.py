@@ -195,16 +195,31 @@ async def members_outbox(conn: asyncpg.Connection, workspace_id: int, channel_id
                           else {"user_id": u, "inviter_id": inviter_id} for u in user_ids])
 
 
+def _revoked_row(revoked: Sequence[tuple[str, int]]) -> dict[str, Any] | None:
+    oauth = sorted({u for k, u in revoked if k == "user"})
+    bot = sorted({u for k, u in revoked if k == "bot"})  # app-level tokens are neither
+    if not (oauth or bot):
+        return None
+    return {"kind": "tokens_revoked", "payload": {"oauth": oauth, "bot": bot}}
+
+
 async def uninstall_outbox(conn: asyncpg.Connection, workspace_id: int, app_id: int,
                            revoked: Sequence[tuple[str, int]]) -> None:
     """``app_uninstalled`` and (when ``revoked``, (token kind, user id)
     pairs, is not empty) ``tokens_revoked`` for the app just uninstalled."""
-    oauth = sorted({u for k, u in revoked if k == "user"})
-    bot = sorted({u for k, u in revoked if k == "bot"})  # app-level tokens are neither
     rows: list[dict[str, Any]] = [{"kind": "app_uninstalled", "payload": {}}]
-    if oauth or bot:
-        rows.append({"kind": "tokens_revoked", "payload": {"oauth": oauth, "bot": bot}})
+    if (row := _revoked_row(revoked)) is not None:
+        rows.append(row)
     await conn.execute(_UNINSTALL_OUTBOX, workspace_id, app_id, json.dumps(rows))
+
+
+async def tokens_revoked_outbox(conn: asyncpg.Connection, workspace_id: int, app_id: int,
+                                revoked: Sequence[tuple[str, int]]) -> None:
+    """``tokens_revoked`` for tokens of a still installed app (``auth.revoke``,
+    an admin revoking one token): the same row, by the same rule of who
+    gets it, as an uninstall's."""
+    if (row := _revoked_row(revoked)) is not None:
+        await conn.execute(_UNINSTALL_OUTBOX, workspace_id, app_id, json.dumps([row]))
 
 
 class PgAppEvents(PgPart):

@@ -33,7 +33,7 @@ from parley.ports.apps import (
     WebhookGrant,
     WebhookRecord,
 )
-from storage.pg_app_events import members_outbox, uninstall_outbox
+from storage.pg_app_events import members_outbox, tokens_revoked_outbox, uninstall_outbox
 from storage.pg_common import PgPart, shard_pool, transaction
 
 # A bot account's password hash: not a PHC string, so argon2 verification
@@ -305,12 +305,24 @@ class PgInstalls(_AppQueries):
         return [_token(r) for r in rows]
 
     async def revoke_token(self, workspace_id: int, token_id: int) -> TokenRecord | None:
-        row = await self._fetchrow(
-            workspace_id,
-            f"""UPDATE app_tokens t SET revoked_at = coalesce(t.revoked_at, now())
-                WHERE t.id = $1 AND t.workspace_id = $2
-                RETURNING {_TOKEN_COLUMNS}""", token_id, workspace_id)  # noqa: S608
-        return None if row is None else _token(row)
+        pool = await shard_pool(self, workspace_id)
+        async with transaction(pool) as conn:
+            was = await conn.fetchrow(
+                """SELECT revoked_at IS NULL AS live FROM app_tokens
+                   WHERE id = $1 AND workspace_id = $2 FOR UPDATE""", token_id, workspace_id)
+            if was is None:
+                return None
+            row = await conn.fetchrow(
+                f"""UPDATE app_tokens t SET revoked_at = coalesce(t.revoked_at, now())
+                    WHERE t.id = $1 AND t.workspace_id = $2
+                    RETURNING {_TOKEN_COLUMNS}""", token_id, workspace_id)  # noqa: S608
+            token = _token(row)
+            if was["live"] and token.kind in {"bot", "user"}:
+                # The Events API's tokens_revoked, in this transaction (not
+                # on a repeat; app-level tokens are neither kind Slack names).
+                await tokens_revoked_outbox(conn, workspace_id, token.app_id,
+                                            [(token.kind, token.user_id)])
+        return token
 
 
 

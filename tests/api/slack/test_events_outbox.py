@@ -220,6 +220,25 @@ async def test_app_uninstalled_and_tokens_revoked_go_to_the_uninstalled_app(
     assert world.rival_rec.events() == []
 
 
+async def test_a_single_revoked_token_sends_tokens_revoked_once(world: World) -> None:
+    """``auth.revoke`` (the token revokes itself) tells the still installed
+    app, in Slack's shape; revoking it again tells it nothing more."""
+    bot = world.bot
+    assert (await bot.call(bot.client.auth_revoke))["revoked"] is True
+    (ev,) = await world.wait(["tokens_revoked"])
+    assert ev == {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": [bot.user_id]},
+                  "event_ts": ev["event_ts"]}
+    tokens = await expect(world.t.ada.api, "GET",
+                          world.t.w(f"/apps/{bot.app['id']}/tokens"), 200)
+    revoked = [tk for tk in tokens["tokens"] if tk["revoked"]]
+    assert len(revoked) == 1
+    await expect(world.t.ada.api, "DELETE",
+                 world.t.w(f"/apps/{bot.app['id']}/tokens/{revoked[0]['id']}"), 204)
+    await asyncio.sleep(QUIET_S)
+    assert [e["type"] for e in world.rec.events()] == ["tokens_revoked"]
+    world.others_got_nothing()
+
+
 async def test_a_change_rolled_back_writes_no_outbox_row(world: World, parley: Running) -> None:
     """The row commits with the change or not at all: a join whose commit
     fails (a deferred trigger) leaves no row and sends nothing; the same
