@@ -63,11 +63,13 @@ MAX_HEADER_BYTES = 16 * 1024
 READ_CHUNK_BYTES = 16 * 1024
 # The pool's bounds.  Per key: the dispatcher has at most
 # ``app_events_concurrency_per_app`` (default 4) requests in flight per app,
-# so 8 idle connections cover an app's bursts.  In all: the process has a
-# 20,000 open-file limit and also serves people's sockets; 512 idle
-# connections are 512 descriptors at most.
+# so 8 idle connections cover an app's bursts.  In all: as many as the
+# dispatcher has pairs in flight (app_dispatch.MAX_IN_FLIGHT, 1,024), so a
+# busy dispatcher keeps a connection for each of them; 1,024 descriptors of
+# the 20,000 open-file limit (the dispatcher's own process by default; an
+# API process with the dispatcher inline also serves people's sockets).
 IDLE_PER_KEY = 8  # connections
-IDLE_TOTAL = 512  # connections
+IDLE_TOTAL = 1024  # connections
 # An idle connection is never reused after this.  Servers close idle
 # connections after their own timeout (gunicorn 2 s, uvicorn, Node.js and
 # Apache 5 s, nginx 75 s); one the server closed while idle is noticed (EOF)
