@@ -16,6 +16,15 @@ Theory of operation:
 * Before the gateway drains, every app socket gets ``{"type":
   "disconnect", "reason": "refresh_requested"}``, on which
   ``slack_sdk``'s clients open a new connection (to another gateway).
+* A socket lives about ``LINK_LIFETIME_S`` (the ``approximate_connection_time``
+  its ``hello`` announces), as Slack's do: ``WARNING_S`` before the end it
+  gets ``disconnect`` ``warning``, at the end ``disconnect``
+  ``refresh_requested``, and ``CLOSE_GRACE_S`` later the gateway closes it
+  (1000) if the app has not.  Why: the ticket is checked once, at the
+  upgrade, so a bounded lifetime bounds how long an app whose install or
+  token ended keeps a socket, and spreads apps' sockets over the gateways
+  again as gateways come and go.  An envelope unacked at the close is
+  redelivered on another socket (the dispatcher's retry).
 * Frames from the app other than acks are ignored (Slack defines none);
   a binary frame or one that is not a JSON object closes the socket with
   1003/1007, as the RFC's codes say.
@@ -48,6 +57,9 @@ log = logging.getLogger("parley.socket_mode")
 CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame: Socket Mode is JSON text
 CLOSE_INVALID_DATA = 1007  # a text frame that is not a JSON object
 MAX_ACK_PAYLOAD_BYTES = 64 * 1024  # an ack's payload (a command's reply) at most
+LINK_LIFETIME_S = 3600.0  # how long an app socket lives before it is asked to reconnect
+WARNING_S = 10.0  # the "warning" disconnect comes this long before the end
+CLOSE_GRACE_S = 10.0  # after refresh_requested, the app has this long to reconnect
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +77,15 @@ class AppSocket:
     app_id: int
     opened_at: float
     pending: dict[str, asyncio.Future[dict[str, Any] | None]] = field(default_factory=dict)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)  # the lifetime's steps
 
 
 class SocketModeLinks:
     """The ``AppLinks`` of one gateway process."""
 
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: Services, *, lifetime_s: float = LINK_LIFETIME_S) -> None:
         self.svc = svc
+        self.lifetime_s = lifetime_s  # of each socket opened from now on (tests shorten it)
         self.public_url = ""  # set by the runner once the gateway listens
         # Told when an app's first socket here opens (True) and its last
         # closes (False): the relay subscribes the app's topic meanwhile.
@@ -106,10 +120,27 @@ class SocketModeLinks:
         sockets.append(sock)
         if len(sockets) == 1 and self.on_held is not None:
             self.on_held(ctx.app_id, True)
+        life = self.lifetime_s
         self._send(conn, {"type": "hello", "num_connections": len(sockets),
                           "debug_info": {"host": "parley-gateway", "build_number": 1,
-                                         "approximate_connection_time": 3600},
+                                         "approximate_connection_time": round(life)},
                           "connection_info": {"app_id": ids.app(ctx.app_id)}})
+        loop = asyncio.get_running_loop()
+        warn_at = max(0.0, life - min(WARNING_S, life / 2))
+        sock.timers += [
+            loop.call_later(warn_at, self._disconnect, conn, "warning"),
+            loop.call_later(life, self._disconnect, conn, "refresh_requested"),
+            loop.call_later(life + min(CLOSE_GRACE_S, life), self._expire, conn),
+        ]
+
+    def _disconnect(self, conn: WsTransport, reason: str) -> None:
+        self._send(conn, {"type": "disconnect", "reason": reason,
+                          "debug_info": {"host": "parley-gateway"}})
+
+    @staticmethod
+    def _expire(conn: WsTransport) -> None:
+        if conn.is_open:
+            conn.close(1000, "connection lifetime ended: reconnect")
 
     def on_message(self, conn: WsTransport, data: bytes | str) -> None:
         sock = self._by_conn.get(conn)
@@ -147,6 +178,8 @@ class SocketModeLinks:
             self._turn.pop(sock.app_id, None)
             if self.on_held is not None:
                 self.on_held(sock.app_id, False)
+        for timer in sock.timers:
+            timer.cancel()
         for fut in sock.pending.values():
             if not fut.done():
                 fut.set_exception(OutboundFailed("the app's socket closed before its ack"))
@@ -155,8 +188,7 @@ class SocketModeLinks:
     def disconnect_all(self, reason: str = "refresh_requested") -> None:
         """Ask every app socket to reconnect (before a drain)."""
         for sock in list(self._by_conn.values()):
-            self._send(sock.conn, {"type": "disconnect", "reason": reason,
-                                   "debug_info": {"host": "parley-gateway"}})
+            self._disconnect(sock.conn, reason)
 
     # -- AppLinks ---------------------------------------------------------------
 

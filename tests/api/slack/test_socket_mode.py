@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -219,6 +220,32 @@ async def test_drain_sends_disconnect_first(parley: Running) -> None:
         gw.links.disconnect_all("refresh_requested")
         msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert msg["type"] == "disconnect" and msg["reason"] == "refresh_requested"
+    await t.close()
+
+
+async def test_a_socket_lives_its_announced_time_then_is_asked_to_reconnect(
+        parley: Running) -> None:
+    """As Slack's: ``hello`` announces the lifetime, ``disconnect``
+    ``warning`` comes before its end, ``refresh_requested`` at it, and a
+    socket that stays is closed (1000) after a grace."""
+    t, bot = await team_with_bot(parley, socket_manifest("Lifetime"))
+    gw = parley.gateway_app
+    assert gw is not None
+    gw.links.lifetime_s = 1.0
+    began = time.monotonic()
+    async with websockets.connect(await _open_url(bot)) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["debug_info"]["approximate_connection_time"] == 1
+        warning = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert warning == {"type": "disconnect", "reason": "warning",
+                           "debug_info": {"host": "parley-gateway"}}
+        refresh = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert refresh["type"] == "disconnect" and refresh["reason"] == "refresh_requested"
+        assert time.monotonic() - began >= 0.9
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert gw.links.sockets(int(bot.app["id"])) == 0
     await t.close()
 
 
