@@ -124,13 +124,11 @@ class DispatcherChild:
             await asyncio.sleep(backoff)
             try:
                 await self._spawn()
-            except Exception:
-                log.exception("restarting the Events API dispatcher failed")
-                # _proc still holds the dead process: the loop waits again
-            else:
                 backoff = RESTART_BACKOFF_S[0]
-                continue
-            backoff = min(backoff * 2, RESTART_BACKOFF_S[1])
+            except Exception:
+                # _proc still holds the dead process: the loop comes back here at once
+                log.exception("restarting the Events API dispatcher failed")
+                backoff = min(backoff * 2, RESTART_BACKOFF_S[1])
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.s3",
     "tests.fixtures.parley",
+    "tests.api.slack.events_helpers",  # app_site: a scripted loopback app
 ]
 
 

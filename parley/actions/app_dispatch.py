@@ -280,16 +280,15 @@ class EventDispatcher:
             if later is not None:
                 await store.defer(claim, *later)
                 return
-            last = i == len(todo) - 1
-            if not await store.advance(claim, end if last else position, self.lease_s,
-                                       release=last):
+            if i < len(todo) - 1 and not await store.advance(claim, position, self.lease_s):
                 return  # the lease was lost: its new holder resends from the cursor
             attempts, reason = 0, None
-        if not todo:
-            if end > claim.delivered:
-                await store.advance(claim, end, self.lease_s, release=True)
-            else:
-                await store.release(claim)
+        # Every event answered (or none to send): one write passes the batch
+        # and ends the lease.
+        if end > claim.delivered:
+            await store.advance(claim, end, self.lease_s, release=True)
+        else:
+            await store.release(claim)
 
     async def _deliver_outbox(self, ev: OutboxEvent) -> None:
         """One outbox event: sent, retried like a message event, then deleted."""

@@ -33,15 +33,6 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-async def app_site() -> AsyncIterator[Recorder]:
-    rec = await Recorder().start()
-    try:
-        yield rec
-    finally:
-        await rec.stop()
-
-
-@pytest.fixture
 async def served(pg_factory: PgFactory, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
     """API and gateway in this process; the dispatcher a child process."""

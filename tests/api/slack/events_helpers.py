@@ -12,10 +12,11 @@ import hmac
 import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from slack_bolt import App
 from slack_bolt.app.app import SlackAppDevelopmentServer
@@ -135,6 +136,17 @@ class Recorder:
                 self.new.clear()
                 await self.new.wait()
         return self.received
+
+
+@pytest.fixture
+async def app_site() -> AsyncIterator[Recorder]:
+    """A scripted loopback app for the test (a fixture of every test:
+    tests/conftest.py registers this module)."""
+    rec = await Recorder().start()
+    try:
+        yield rec
+    finally:
+        await rec.stop()
 
 
 class BoltServer:

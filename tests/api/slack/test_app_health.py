@@ -8,10 +8,8 @@ app failing 90% stays on."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from parley.actions.app_health import DeliveryHealth
@@ -19,15 +17,6 @@ from server.runner import Running
 from tests.api.helpers import Team, User, expect
 from tests.api.slack.events_helpers import Received, Recorder, fast_events, point_events
 from tests.api.slack.helpers import Bot, cid, team_with_bot
-
-
-@pytest.fixture
-async def app_site() -> AsyncIterator[Recorder]:
-    rec = await Recorder().start()
-    try:
-        yield rec
-    finally:
-        await rec.stop()
 
 
 def _health(parley: Running) -> DeliveryHealth:

@@ -9,9 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from aiohttp import web
 
 from parley.actions.app_dispatch import EventDispatcher
@@ -25,15 +23,6 @@ from tests.api.slack.events_helpers import (
     signed_by,
 )
 from tests.api.slack.helpers import Bot, cid, install, manifest, native, team_with_bot
-
-
-@pytest.fixture
-async def app_site() -> AsyncIterator[Recorder]:
-    rec = await Recorder().start()
-    try:
-        yield rec
-    finally:
-        await rec.stop()
 
 
 async def _ready(parley: Running, rec: Recorder, events: list[str] | None = None,
