@@ -228,6 +228,20 @@ class Router:
             for sub in list(self._users.get(int(ident), ())):
                 sub.on_user_event(event)
 
+    # -- LocalDelivery (parley.ports.hub) --------------------------------------
+
+    def deliver_now(self, topic: str, body: bytes, seq: int) -> None:
+        """A sequenced event published by this process, before the hub has it:
+        the same path as ``on_message`` without the publication's wrapping
+        and copy.  The hub's copy arrives later with the same seq and the
+        stream drops it (``offer``: below ``next_seq``)."""
+        if not topic.startswith(events.CHANNEL_TOPIC_PREFIX):
+            return
+        cid = int(topic[len(events.CHANNEL_TOPIC_PREFIX):])
+        ch = self._channels.get(cid)
+        if ch is not None:
+            self._on_channel_event(cid, ch, seq, body)
+
     def on_reset(self) -> None:
         """The hub may have lost events: backfill every channel."""
         for extra in self._extra.values():

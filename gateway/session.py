@@ -214,6 +214,12 @@ class GatewayApp:
             lambda wid, cid, after: delivery.events_after(svc, wid, cid, after),
             lambda wid, cid: delivery.channel_position(svc, wid, cid),
             extra={"p": self.presence.watch, **dict.fromkeys(RELAY_TOPICS, self.relay)})
+        # This process's own messages reach its sockets without the hub's
+        # round trip (parley.ports.hub.LocalDelivery); the first gateway of a
+        # process takes it (tests run several in one process, each with its
+        # own Services as a rule; a second one still gets the hub's copy).
+        if svc.local is None:
+            svc.local = self.router
         self.sessions: dict[WsTransport, Session] = {}
         self._per_user: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -277,6 +283,8 @@ class GatewayApp:
         await self.relay.close()
         if self.svc.app_links is self.relay:
             self.svc.app_links = None
+        if self.svc.local is self.router:
+            self.svc.local = None
         for task in self._tasks:
             task.cancel()
         self.sends.cancel()

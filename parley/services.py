@@ -17,7 +17,7 @@ from parley.outage import OutageLog
 from parley.ports.app_links import AppLinks
 from parley.ports.appender import MessageAppender
 from parley.ports.blobs import BlobStore
-from parley.ports.hub import Hub
+from parley.ports.hub import Hub, LocalDelivery
 from parley.ports.media import Thumbnailer
 from parley.ports.outbound import OutboundHttp
 from parley.ports.presence import PresenceStore
@@ -63,6 +63,10 @@ class Services:
     # Socket Mode sockets held by this process (its gateway sets it when it
     # starts); None in a process without a gateway.
     app_links: AppLinks | None = None
+    # This process's gateway router, when it has one (the gateway sets it):
+    # sequenced channel events reach local sockets without waiting for the
+    # hub (parley.ports.hub.LocalDelivery).
+    local: LocalDelivery | None = None
     # publish_soon's outbox: events queued in this loop iteration, and the one
     # task that hands them to the hub (one at a time, so they stay in order).
     _outbox: list[Outgoing] = field(default_factory=list, init=False, repr=False)
@@ -94,7 +98,13 @@ class Services:
         call made in one loop iteration go to the hub together, in call
         order, after the calls made before them.  Best-effort, like
         ``publish``; the gateway's hot path calls it once per committed
-        message."""
+        message.
+
+        Sequenced channel events also reach this process's own subscribers
+        now, synchronously (``_deliver_here``): called from a commit callback
+        just after the sender's ack is queued, the ack and the sender's own
+        ``message.created`` leave in one write."""
+        self._deliver_here(items)
         self._outbox.extend(items)
         if self._outbox_task is None:
             self._outbox_task = asyncio.get_running_loop().create_task(self._drain_outbox())
@@ -106,3 +116,18 @@ class Services:
                 await self.publish_many(batch)
         finally:
             self._outbox_task = None
+
+    def _deliver_here(self, items: Sequence[Outgoing]) -> None:
+        """Sequenced channel events to this process's router (see
+        ``LocalDelivery``); the hub's copy follows and is dropped by seq.
+        A router bug must not cost the publish: logged, and the hub's copy
+        still delivers."""
+        local = self.local
+        if local is None:
+            return
+        for item in items:
+            if len(item) == 3:
+                try:
+                    local.deliver_now(item[0], item[1], item[2])
+                except Exception:
+                    log.exception("local delivery failed on %s", item[0])

@@ -226,10 +226,11 @@ def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, chann
     having done nothing, for anything else: the caller then awaits
     ``post_message``, which handles every case.  Invalid text or
     ``client_msg_id`` raise ``DomainError`` at once.  Otherwise ``done`` is
-    called exactly once, after the commit and after ``message.created`` was
-    handed to ``svc.publish_soon`` (not for a retry that found the first
-    attempt's message, as in ``post_message``), with the stored message or
-    the ``DomainError`` that ``post_message`` would raise.
+    called exactly once, after the commit, with the stored message or the
+    ``DomainError`` that ``post_message`` would raise; right after it, in
+    the same callback, ``message.created`` is handed to ``svc.publish_soon``
+    (not for a retry that found the first attempt's message, as in
+    ``post_message``), which delivers it to this process's sockets at once.
     """
     text = validate.message_text(text, svc.settings.max_message_chars)
     client_msg_id = validate.client_msg_id(client_msg_id)
@@ -245,9 +246,11 @@ def post_message_nowait(svc: Services, ident: Identity, workspace_id: int, chann
             done(_append_error(res) if isinstance(res, AppendRejected | StoreUnavailable)
                  else Unavailable("internal_error", "the message was not saved; retry"))
             return
+        done(res)  # the ack first: the client sees it before its own message.created
         if res.id == new.id:
+            # Same callback, so the same loop iteration: the local copy of
+            # the event joins the ack in the sender's outbound buffer.
             svc.publish_soon([_created(res, ())])
-        done(res)
 
     svc.writer.submit(shard, new, committed)
     return True

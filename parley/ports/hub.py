@@ -71,3 +71,27 @@ class Hub(Protocol):
 
     async def close(self) -> None:
         """Stop delivery and release connections.  Idempotent."""
+
+
+class LocalDelivery(Protocol):
+    """The subscribers of this process, reached without the hub.
+
+    A gateway sets ``Services.local`` to its router.  When an action
+    publishes a *sequenced* channel event (``message.created``), the event is
+    handed here synchronously, in the same loop iteration as the commit
+    callback that publishes it, and to the hub as well (for the other
+    processes).  The hub's copy comes back to this process too (a process
+    receives its own publishes) and is dropped there by its seq, which the
+    local copy already took: so a local subscriber gets the event once, one
+    hub round trip sooner, and the sender's ack and its own ``message.created``
+    leave in one socket write.
+
+    Only sequenced events come here: an unsequenced one (typing, a member
+    joined) has no seq to drop the hub's copy by, so it would arrive twice.
+    """
+
+    def deliver_now(self, topic: str, body: bytes, seq: int) -> None:
+        """Deliver ``body`` (an ``events.encode`` payload, not a publication)
+        with ``seq`` on channel ``topic`` to local subscribers, as if the hub
+        had delivered it.  Must not raise for an unknown topic (nothing
+        subscribed here: nothing to do) and must not block."""
