@@ -248,7 +248,13 @@ def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
                   "burst": 1.0, "text": args.text, "seed": args.seed, "text_size": size}
         specs = [WorkerSpec(f"senders-{i}", "command", host, port, SUBPROTOCOL, chunk, True,
                             params) for i, chunk in enumerate(split(targets, opts.procs))]
-        m = measure(run, specs, servers)
+        io: dict[str, tuple[int, int] | None] = {}
+
+        def before(_: Run) -> None:
+            io["before"] = _syscalls(srv.pid) if srv is not None else None
+
+        m = measure(run, specs, servers, before_go=before)
+        io["after"] = _syscalls(srv.pid) if srv is not None else None
         offered = args.senders * args.rate
         if m.count() / opts.duration > 0.95 * offered:
             run.notes.append(f"the offered load ({offered:,.0f}/s = senders x rate) was "
@@ -262,7 +268,7 @@ def run_ingest(opts: Options, args: argparse.Namespace) -> Result:
                             throughput_count=m.count(), unit="messages/s",
                             extra={"setup_s": setup_s, "offered_per_s": offered,
                                    "database": run.dbs.kind if run.dbs else "external",
-                                   **_ingest_costs(m)})
+                                   **_ingest_costs(m), **_syscalls_per(io, m, "message")})
 
 
 def _command_calls(redis_url: str) -> int:
@@ -320,6 +326,19 @@ def _pin(gateway_pid: int) -> dict[str, list[int]] | None:
             pin(child.pid, others)
     pin(os.getpid(), others)
     return {"gateway": sorted(mine), "others": sorted(others)}
+
+
+def _syscalls_per(io: dict[str, tuple[int, int] | None], m: Measurement,
+                  unit: str) -> dict[str, float]:
+    """The gateway process's read and write syscalls per acknowledged
+    ``unit`` over the whole run (warm-up and drain too, so divided by every
+    ack, not only the window's): ``gateway_reads_per_<unit>``, ``..._writes_...``."""
+    before, after = io.get("before"), io.get("after")
+    total = sum(r.get("total", 0) for r in m.reports)
+    if before is None or after is None or not total:
+        return {}
+    return {f"gateway_reads_per_{unit}": round((after[0] - before[0]) / total, 3),
+            f"gateway_writes_per_{unit}": round((after[1] - before[1]) / total, 3)}
 
 
 def _syscalls(pid: int) -> tuple[int, int] | None:
