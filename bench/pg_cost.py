@@ -196,7 +196,7 @@ async def measure_indexer(fx: Fixture, limit: int = 500) -> dict[str, Any]:
         t0 = time.perf_counter()
         while True:
             async with conn.transaction():
-                row = await conn.fetchrow(_INDEX_BATCH, limit)
+                row = await conn.fetchrow(_INDEX_BATCH, limit, 1, 0)  # one part: all of it
             assert row is not None
             if not row["claimed"]:
                 break

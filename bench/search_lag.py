@@ -39,6 +39,7 @@ from bench import textgen
 from bench.pg_cost import DEFAULT_ADMIN_URL, RESULTS_DIR, Fixture, make_fixture, next_id
 from parley.actions.search import INDEX_BATCH, INDEX_BUSY_S, INDEX_IDLE_S, index_loop
 from parley.model import Message, NewMessage
+from storage.pg_search import PgSearchIndexer
 from storage.writer import GroupCommitWriter
 
 #: Pending sampled messages one observer poll probes at most (oldest first).
@@ -70,11 +71,15 @@ async def _observe(fx: Fixture, acked: dict[int, float], lags: list[float],
 
 async def one_rate(fx: Fixture, rate: float, duration: float, poll_s: float,
                    corpus: list[str], samples_per_s: float = 500.0,
-                   busy_s: float = INDEX_BUSY_S) -> dict[str, Any]:
+                   busy_s: float = INDEX_BUSY_S, partitions: int = 1) -> dict[str, Any]:
     db = fx.db
     shard = db.shard_names[0]
     writer = GroupCommitWriter(db, window_ms=1.0, max_batch=512, lanes=4)
-    indexer = asyncio.create_task(index_loop(db.indexer, busy_s=busy_s))
+    # One loop per part, as the composition root runs them (server/composition.py).
+    parts = PgSearchIndexer(db, partitions=partitions)
+    loops = [asyncio.create_task(index_loop(parts, busy_s=busy_s, partition=p))
+             for p in range(partitions)]
+    indexer = asyncio.gather(*loops)
     acked: dict[int, float] = {}
     lags: list[float] = []
     errors = 0
@@ -136,12 +141,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rates": args.rates, "duration_s": args.duration, "poll_ms": args.poll_ms,
         "channels": args.channels, "seed": args.seed, "samples_per_s": args.samples,
         "index_batch": INDEX_BATCH, "index_idle_ms": INDEX_IDLE_S * 1e3,
-        "index_busy_ms": args.busy_ms}, "runs": []}
+        "index_busy_ms": args.busy_ms, "partitions": args.partitions}, "runs": []}
     for rate in (float(r) for r in args.rates.split(",")):
         fx = await make_fixture(args.admin_url, "after", args.channels)
         try:
             out["runs"].append(await one_rate(fx, rate, args.duration, args.poll_ms / 1e3,
-                                              corpus, args.samples, args.busy_ms / 1e3))
+                                              corpus, args.samples, args.busy_ms / 1e3,
+                                              args.partitions))
         finally:
             await fx.drop(args.admin_url)
     return out
@@ -159,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy-ms", type=float, default=INDEX_BUSY_S * 1e3,
                     help="the indexer's pause after a partial batch (index_loop busy_s)")
     ap.add_argument("--channels", type=int, default=200)
+    ap.add_argument("--partitions", type=int, default=1,
+                    help="parts of the search queue, one index_loop each (search_index_partitions)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)

@@ -73,6 +73,11 @@ class Settings:
     commit_max_batch: int = 512
     # Concurrent group-commit transactions per shard (a channel uses one lane).
     commit_lanes: int = 4
+    # Parts of each shard's search queue, indexed concurrently (one loop and
+    # one PostgreSQL backend each, in every serving process; a part has one
+    # indexer at a time across the fleet).  docs/benchmarks.md, *Indexer
+    # partitions*, has the measured rates.
+    search_index_partitions: int = 4
     # Allocations between young-generation garbage collections in a server
     # process (Python's default is 700).  0 keeps Python's default.  See
     # server/runner.py tune_gc: with thousands of sockets, collections at the
@@ -190,6 +195,8 @@ SETTINGS_DOC: dict[str, str] = {
     "commit_window_ms": "Group-commit window in milliseconds",
     "commit_max_batch": "Group-commit batch size limit (messages)",
     "commit_lanes": "Concurrent group-commit transactions per shard (a channel uses one lane)",
+    "search_index_partitions":
+        "Parts of each shard's search queue indexed concurrently (one backend each)",
     "gc_gen0_threshold":
         "Allocations between young garbage collections in a server process (0: Python's 700)",
     "workers": "Server processes sharing the ports (SO_REUSEPORT); 0: one per core",
@@ -256,6 +263,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("gc_gen0_threshold must be >= 0")
     if not 0 <= s.workers <= MAX_WORKERS:
         raise ConfigError(f"workers must be between 0 (one per core) and {MAX_WORKERS}")
+    if not 1 <= s.search_index_partitions <= 64:
+        raise ConfigError("search_index_partitions must be between 1 and 64")
     if s.commit_max_batch < 1 or s.commit_window_ms < 0 or s.commit_lanes < 1:
         raise ConfigError(
             "commit_max_batch and commit_lanes must be >= 1 and commit_window_ms >= 0")

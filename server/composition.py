@@ -106,7 +106,8 @@ class Runtime:
         """Start the search indexer loop (idempotent); any serving process."""
         from parley.actions.search import index_loop
 
-        self._start("parley-search-indexer", index_loop(self.indexer))
+        for part in range(self.indexer.partitions):
+            self._start(f"parley-search-indexer-{part}", index_loop(self.indexer, partition=part))
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -204,7 +205,8 @@ async def build(settings: Settings, *, migrate: bool = True,
         embedded = EmbeddedPostgres(Path(settings.data_dir))
         dsns = [embedded.start()]
         notes.append(f"embedded PostgreSQL in {embedded.pgdata}")
-    db = PgDatabase(dsns, pool_max=settings.pg_pool_max)
+    db = PgDatabase(dsns, pool_max=settings.pg_pool_max,
+                    search_index_partitions=settings.search_index_partitions)
     try:
         await db.connect()
         if migrate:

@@ -48,7 +48,8 @@ class PgDatabase:
     ``stores()`` is the bundle the domain sees (``parley.ports.stores.Stores``);
     the writer and the tests reach the store objects directly."""
 
-    def __init__(self, dsns: Sequence[str], *, pool_max: int = 16) -> None:
+    def __init__(self, dsns: Sequence[str], *, pool_max: int = 16,
+                 search_index_partitions: int = 1) -> None:
         if not dsns:
             raise ValueError("at least one PostgreSQL DSN is required")
         self.dsns = list(dsns)
@@ -74,7 +75,8 @@ class PgDatabase:
         self.reactions = PgReactions(self)
         self.pins = PgPins(self)
         self.search = PgSearch(self)
-        self.indexer = PgSearchIndexer(self)  # not a domain store: the indexer loop's port
+        # Not a domain store: the indexer loop's port.
+        self.indexer = PgSearchIndexer(self, partitions=search_index_partitions)
         self.files = PgFiles(self)
         self.shares = PgShares(self)
         self.file_limits = PgFileLimits(self)

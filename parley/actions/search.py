@@ -71,31 +71,36 @@ async def search(svc: Services, ident: Identity, workspace_id: int, query: str, 
         limit=max(1, min(limit, PAGE_MAX)))
 
 
-async def index_pass(indexer: SearchIndexer, batch: int = INDEX_BATCH) -> tuple[int, bool]:
-    """One batch on every shard: (changes applied, whether some shard had a
-    full batch)."""
+async def index_pass(indexer: SearchIndexer, batch: int = INDEX_BATCH,
+                     partition: int | None = None) -> tuple[int, bool]:
+    """One batch on every shard, of ``partition`` (None: of every partition,
+    one after another): (changes applied, whether some batch was full)."""
     applied, more = 0, False
+    parts = range(indexer.partitions) if partition is None else (partition,)
     for shard in indexer.shards:
-        n = await indexer.index_batch(shard, batch)
-        if n is None:
-            continue  # another indexer holds the shard: it is being indexed
-        applied += n
-        more = more or n >= batch
+        for part in parts:
+            n = await indexer.index_batch(shard, batch, part)
+            if n is None:
+                continue  # another indexer holds this part: it is being indexed
+            applied += n
+            more = more or n >= batch
     return applied, more
 
 
 async def index_loop(indexer: SearchIndexer, *, batch: int = INDEX_BATCH,
                      idle_s: float = INDEX_IDLE_S, busy_s: float = INDEX_BUSY_S,
-                     retry_s: float = INDEX_RETRY_S) -> None:
+                     retry_s: float = INDEX_RETRY_S, partition: int | None = None) -> None:
     """Apply queued changes forever: a pass over the shards, again at once
     while some shard has a backlog (a full batch), after ``busy_s`` when the
     pass applied something, after ``idle_s`` when it found nothing (or every
-    shard was held by another indexer).  Any number of processes may run it;
-    each shard has one indexer at a time (the port's contract).  Failures
-    are logged and retried after ``retry_s``."""
+    part was held by another indexer).  ``partition``: only that part of
+    each shard's queue (the composition root runs one loop per part, so a
+    shard's parts are indexed concurrently); None: every part in turn.  Any
+    number of processes may run it; each part has one indexer at a time (the
+    port's contract).  Failures are logged and retried after ``retry_s``."""
     while True:
         try:
-            applied, more = await index_pass(indexer, batch)
+            applied, more = await index_pass(indexer, batch, partition)
         except asyncio.CancelledError:
             raise
         except Exception:

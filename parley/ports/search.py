@@ -32,11 +32,16 @@ class SearchIndexer(Protocol):
       run one after another, concurrently, or again after a crash.
     * **Converges.** Once a message's last change has been applied, its
       entry reflects its latest committed text; a deleted message has none.
-    * **One indexer per shard.** At most one call indexes a shard at a time,
-      across every process; a call that finds the shard busy returns
-      ``None`` at once instead of waiting.
-    * **Visibility.** When ``index_batch`` has returned ``0`` for a shard,
-      every change committed on it before the call is searchable.
+    * **Partitions.** A shard's queue is split into ``partitions`` disjoint
+      parts by message id (a fixed hash, so a message is always in the same
+      part, and every queued change is in exactly one).  Parts are indexed
+      independently, so several backends of one shard can work at once.
+    * **One indexer per partition.** At most one call indexes a (shard,
+      partition) at a time, across every process; a call that finds it busy
+      returns ``None`` at once instead of waiting.
+    * **Visibility.** When ``index_batch`` has returned ``0`` for every
+      partition of a shard, every change committed on it before those calls
+      is searchable.
 
     Errors: ``parley.model.StoreUnavailable`` when the database is
     unreachable (nothing was applied; retry later).
@@ -46,10 +51,14 @@ class SearchIndexer(Protocol):
     def shards(self) -> Sequence[str]:
         """The shards this indexer follows."""
 
-    async def index_batch(self, shard: str, limit: int) -> int | None:
-        """Apply up to ``limit`` queued changes of ``shard``: how many were
-        applied (0: the queue was empty), or None when another indexer
-        holds the shard."""
+    @property
+    def partitions(self) -> int:
+        """How many parts each shard's queue is split into (>= 1)."""
+
+    async def index_batch(self, shard: str, limit: int, partition: int = 0) -> int | None:
+        """Apply up to ``limit`` queued changes of ``shard``'s ``partition``
+        (0 <= partition < ``partitions``): how many were applied (0: that
+        part of the queue was empty), or None when another indexer holds it."""
 
     async def backlog(self, shard: str) -> int:
         """Changes of ``shard`` committed and not yet applied (a change an

@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 
 import asyncpg
+import pytest
 
 from parley.actions.search import catch_up, index_pass
 from parley.model import Message, NewMessage, User, Workspace
@@ -58,6 +59,13 @@ async def _find(db: PgDatabase, ws: Workspace, user: User, query: str, *,
     return [m.id for m in found]
 
 
+async def _index_all(indexer: PgSearchIndexer, shard: str, limit: int = 500) -> int:
+    """One batch of every partition of ``shard``: changes applied in all."""
+    done = [await indexer.index_batch(shard, limit, p) for p in range(indexer.partitions)]
+    assert None not in done, "no other indexer runs in these tests"
+    return sum(n or 0 for n in done)
+
+
 async def _index_rows(db: PgDatabase, shard: str) -> list[int]:
     return [r["message_id"] for r in await db.pools[shard].fetch(
         "SELECT message_id FROM message_search ORDER BY message_id")]
@@ -69,10 +77,10 @@ async def test_a_message_is_searchable_once_the_indexer_applied_it(runtime: Runt
     mid = await _post(runtime, ws, general, owner, "the quarterly rocket launch")
     assert await db.indexer.backlog(ws.shard) == 1, "queued by the batch insert's transaction"
     assert await _find(db, ws, owner, "rocket") == [], "not on the commit path any more"
-    assert await db.indexer.index_batch(ws.shard, 500) == 1
+    assert await _index_all(db.indexer, ws.shard) == 1
     assert await _find(db, ws, owner, "rocket") == [mid]
     assert await db.indexer.backlog(ws.shard) == 0
-    assert await db.indexer.index_batch(ws.shard, 500) == 0
+    assert await _index_all(db.indexer, ws.shard) == 0
 
 
 async def test_edits_and_deletes_reach_the_index(runtime: Runtime) -> None:
@@ -101,7 +109,7 @@ async def test_a_batch_that_dies_before_commit_loses_nothing_and_indexes_nothing
     conn = await asyncpg.connect(db.dsns[0])
     tx = conn.transaction()
     await tx.start()
-    row = await conn.fetchrow(_INDEX_BATCH, 5)
+    row = await conn.fetchrow(_INDEX_BATCH, 5, 1, 0)
     assert row is not None and row["claimed"] == 5 and row["put"] == 5
     conn.terminate()  # the indexer's process dies mid-transaction
     # PostgreSQL rolls the dead backend's transaction back (asynchronously).
@@ -121,13 +129,13 @@ async def test_a_batch_that_raises_before_commit_changes_nothing(runtime: Runtim
 
     try:
         async with db.pools[ws.shard].acquire() as conn, conn.transaction():
-            await conn.fetchrow(_INDEX_BATCH, 500)
+            await conn.fetchrow(_INDEX_BATCH, 500, 1, 0)  # one part: the whole queue
             raise Boom
     except Boom:
         pass
     assert await db.indexer.backlog(ws.shard) == 3
     assert await _index_rows(db, ws.shard) == []
-    assert await db.indexer.index_batch(ws.shard, 500) == 3
+    assert await _index_all(db.indexer, ws.shard) == 3
 
 
 async def _concurrent_batches(indexer: PgSearchIndexer, shard: str, workers: int,
@@ -136,10 +144,10 @@ async def _concurrent_batches(indexer: PgSearchIndexer, shard: str, workers: int
     (changes applied in all, calls that found the shard held)."""
     applied, held = 0, 0
 
-    async def worker() -> None:
+    async def worker(part: int) -> None:
         nonlocal applied, held
         while True:
-            n = await indexer.index_batch(shard, limit)
+            n = await indexer.index_batch(shard, limit, part)
             if n is None:
                 held += 1
                 await asyncio.sleep(0)
@@ -148,7 +156,7 @@ async def _concurrent_batches(indexer: PgSearchIndexer, shard: str, workers: int
                 return
             applied += n
 
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    await asyncio.gather(*(worker(i % indexer.partitions) for i in range(workers)))
     return applied, held
 
 
@@ -175,11 +183,15 @@ async def test_the_shard_lock_turns_a_second_indexer_away(runtime: Runtime) -> N
     db = runtime.db
     ws, owner, general = await _workspace(db)
     await _post(runtime, ws, general, owner, "held")
+    parts = range(db.indexer.partitions)
+    assert len(parts) > 1, "the default setting splits the queue"
     async with db.pools[ws.shard].acquire() as conn, conn.transaction():
-        assert await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", 0x50534958)
-        assert await db.indexer.index_batch(ws.shard, 500) is None
+        for p in parts:
+            assert await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", 0x50534958, p)
+        for p in parts:
+            assert await db.indexer.index_batch(ws.shard, 500, p) is None
         assert await index_pass(db.indexer) == (0, False)
-    assert await db.indexer.index_batch(ws.shard, 500) == 1
+    assert await _index_all(db.indexer, ws.shard) == 1
 
 
 async def test_an_edit_committed_during_a_batch_is_applied_by_a_later_one(
@@ -193,7 +205,7 @@ async def test_an_edit_committed_during_a_batch_is_applied_by_a_later_one(
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        await conn.fetchrow(_INDEX_BATCH, 500)  # claimed, read "draft wording"
+        await conn.fetchrow(_INDEX_BATCH, 500, 1, 0)  # claimed, read "draft wording"
         edit = asyncio.create_task(db.messages.edit_message(ws.id, mid, "final wording",
                                                             dt.datetime.now(dt.UTC)))
         deadline = asyncio.get_running_loop().time() + 10
@@ -263,3 +275,29 @@ async def test_migration_0008_keeps_existing_messages_searchable(
     finally:
         await conn.close()
         await db.close()
+
+
+async def test_partitions_split_the_queue_disjointly_and_index_concurrently(
+        runtime: Runtime) -> None:
+    """Every queued change is in exactly one part (by a hash of the id, so
+    even ids made one at a time spread), parts are indexed independently, and
+    concurrent indexers of all parts still apply each change once."""
+    db = runtime.db
+    ws, owner, general = await _workspace(db)
+    mids = await asyncio.gather(*(_post(runtime, ws, general, owner, f"part {i} words")
+                                  for i in range(200)))
+    four = PgSearchIndexer(db, partitions=4)
+    counts = [await four.index_batch(ws.shard, 1000, p) for p in range(4)]
+    assert sum(c or 0 for c in counts) == 200  # disjoint and covering
+    assert all(c and c > 20 for c in counts), counts  # spread: about 50 each
+    assert await _index_rows(db, ws.shard) == sorted(mids)
+    # Concurrently, two batches per part at once: each change applied once.
+    more = await asyncio.gather(*(_post(runtime, ws, general, owner, f"again {i}")
+                                  for i in range(300)))
+    applied, _ = await _concurrent_batches(four, ws.shard, workers=8, limit=30)
+    assert applied == 300
+    assert await _index_rows(db, ws.shard) == sorted([*mids, *more])
+    with pytest.raises(ValueError):
+        await four.index_batch(ws.shard, 10, 4)
+    with pytest.raises(ValueError):
+        PgSearchIndexer(db, partitions=0)
