@@ -23,8 +23,8 @@ Rules of this file:
   indexer's batches are serial (claim, tsvector, GIN, commit), and one
   backend applied about 6,000 realistic messages/s on a two-core machine.
 * A batch takes ``pg_try_advisory_xact_lock(INDEXER_LOCK_KEY, partition)``
-  first, so one indexer works on a part at a time (another returns at once).  The transaction-level
-  form, not ``pg_try_advisory_lock``: the lock goes with the commit or the
+  first, so one indexer works on a part at a time (another returns at once).
+  The transaction-level form, not ``pg_try_advisory_lock``: the lock goes with the commit or the
   rollback, so a pooled connection can never carry it into another use, and
   a crashed indexer's lock dies with its transaction.  Advisory locks are
   per database, and every shard is its own database, so one constant key
